@@ -1,0 +1,133 @@
+//! The module ABI: export names, kinds, status codes and the memory protocol.
+//! This file is the single point of definition; `guest-sdk/README.md` explains it.
+//!
+//! A module is a core WebAssembly module that imports nothing and exports a
+//! memory named `memory` plus the functions below. All integers are `i32`/`i64`
+//! at the boundary, read as unsigned.
+//!
+//! Memory protocol: the guest owns two buffers, *input* and *output*.
+//! - `exhost_input(len) -> ptr` makes the input buffer at least `len` bytes long,
+//!   clears the output buffer and returns the input's address; the host then
+//!   writes into `[ptr, ptr + len)`.
+//! - `exhost_output() -> (ptr << 32) | len` tells where the output is.
+//! - `exhost_apply(offset, len)` decodes one [`ApplyInput`] from the input buffer
+//!   at `[offset, offset + len)`, applies it and *appends* one frame to the
+//!   output: a little-endian `u32` byte count followed by that many bytes, the
+//!   encoded `Vec` of events. A batch is one copy in (many commands written
+//!   back to back), one `exhost_apply` call per command (so fuel is metered per
+//!   command, which keeps out-of-fuel outcomes independent of batching), and one
+//!   copy out.
+//! - Every other call clears the output first, then writes its answer (or, when
+//!   it returns a non-zero status, a UTF-8 error message) into it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::CommandContext;
+
+/// The version of this ABI. The host refuses modules that declare another.
+pub const ABI_VERSION: u32 = 1;
+
+/// Export names, spelled once.
+pub mod exports {
+    /// `() -> i32`: [`ABI_VERSION`](super::ABI_VERSION) of the SDK the module was built with.
+    pub const ABI_VERSION: &str = "exhost_abi_version";
+    /// `() -> i32`: a [`ModuleKind`](super::ModuleKind) code.
+    pub const MODULE_KIND: &str = "exhost_module_kind";
+    /// `() -> i32`: the module's snapshot format version.
+    pub const STATE_VERSION: &str = "exhost_state_version";
+    /// `(len: i32) -> i32`: reserve the input buffer, clear the output; returns its address.
+    pub const INPUT: &str = "exhost_input";
+    /// `() -> i64`: `(ptr << 32) | len` of the output buffer.
+    pub const OUTPUT: &str = "exhost_output";
+    /// `(len: i32) -> i32 status`: initialise from an encoded config in the input buffer.
+    pub const INIT: &str = "exhost_init";
+    /// `(offset: i32, len: i32) -> i32 status`: apply one encoded command; appends a frame.
+    pub const APPLY: &str = "exhost_apply";
+    /// `(len: i32) -> i32 status`: answer an encoded query.
+    pub const QUERY: &str = "exhost_query";
+    /// `() -> i32 status`: write the state's snapshot into the output buffer.
+    pub const SNAPSHOT: &str = "exhost_snapshot";
+    /// `(len: i32) -> i32 status`: replace the state with a snapshot of this state version.
+    pub const RESTORE: &str = "exhost_restore";
+    /// `(from_version: i32, len: i32) -> i32 status`: replace the state from an older snapshot.
+    pub const MIGRATE: &str = "exhost_migrate";
+    /// `() -> i64`: `(ptr << 32) | len` of the last panic message (empty if none).
+    pub const PANIC_MESSAGE: &str = "exhost_panic_message";
+    /// The exported linear memory.
+    pub const MEMORY: &str = "memory";
+
+    /// Every function a module of any kind must export.
+    pub const REQUIRED_FUNCTIONS: &[&str] = &[
+        ABI_VERSION,
+        MODULE_KIND,
+        STATE_VERSION,
+        INPUT,
+        OUTPUT,
+        INIT,
+        APPLY,
+        QUERY,
+        SNAPSHOT,
+        RESTORE,
+        MIGRATE,
+        PANIC_MESSAGE,
+    ];
+}
+
+/// Status codes returned by the calls that return one.
+pub mod status {
+    pub const OK: u32 = 0;
+    /// The module refused (bad config, bad snapshot, not initialised); message in output.
+    pub const MODULE_ERROR: u32 = 1;
+    /// The input could not be decoded; message in output.
+    pub const DECODE_ERROR: u32 = 2;
+}
+
+/// What kind of rules a module holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleKind {
+    /// One instance per market: the order book.
+    Matching,
+    /// One instance per exchange: balances, positions, margin.
+    Position,
+}
+
+impl ModuleKind {
+    pub const fn code(self) -> u32 {
+        match self {
+            ModuleKind::Matching => 1,
+            ModuleKind::Position => 2,
+        }
+    }
+
+    pub const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(ModuleKind::Matching),
+            2 => Some(ModuleKind::Position),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::Matching => "matching",
+            ModuleKind::Position => "position",
+        }
+    }
+}
+
+/// One command as written into the input buffer for `exhost_apply`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyInput<C> {
+    pub ctx: CommandContext,
+    pub command: C,
+}
+
+/// Pack an address and a length into the `i64` that `exhost_output` returns.
+pub const fn pack_region(ptr: u32, len: u32) -> u64 {
+    ((ptr as u64) << 32) | len as u64
+}
+
+/// Split a packed region into `(ptr, len)`.
+pub const fn unpack_region(region: u64) -> (u32, u32) {
+    ((region >> 32) as u32, region as u32)
+}

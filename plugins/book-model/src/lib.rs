@@ -1,0 +1,329 @@
+//! A deliberately simple model of the matching rules in `API.md`, written
+//! independently of the reference module so tests can compare the two.
+//!
+//! It keeps resting orders in one vector and finds the next maker by scanning
+//! it: best price, then earliest time. Slow and obviously right is the point;
+//! it shares no code with `exhost-pricetime` beyond the ABI types. It emits the
+//! same event sequence the ABI documents for a matching module, so property
+//! tests can compare whole event streams, and end-to-end tests can compare
+//! the host's answers.
+
+use exhost_guest_sdk::{
+    Level, MatchingCommand, MatchingEvent, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder,
+    Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+};
+
+#[derive(Clone, Debug)]
+pub struct ModelOrder {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub side: Side,
+    pub price_ticks: u64,
+    pub qty_lots: u64,
+    pub filled_lots: u64,
+    pub time_in_force: TimeInForce,
+    pub stp: SelfTradePrevention,
+    /// Arrival time in the queue; lower is earlier.
+    pub time: u64,
+}
+
+/// The model book.
+#[derive(Clone, Debug, Default)]
+pub struct ModelBook {
+    pub resting: Vec<ModelOrder>,
+    clock: u64,
+    last_trade_id: u64,
+}
+
+struct Incoming {
+    order_id: OrderId,
+    user_id: UserId,
+    side: Side,
+    limit: Option<u64>,
+    qty: u64,
+    filled: u64,
+    stp: SelfTradePrevention,
+}
+
+fn crosses(side: Side, limit: Option<u64>, price: u64) -> bool {
+    match (side, limit) {
+        (_, None) => true,
+        (Side::Buy, Some(limit)) => price <= limit,
+        (Side::Sell, Some(limit)) => price >= limit,
+    }
+}
+
+fn update(order: &ModelOrder, status: OrderStatus, reason: Option<Reason>) -> MatchingEvent {
+    MatchingEvent::Order(OrderUpdate {
+        order_id: order.order_id,
+        user_id: order.user_id,
+        side: order.side,
+        price_ticks: order.price_ticks,
+        qty_lots: order.qty_lots,
+        filled_lots: order.filled_lots,
+        status,
+        reason,
+    })
+}
+
+impl ModelBook {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Index of the maker an incoming order of `side` meets next, if any crosses.
+    fn next_maker(&self, side: Side, limit: Option<u64>) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, order) in self.resting.iter().enumerate() {
+            if order.side == side || !crosses(side, limit, order.price_ticks) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let current = &self.resting[b];
+                    let price_better = match side {
+                        Side::Buy => order.price_ticks < current.price_ticks,
+                        Side::Sell => order.price_ticks > current.price_ticks,
+                    };
+                    price_better || (order.price_ticks == current.price_ticks && order.time < current.time)
+                }
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Returns whether matching stopped on a self-trade.
+    fn run(&mut self, taker: &mut Incoming, events: &mut Vec<MatchingEvent>) -> bool {
+        while taker.filled < taker.qty {
+            let Some(i) = self.next_maker(taker.side, taker.limit) else { return false };
+            if self.resting[i].user_id == taker.user_id {
+                match taker.stp {
+                    SelfTradePrevention::CancelTaker => return true,
+                    SelfTradePrevention::CancelMaker | SelfTradePrevention::CancelBoth => {
+                        let maker = self.resting.remove(i);
+                        events.push(update(&maker, OrderStatus::Cancelled, Some(Reason::SelfTrade)));
+                        if taker.stp == SelfTradePrevention::CancelBoth {
+                            return true;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let maker = &mut self.resting[i];
+            let qty = (taker.qty - taker.filled).min(maker.qty_lots - maker.filled_lots);
+            self.last_trade_id += 1;
+            events.push(MatchingEvent::Trade(Trade {
+                trade_id: TradeId(self.last_trade_id),
+                price_ticks: maker.price_ticks,
+                qty_lots: qty,
+                taker_side: taker.side,
+                maker_order_id: maker.order_id,
+                maker_user_id: maker.user_id,
+                taker_order_id: taker.order_id,
+                taker_user_id: taker.user_id,
+            }));
+            maker.filled_lots += qty;
+            taker.filled += qty;
+            if maker.filled_lots == maker.qty_lots {
+                let maker = self.resting.remove(i);
+                events.push(update(&maker, OrderStatus::Filled, None));
+            } else {
+                events.push(update(maker, OrderStatus::PartiallyFilled, None));
+            }
+        }
+        false
+    }
+
+    fn finish(&mut self, taker: Incoming, self_trade: bool, rests: bool, tif: TimeInForce, events: &mut Vec<MatchingEvent>) {
+        let mut order = ModelOrder {
+            order_id: taker.order_id,
+            user_id: taker.user_id,
+            side: taker.side,
+            price_ticks: taker.limit.unwrap_or(0),
+            qty_lots: taker.qty,
+            filled_lots: taker.filled,
+            time_in_force: tif,
+            stp: taker.stp,
+            time: 0,
+        };
+        let (status, reason) = if taker.filled == taker.qty {
+            (OrderStatus::Filled, None)
+        } else if self_trade {
+            (OrderStatus::Cancelled, Some(Reason::SelfTrade))
+        } else if !rests {
+            (OrderStatus::Cancelled, Some(Reason::Unfilled))
+        } else {
+            self.clock += 1;
+            order.time = self.clock;
+            self.resting.push(order.clone());
+            (if taker.filled == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled }, None)
+        };
+        events.push(update(&order, status, reason));
+    }
+
+    fn place(&mut self, p: &PlaceOrder) -> Vec<MatchingEvent> {
+        let mut events = Vec::new();
+        let limit = (p.order_type == OrderType::Limit).then_some(p.price_ticks);
+        let reject = |reason| {
+            vec![MatchingEvent::Order(OrderUpdate {
+                order_id: p.order_id,
+                user_id: p.user_id,
+                side: p.side,
+                price_ticks: p.price_ticks,
+                qty_lots: p.qty_lots,
+                filled_lots: 0,
+                status: OrderStatus::Rejected,
+                reason: Some(reason),
+            })]
+        };
+        if p.qty_lots == 0 {
+            return reject(Reason::InvalidQuantity);
+        }
+        if limit == Some(0) || (limit.is_none() && p.time_in_force == TimeInForce::PostOnly) {
+            return reject(Reason::InvalidPrice);
+        }
+        if self.resting.iter().any(|o| o.order_id == p.order_id) {
+            return reject(Reason::DuplicateOrderId);
+        }
+        if p.time_in_force == TimeInForce::PostOnly
+            && self.resting.iter().any(|o| o.side != p.side && crosses(p.side, limit, o.price_ticks))
+        {
+            return reject(Reason::WouldCross);
+        }
+        let incoming = || Incoming {
+            order_id: p.order_id,
+            user_id: p.user_id,
+            side: p.side,
+            limit,
+            qty: p.qty_lots,
+            filled: 0,
+            stp: p.self_trade_prevention,
+        };
+        if p.time_in_force == TimeInForce::Fok {
+            // Try it on a copy: fill-or-kill means the trial must fill everything.
+            let mut trial = self.clone();
+            let mut taker = incoming();
+            trial.run(&mut taker, &mut Vec::new());
+            if taker.filled < taker.qty {
+                return reject(Reason::NotFillable);
+            }
+        }
+        let mut taker = incoming();
+        let self_trade = self.run(&mut taker, &mut events);
+        let rests = limit.is_some() && matches!(p.time_in_force, TimeInForce::Gtc | TimeInForce::PostOnly);
+        self.finish(taker, self_trade, rests, p.time_in_force, &mut events);
+        events
+    }
+
+    fn position(&self, order_id: OrderId, user_id: UserId) -> Option<usize> {
+        self.resting.iter().position(|o| o.order_id == order_id && o.user_id == user_id)
+    }
+
+    /// Apply one command, returning the events a matching module must emit.
+    pub fn apply(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
+        match command {
+            MatchingCommand::Place(p) => self.place(p),
+            MatchingCommand::Cancel { order_id, user_id } => match self.position(*order_id, *user_id) {
+                Some(i) => {
+                    let order = self.resting.remove(i);
+                    vec![update(&order, OrderStatus::Cancelled, Some(Reason::UserCancel))]
+                }
+                None => vec![MatchingEvent::Rejected {
+                    order_id: *order_id,
+                    user_id: *user_id,
+                    reason: Reason::UnknownOrder,
+                }],
+            },
+            MatchingCommand::MassCancel { user_id } => {
+                let mut mine: Vec<ModelOrder> =
+                    self.resting.iter().filter(|o| o.user_id == *user_id).cloned().collect();
+                mine.sort_by_key(|o| o.order_id);
+                self.resting.retain(|o| o.user_id != *user_id);
+                mine.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::MassCancel))).collect()
+            }
+            MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
+                let reject = |reason| {
+                    vec![MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason }]
+                };
+                let Some(i) = self.position(*order_id, *user_id) else { return reject(Reason::UnknownOrder) };
+                if price_ticks.is_none() && qty_lots.is_none() {
+                    return reject(Reason::NothingToAmend);
+                }
+                let current = self.resting[i].clone();
+                let price = price_ticks.unwrap_or(current.price_ticks);
+                let qty = qty_lots.unwrap_or(current.qty_lots);
+                if price == 0 {
+                    return reject(Reason::InvalidPrice);
+                }
+                if qty == 0 {
+                    return reject(Reason::InvalidQuantity);
+                }
+                if qty <= current.filled_lots {
+                    let mut order = self.resting.remove(i);
+                    order.qty_lots = order.filled_lots;
+                    return vec![update(&order, OrderStatus::Cancelled, Some(Reason::AmendedToFilled))];
+                }
+                if price == current.price_ticks && qty <= current.qty_lots {
+                    self.resting[i].qty_lots = qty;
+                    let order = &self.resting[i];
+                    let status = if order.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
+                    return vec![update(order, status, None)];
+                }
+                if current.time_in_force == TimeInForce::PostOnly
+                    && self
+                        .resting
+                        .iter()
+                        .any(|o| o.side != current.side && crosses(current.side, Some(price), o.price_ticks))
+                {
+                    return reject(Reason::WouldCross);
+                }
+                self.resting.remove(i);
+                let mut events = Vec::new();
+                let mut taker = Incoming {
+                    order_id: *order_id,
+                    user_id: *user_id,
+                    side: current.side,
+                    limit: Some(price),
+                    qty,
+                    filled: current.filled_lots,
+                    stp: current.stp,
+                };
+                let self_trade = self.run(&mut taker, &mut events);
+                self.finish(taker, self_trade, true, current.time_in_force, &mut events);
+                events
+            }
+        }
+    }
+
+    /// Aggregated levels, best first.
+    pub fn depth(&self) -> (Vec<Level>, Vec<Level>) {
+        let side = |side: Side| {
+            let mut levels: Vec<Level> = Vec::new();
+            let mut orders: Vec<&ModelOrder> = self.resting.iter().filter(|o| o.side == side).collect();
+            orders.sort_by_key(|o| match side {
+                Side::Buy => u64::MAX - o.price_ticks,
+                Side::Sell => o.price_ticks,
+            });
+            for order in orders {
+                let remaining = order.qty_lots - order.filled_lots;
+                match levels.last_mut() {
+                    Some(level) if level.price_ticks == order.price_ticks => level.qty_lots += remaining,
+                    _ => levels.push(Level { price_ticks: order.price_ticks, qty_lots: remaining }),
+                }
+            }
+            levels
+        };
+        (side(Side::Buy), side(Side::Sell))
+    }
+
+    /// Open orders of a user, by order id.
+    pub fn open_orders(&self, user_id: UserId) -> Vec<&ModelOrder> {
+        let mut orders: Vec<&ModelOrder> = self.resting.iter().filter(|o| o.user_id == user_id).collect();
+        orders.sort_by_key(|o| o.order_id);
+        orders
+    }
+}

@@ -1,0 +1,310 @@
+//! The order book's storage: a slab of resting orders linked into FIFO queues,
+//! one queue per price level, levels in ordered maps, and two ordered indexes.
+//!
+//! Invariants (checked by `check_invariants` in tests):
+//! - every resting order is in exactly one level queue, the index and the
+//!   per-user index, and nowhere else;
+//! - a level's `qty_lots` is the sum of its orders' remaining quantities, and a
+//!   level exists only while it holds at least one order;
+//! - bids and asks never cross (best bid < best ask) between commands.
+//!
+//! Only ordered collections are used: iteration order is part of the state's
+//! meaning (queue priority, snapshot bytes), so it must never depend on a seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use exhost_guest_sdk::{OrderId, SelfTradePrevention, Side, TimeInForce, UserId};
+use serde::{Deserialize, Serialize};
+
+/// The end of a queue.
+const NIL: u32 = u32::MAX;
+
+/// An order resting in the book.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestingOrder {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub side: Side,
+    pub price_ticks: u64,
+    pub qty_lots: u64,
+    pub filled_lots: u64,
+    pub time_in_force: TimeInForce,
+    pub self_trade_prevention: SelfTradePrevention,
+}
+
+impl RestingOrder {
+    pub fn remaining_lots(&self) -> u64 {
+        self.qty_lots - self.filled_lots
+    }
+}
+
+struct Slot {
+    order: RestingOrder,
+    prev: u32,
+    next: u32,
+}
+
+/// A price level: a FIFO queue threaded through the slab.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    head: u32,
+    tail: u32,
+    /// Sum of the remaining quantities of the orders in the queue.
+    pub qty_lots: u64,
+}
+
+/// A handle to a resting order, valid until the order leaves the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(u32);
+
+#[derive(Default)]
+pub struct Book {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: BTreeMap<OrderId, u32>,
+    by_user: BTreeSet<(UserId, OrderId)>,
+    bids: BTreeMap<u64, Level>,
+    asks: BTreeMap<u64, Level>,
+}
+
+impl Book {
+    pub fn resting_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn contains(&self, order_id: OrderId) -> bool {
+        self.index.contains_key(&order_id)
+    }
+
+    pub fn find(&self, order_id: OrderId) -> Option<Handle> {
+        self.index.get(&order_id).map(|&slot| Handle(slot))
+    }
+
+    pub fn order(&self, handle: Handle) -> &RestingOrder {
+        &self.slots[handle.0 as usize].order
+    }
+
+    fn levels(&self, side: Side) -> &BTreeMap<u64, Level> {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<u64, Level> {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    /// The best price on a side: highest bid, lowest ask.
+    pub fn best_price(&self, side: Side) -> Option<u64> {
+        match side {
+            Side::Buy => self.bids.last_key_value().map(|(&price, _)| price),
+            Side::Sell => self.asks.first_key_value().map(|(&price, _)| price),
+        }
+    }
+
+    /// The order first in time at the best price of a side.
+    pub fn best_order(&self, side: Side) -> Option<Handle> {
+        let price = self.best_price(side)?;
+        Some(Handle(self.levels(side)[&price].head))
+    }
+
+    /// The order after this one in its level's queue.
+    pub fn next_in_level(&self, handle: Handle) -> Option<Handle> {
+        let next = self.slots[handle.0 as usize].next;
+        (next != NIL).then_some(Handle(next))
+    }
+
+    /// Levels of a side from best to worst, as `(price, level)`.
+    pub fn levels_best_first(&self, side: Side) -> Box<dyn Iterator<Item = (u64, &Level)> + '_> {
+        match side {
+            Side::Buy => Box::new(self.bids.iter().rev().map(|(&price, level)| (price, level))),
+            Side::Sell => Box::new(self.asks.iter().map(|(&price, level)| (price, level))),
+        }
+    }
+
+    /// The first order of a level.
+    pub fn level_head(&self, level: &Level) -> Handle {
+        Handle(level.head)
+    }
+
+    /// Orders of one user, by order id.
+    pub fn user_orders(&self, user_id: UserId) -> impl Iterator<Item = OrderId> + '_ {
+        self.by_user
+            .range((user_id, OrderId(0))..=(user_id, OrderId(u64::MAX)))
+            .map(|&(_, order_id)| order_id)
+    }
+
+    /// Every resting order: bids then asks, each by ascending price, each level in queue order.
+    pub fn all_orders(&self) -> impl Iterator<Item = &RestingOrder> + '_ {
+        self.bids.values().chain(self.asks.values()).flat_map(move |level| {
+            let mut cursor = level.head;
+            core::iter::from_fn(move || {
+                if cursor == NIL {
+                    return None;
+                }
+                let slot = &self.slots[cursor as usize];
+                cursor = slot.next;
+                Some(&slot.order)
+            })
+        })
+    }
+
+    /// Put an order at the back of its price level. The caller guarantees the id is new.
+    pub fn insert(&mut self, order: RestingOrder) -> Handle {
+        debug_assert!(order.remaining_lots() > 0);
+        debug_assert!(!self.index.contains_key(&order.order_id));
+        let (side, price, remaining) = (order.side, order.price_ticks, order.remaining_lots());
+        self.by_user.insert((order.user_id, order.order_id));
+        let slot = Slot { order, prev: NIL, next: NIL };
+        let slot_id = match self.free.pop() {
+            Some(free) => {
+                self.slots[free as usize] = slot;
+                free
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(self.slots[slot_id as usize].order.order_id, slot_id);
+        let level = self
+            .levels_mut(side)
+            .entry(price)
+            .or_insert(Level { head: NIL, tail: NIL, qty_lots: 0 });
+        let old_tail = level.tail;
+        level.tail = slot_id;
+        if old_tail == NIL {
+            level.head = slot_id;
+        }
+        level.qty_lots += remaining;
+        if old_tail != NIL {
+            self.slots[old_tail as usize].next = slot_id;
+            self.slots[slot_id as usize].prev = old_tail;
+        }
+        Handle(slot_id)
+    }
+
+    /// Take an order out of the book, returning it.
+    pub fn remove(&mut self, handle: Handle) -> RestingOrder {
+        let slot_id = handle.0;
+        let (prev, next) = {
+            let slot = &self.slots[slot_id as usize];
+            (slot.prev, slot.next)
+        };
+        let (side, price, remaining, order_id, user_id) = {
+            let order = &self.slots[slot_id as usize].order;
+            (order.side, order.price_ticks, order.remaining_lots(), order.order_id, order.user_id)
+        };
+        if prev != NIL {
+            self.slots[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].prev = prev;
+        }
+        let levels = self.levels_mut(side);
+        let level = levels.get_mut(&price).expect("a resting order's level exists");
+        if level.head == slot_id {
+            level.head = next;
+        }
+        if level.tail == slot_id {
+            level.tail = prev;
+        }
+        level.qty_lots -= remaining;
+        if level.head == NIL {
+            levels.remove(&price);
+        }
+        self.index.remove(&order_id);
+        self.by_user.remove(&(user_id, order_id));
+        self.free.push(slot_id);
+        let slot = &mut self.slots[slot_id as usize];
+        slot.prev = NIL;
+        slot.next = NIL;
+        slot.order.clone()
+    }
+
+    /// Record a fill of `qty_lots` against a resting order; returns the order's state after it.
+    pub fn fill(&mut self, handle: Handle, qty_lots: u64) -> &RestingOrder {
+        let (side, price) = {
+            let order = &mut self.slots[handle.0 as usize].order;
+            debug_assert!(qty_lots <= order.remaining_lots());
+            order.filled_lots += qty_lots;
+            (order.side, order.price_ticks)
+        };
+        self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= qty_lots;
+        &self.slots[handle.0 as usize].order
+    }
+
+    /// Lower an order's total quantity in place, keeping its queue position.
+    pub fn reduce_qty(&mut self, handle: Handle, new_qty_lots: u64) -> &RestingOrder {
+        let (side, price, reduction) = {
+            let order = &mut self.slots[handle.0 as usize].order;
+            debug_assert!(new_qty_lots > order.filled_lots && new_qty_lots <= order.qty_lots);
+            let reduction = order.qty_lots - new_qty_lots;
+            order.qty_lots = new_qty_lots;
+            (order.side, order.price_ticks, reduction)
+        };
+        self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= reduction;
+        &self.slots[handle.0 as usize].order
+    }
+
+    /// Check every structural invariant; for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for side in [Side::Buy, Side::Sell] {
+            for (&price, level) in self.levels(side) {
+                if level.head == NIL {
+                    return Err(format!("empty level {price} on {side}"));
+                }
+                let mut total = 0u64;
+                let mut cursor = level.head;
+                let mut prev = NIL;
+                while cursor != NIL {
+                    let slot = &self.slots[cursor as usize];
+                    if slot.prev != prev {
+                        return Err(format!("broken back link at order {}", slot.order.order_id));
+                    }
+                    let order = &slot.order;
+                    if order.side != side || order.price_ticks != price {
+                        return Err(format!("order {} in the wrong level", order.order_id));
+                    }
+                    if order.remaining_lots() == 0 {
+                        return Err(format!("order {} rests with nothing left", order.order_id));
+                    }
+                    if self.index.get(&order.order_id) != Some(&cursor) {
+                        return Err(format!("order {} missing from the index", order.order_id));
+                    }
+                    if !self.by_user.contains(&(order.user_id, order.order_id)) {
+                        return Err(format!("order {} missing from the user index", order.order_id));
+                    }
+                    total += order.remaining_lots();
+                    seen += 1;
+                    prev = cursor;
+                    cursor = slot.next;
+                }
+                if prev != level.tail {
+                    return Err(format!("level {price} tail is wrong"));
+                }
+                if total != level.qty_lots {
+                    return Err(format!("level {price} total {} != sum {total}", level.qty_lots));
+                }
+            }
+        }
+        if seen != self.index.len() || seen != self.by_user.len() {
+            return Err(format!(
+                "{seen} orders in levels, {} in index, {} in user index",
+                self.index.len(),
+                self.by_user.len()
+            ));
+        }
+        if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell))
+            && bid >= ask
+        {
+            return Err(format!("book crossed: bid {bid} >= ask {ask}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! # Reference matching module: price-time priority
+//!
+//! The order book of one market, exactly per the matching rules of `API.md`:
+//! limit (`gtc`, `ioc`, `fok`, `post_only`) and market orders, cancel, amend,
+//! mass cancel, self-trade prevention, price and quantity range checks. A trade
+//! executes at the resting (maker) order's price.
+//!
+//! Every loop is bounded: a taker meets at most
+//! [`MarketConfig::match_steps_per_command_max`] makers (fills plus self-trade
+//! cancellations), and the book holds at most
+//! [`MarketConfig::resting_orders_max`] orders. Reaching either is a typed
+//! outcome (`fill_limit`, `book_full`), never a trap.
+//!
+//! The same code is the native library the host's tests and benchmarks link,
+//! and, through [`export_matching_module!`], the wasm module the host runs.
+
+mod book;
+mod snapshot;
+
+use exhost_guest_sdk::{
+    CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule,
+    MatchingQuery, MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderStatus, OrderType,
+    OrderUpdate, PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+    export_matching_module,
+};
+
+use book::{Book, Handle, RestingOrder};
+
+/// The snapshot format version of this module.
+pub const STATE_VERSION: u32 = 1;
+
+/// A price-time priority order book.
+pub struct PriceTimeBook {
+    config: MarketConfig,
+    book: Book,
+    last_trade_id: u64,
+}
+
+/// The incoming side of a match: a new order, or an amended one re-entering.
+struct Taker {
+    order_id: OrderId,
+    user_id: UserId,
+    side: Side,
+    /// `None` for a market order: any price.
+    limit_ticks: Option<u64>,
+    qty_lots: u64,
+    filled_lots: u64,
+    stp: SelfTradePrevention,
+}
+
+impl Taker {
+    fn remaining_lots(&self) -> u64 {
+        self.qty_lots - self.filled_lots
+    }
+
+    /// Whether this taker may trade with a maker at `price_ticks`.
+    fn crosses(&self, price_ticks: u64) -> bool {
+        match (self.limit_ticks, self.side) {
+            (None, _) => true,
+            (Some(limit), Side::Buy) => price_ticks <= limit,
+            (Some(limit), Side::Sell) => price_ticks >= limit,
+        }
+    }
+}
+
+/// Why matching stopped before the taker was filled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    /// Filled, or the book no longer crosses the taker's limit.
+    Exhausted,
+    SelfTrade,
+    StepLimit,
+}
+
+impl PriceTimeBook {
+    /// The configuration this book was created with.
+    pub fn config(&self) -> &MarketConfig {
+        &self.config
+    }
+
+    /// Check the book's structural invariants (for tests and debugging).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.book.check_invariants()
+    }
+
+    fn take_trade_id(&mut self) -> TradeId {
+        self.last_trade_id += 1;
+        TradeId(self.last_trade_id)
+    }
+
+    fn place(&mut self, order: &PlaceOrder, events: &mut Vec<MatchingEvent>) {
+        let reject = |reason: Reason, events: &mut Vec<MatchingEvent>| {
+            events.push(MatchingEvent::Order(OrderUpdate {
+                order_id: order.order_id,
+                user_id: order.user_id,
+                side: order.side,
+                price_ticks: order.price_ticks,
+                qty_lots: order.qty_lots,
+                filled_lots: 0,
+                status: OrderStatus::Rejected,
+                reason: Some(reason),
+            }));
+        };
+        if order.qty_lots == 0 || order.qty_lots > self.config.qty_lots_max {
+            return reject(Reason::InvalidQuantity, events);
+        }
+        let limit_ticks = match order.order_type {
+            OrderType::Limit => {
+                if order.price_ticks == 0 || order.price_ticks > self.config.price_ticks_max {
+                    return reject(Reason::InvalidPrice, events);
+                }
+                Some(order.price_ticks)
+            }
+            // A maker-only order needs a price to rest at.
+            OrderType::Market if order.time_in_force == TimeInForce::PostOnly => {
+                return reject(Reason::InvalidPrice, events);
+            }
+            OrderType::Market => None,
+        };
+        if self.book.contains(order.order_id) {
+            return reject(Reason::DuplicateOrderId, events);
+        }
+        let mut taker = Taker {
+            order_id: order.order_id,
+            user_id: order.user_id,
+            side: order.side,
+            limit_ticks,
+            qty_lots: order.qty_lots,
+            filled_lots: 0,
+            stp: order.self_trade_prevention,
+        };
+        match order.time_in_force {
+            TimeInForce::PostOnly if self.would_cross(&taker) => {
+                return reject(Reason::WouldCross, events);
+            }
+            TimeInForce::Fok if !self.fillable(&taker) => {
+                return reject(Reason::NotFillable, events);
+            }
+            _ => {}
+        }
+        let stop = self.match_taker(&mut taker, events);
+        let rests = order.order_type == OrderType::Limit
+            && matches!(order.time_in_force, TimeInForce::Gtc | TimeInForce::PostOnly);
+        self.finish_taker(taker, stop, rests, order.time_in_force, events);
+    }
+
+    /// Rest the taker's remainder or cancel it, and report the taker's final state.
+    fn finish_taker(
+        &mut self,
+        taker: Taker,
+        stop: Stop,
+        rests: bool,
+        time_in_force: TimeInForce,
+        events: &mut Vec<MatchingEvent>,
+    ) {
+        let (status, reason) = if taker.remaining_lots() == 0 {
+            (OrderStatus::Filled, None)
+        } else {
+            match stop {
+                Stop::SelfTrade => (OrderStatus::Cancelled, Some(Reason::SelfTrade)),
+                Stop::StepLimit => (OrderStatus::Cancelled, Some(Reason::FillLimit)),
+                Stop::Exhausted if !rests => (OrderStatus::Cancelled, Some(Reason::Unfilled)),
+                Stop::Exhausted if self.book.resting_count() >= self.config.resting_orders_max as usize => {
+                    (OrderStatus::Cancelled, Some(Reason::BookFull))
+                }
+                Stop::Exhausted => {
+                    self.book.insert(RestingOrder {
+                        order_id: taker.order_id,
+                        user_id: taker.user_id,
+                        side: taker.side,
+                        price_ticks: taker.limit_ticks.expect("only limit orders rest"),
+                        qty_lots: taker.qty_lots,
+                        filled_lots: taker.filled_lots,
+                        time_in_force,
+                        self_trade_prevention: taker.stp,
+                    });
+                    let status =
+                        if taker.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
+                    (status, None)
+                }
+            }
+        };
+        events.push(MatchingEvent::Order(OrderUpdate {
+            order_id: taker.order_id,
+            user_id: taker.user_id,
+            side: taker.side,
+            price_ticks: taker.limit_ticks.unwrap_or(0),
+            qty_lots: taker.qty_lots,
+            filled_lots: taker.filled_lots,
+            status,
+            reason,
+        }));
+    }
+
+    /// Whether a maker-only order would match on arrival.
+    fn would_cross(&self, taker: &Taker) -> bool {
+        self.book.best_price(taker.side.opposite()).is_some_and(|best| taker.crosses(best))
+    }
+
+    /// Whether a fill-or-kill taker can be filled completely, counting only what
+    /// it could fill before a self-trade stop, and skipping (not counting) its
+    /// own orders under `cancel_maker`. Changes nothing.
+    fn fillable(&self, taker: &Taker) -> bool {
+        let needed = taker.remaining_lots();
+        let mut available = 0u64;
+        let mut steps = 0u32;
+        for (price, level) in self.book.levels_best_first(taker.side.opposite()) {
+            if !taker.crosses(price) {
+                break;
+            }
+            let mut cursor = Some(self.book.level_head(level));
+            while let Some(handle) = cursor {
+                if steps == self.config.match_steps_per_command_max {
+                    return false;
+                }
+                steps += 1;
+                let maker = self.book.order(handle);
+                if maker.user_id == taker.user_id {
+                    if taker.stp != SelfTradePrevention::CancelMaker {
+                        return false;
+                    }
+                } else {
+                    available += maker.remaining_lots();
+                    if available >= needed {
+                        return true;
+                    }
+                }
+                cursor = self.book.next_in_level(handle);
+            }
+        }
+        false
+    }
+
+    /// Match the taker against the opposite side, best price first, oldest first.
+    fn match_taker(&mut self, taker: &mut Taker, events: &mut Vec<MatchingEvent>) -> Stop {
+        let mut steps = 0u32;
+        loop {
+            if taker.remaining_lots() == 0 {
+                return Stop::Exhausted;
+            }
+            let Some(handle) = self.book.best_order(taker.side.opposite()) else {
+                return Stop::Exhausted;
+            };
+            let maker = self.book.order(handle);
+            if !taker.crosses(maker.price_ticks) {
+                return Stop::Exhausted;
+            }
+            if steps == self.config.match_steps_per_command_max {
+                return Stop::StepLimit;
+            }
+            steps += 1;
+            if maker.user_id == taker.user_id {
+                match taker.stp {
+                    SelfTradePrevention::CancelTaker => return Stop::SelfTrade,
+                    SelfTradePrevention::CancelMaker => {
+                        self.cancel_resting(handle, Reason::SelfTrade, events);
+                        continue;
+                    }
+                    SelfTradePrevention::CancelBoth => {
+                        self.cancel_resting(handle, Reason::SelfTrade, events);
+                        return Stop::SelfTrade;
+                    }
+                }
+            }
+            let qty_lots = taker.remaining_lots().min(maker.remaining_lots());
+            let (price_ticks, maker_order_id, maker_user_id) =
+                (maker.price_ticks, maker.order_id, maker.user_id);
+            let trade_id = self.take_trade_id();
+            events.push(MatchingEvent::Trade(Trade {
+                trade_id,
+                price_ticks,
+                qty_lots,
+                taker_side: taker.side,
+                maker_order_id,
+                maker_user_id,
+                taker_order_id: taker.order_id,
+                taker_user_id: taker.user_id,
+            }));
+            taker.filled_lots += qty_lots;
+            let maker = self.book.fill(handle, qty_lots);
+            let maker_done = maker.remaining_lots() == 0;
+            events.push(MatchingEvent::Order(resting_update(
+                maker,
+                if maker_done { OrderStatus::Filled } else { OrderStatus::PartiallyFilled },
+                None,
+            )));
+            if maker_done {
+                self.book.remove(handle);
+            }
+        }
+    }
+
+    fn cancel_resting(&mut self, handle: Handle, reason: Reason, events: &mut Vec<MatchingEvent>) {
+        let order = self.book.remove(handle);
+        events.push(MatchingEvent::Order(resting_update(&order, OrderStatus::Cancelled, Some(reason))));
+    }
+
+    /// The caller's open order, or nothing: another user's order is as unknown as a missing one.
+    fn own_order(&self, order_id: OrderId, user_id: UserId) -> Option<Handle> {
+        self.book.find(order_id).filter(|&handle| self.book.order(handle).user_id == user_id)
+    }
+
+    fn cancel(&mut self, order_id: OrderId, user_id: UserId, events: &mut Vec<MatchingEvent>) {
+        match self.own_order(order_id, user_id) {
+            Some(handle) => self.cancel_resting(handle, Reason::UserCancel, events),
+            None => events.push(MatchingEvent::Rejected { order_id, user_id, reason: Reason::UnknownOrder }),
+        }
+    }
+
+    fn mass_cancel(&mut self, user_id: UserId, events: &mut Vec<MatchingEvent>) {
+        let order_ids: Vec<OrderId> = self.book.user_orders(user_id).collect();
+        for order_id in order_ids {
+            if let Some(handle) = self.book.find(order_id) {
+                self.cancel_resting(handle, Reason::MassCancel, events);
+            }
+        }
+    }
+
+    fn amend(
+        &mut self,
+        order_id: OrderId,
+        user_id: UserId,
+        price_ticks: Option<u64>,
+        qty_lots: Option<u64>,
+        events: &mut Vec<MatchingEvent>,
+    ) {
+        let reject = |reason: Reason, events: &mut Vec<MatchingEvent>| {
+            events.push(MatchingEvent::Rejected { order_id, user_id, reason });
+        };
+        let Some(handle) = self.own_order(order_id, user_id) else {
+            return reject(Reason::UnknownOrder, events);
+        };
+        if price_ticks.is_none() && qty_lots.is_none() {
+            return reject(Reason::NothingToAmend, events);
+        }
+        let current = self.book.order(handle).clone();
+        let new_price_ticks = price_ticks.unwrap_or(current.price_ticks);
+        let new_qty_lots = qty_lots.unwrap_or(current.qty_lots);
+        if new_price_ticks == 0 || new_price_ticks > self.config.price_ticks_max {
+            return reject(Reason::InvalidPrice, events);
+        }
+        if new_qty_lots == 0 || new_qty_lots > self.config.qty_lots_max {
+            return reject(Reason::InvalidQuantity, events);
+        }
+        if new_qty_lots <= current.filled_lots {
+            // Nothing would be left: the order leaves the book, its total being what filled.
+            let mut order = self.book.remove(handle);
+            order.qty_lots = order.filled_lots;
+            events.push(MatchingEvent::Order(resting_update(
+                &order,
+                OrderStatus::Cancelled,
+                Some(Reason::AmendedToFilled),
+            )));
+            return;
+        }
+        if new_price_ticks == current.price_ticks && new_qty_lots <= current.qty_lots {
+            // Same price, not larger: keeps its place in the queue.
+            let order = self.book.reduce_qty(handle, new_qty_lots);
+            let status = if order.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
+            events.push(MatchingEvent::Order(resting_update(order, status, None)));
+            return;
+        }
+        let mut taker = Taker {
+            order_id,
+            user_id,
+            side: current.side,
+            limit_ticks: Some(new_price_ticks),
+            qty_lots: new_qty_lots,
+            filled_lots: current.filled_lots,
+            stp: current.self_trade_prevention,
+        };
+        if current.time_in_force == TimeInForce::PostOnly && self.would_cross(&taker) {
+            return reject(Reason::WouldCross, events);
+        }
+        // Re-enter as a taker at the new price, at the back of its new level.
+        self.book.remove(handle);
+        let stop = self.match_taker(&mut taker, events);
+        self.finish_taker(taker, stop, true, current.time_in_force, events);
+    }
+}
+
+fn resting_update(order: &RestingOrder, status: OrderStatus, reason: Option<Reason>) -> OrderUpdate {
+    OrderUpdate {
+        order_id: order.order_id,
+        user_id: order.user_id,
+        side: order.side,
+        price_ticks: order.price_ticks,
+        qty_lots: order.qty_lots,
+        filled_lots: order.filled_lots,
+        status,
+        reason,
+    }
+}
+
+fn open_order(order: &RestingOrder) -> OpenOrder {
+    OpenOrder {
+        order_id: order.order_id,
+        user_id: order.user_id,
+        side: order.side,
+        price_ticks: order.price_ticks,
+        qty_lots: order.qty_lots,
+        filled_lots: order.filled_lots,
+        time_in_force: order.time_in_force,
+        self_trade_prevention: order.self_trade_prevention,
+    }
+}
+
+impl MatchingModule for PriceTimeBook {
+    const STATE_VERSION: u32 = STATE_VERSION;
+
+    fn init(config: &MarketConfig) -> Result<Self, ModuleError> {
+        snapshot::check_config(config)?;
+        Ok(PriceTimeBook { config: config.clone(), book: Book::default(), last_trade_id: 0 })
+    }
+
+    fn apply(&mut self, _ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
+        match command {
+            MatchingCommand::Place(order) => self.place(order, events),
+            MatchingCommand::Cancel { order_id, user_id } => self.cancel(*order_id, *user_id, events),
+            MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
+                self.amend(*order_id, *user_id, *price_ticks, *qty_lots, events)
+            }
+            MatchingCommand::MassCancel { user_id } => self.mass_cancel(*user_id, events),
+        }
+    }
+
+    fn query(&self, query: &MatchingQuery) -> MatchingQueryResult {
+        match query {
+            MatchingQuery::Depth { levels_max } => {
+                let side = |side: Side| -> Vec<Level> {
+                    self.book
+                        .levels_best_first(side)
+                        .take(*levels_max as usize)
+                        .map(|(price_ticks, level)| Level { price_ticks, qty_lots: level.qty_lots })
+                        .collect()
+                };
+                MatchingQueryResult::Depth { bids: side(Side::Buy), asks: side(Side::Sell) }
+            }
+            MatchingQuery::OpenOrders { user_id } => MatchingQueryResult::Orders(
+                self.book
+                    .user_orders(*user_id)
+                    .filter_map(|order_id| self.book.find(order_id))
+                    .map(|handle| open_order(self.book.order(handle)))
+                    .collect(),
+            ),
+            MatchingQuery::Order { order_id } => MatchingQueryResult::Orders(
+                self.book.find(*order_id).map(|handle| open_order(self.book.order(handle))).into_iter().collect(),
+            ),
+        }
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        snapshot::write(&self.config, self.last_trade_id, &self.book, out);
+    }
+
+    fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
+        let (config, last_trade_id, book) = snapshot::read(bytes)?;
+        Ok(PriceTimeBook { config, book, last_trade_id })
+    }
+}
+
+export_matching_module!(PriceTimeBook);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,416 @@
+//! Unit tests per matching rule, and a property test against the simple model.
+
+use exhost_book_model::ModelBook;
+use exhost_guest_sdk::*;
+use proptest::prelude::*;
+
+use super::PriceTimeBook;
+
+const CTX: CommandContext = CommandContext { seq: 1, ts_ns: 1 };
+
+struct Fixture {
+    book: PriceTimeBook,
+    next_id: u64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture { book: PriceTimeBook::init(&MarketConfig::default()).unwrap(), next_id: 0 }
+    }
+
+    fn with_config(config: MarketConfig) -> Self {
+        Fixture { book: PriceTimeBook::init(&config).unwrap(), next_id: 0 }
+    }
+
+    fn apply(&mut self, command: MatchingCommand) -> Vec<MatchingEvent> {
+        let mut events = Vec::new();
+        self.book.apply(&CTX, &command, &mut events);
+        self.book.check_invariants().unwrap();
+        events
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn order(
+        &mut self,
+        user: u64,
+        side: Side,
+        order_type: OrderType,
+        price: u64,
+        qty: u64,
+        tif: TimeInForce,
+        stp: SelfTradePrevention,
+    ) -> (OrderId, Vec<MatchingEvent>) {
+        self.next_id += 1;
+        let order_id = OrderId(self.next_id);
+        let events = self.apply(MatchingCommand::Place(PlaceOrder {
+            order_id,
+            user_id: UserId(user),
+            side,
+            order_type,
+            price_ticks: price,
+            qty_lots: qty,
+            time_in_force: tif,
+            self_trade_prevention: stp,
+        }));
+        (order_id, events)
+    }
+
+    fn limit(&mut self, user: u64, side: Side, price: u64, qty: u64) -> (OrderId, Vec<MatchingEvent>) {
+        self.order(user, side, OrderType::Limit, price, qty, TimeInForce::Gtc, SelfTradePrevention::CancelTaker)
+    }
+
+    fn depth(&self) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+        match self.book.query(&MatchingQuery::Depth { levels_max: 100 }) {
+            MatchingQueryResult::Depth { bids, asks } => (
+                bids.iter().map(|l| (l.price_ticks, l.qty_lots)).collect(),
+                asks.iter().map(|l| (l.price_ticks, l.qty_lots)).collect(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn last_update(events: &[MatchingEvent]) -> &OrderUpdate {
+    match events.last() {
+        Some(MatchingEvent::Order(update)) => update,
+        other => panic!("expected an order update last, got {other:?}"),
+    }
+}
+
+fn trades(events: &[MatchingEvent]) -> Vec<(u64, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MatchingEvent::Trade(t) => Some((t.maker_order_id.0, t.price_ticks, t.qty_lots)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn trades_at_the_makers_price_in_price_then_time_priority() {
+    let mut f = Fixture::new();
+    let (a, _) = f.limit(1, Side::Sell, 101, 5);
+    let (b, _) = f.limit(2, Side::Sell, 100, 5);
+    let (c, _) = f.limit(3, Side::Sell, 100, 5);
+    let (_, events) = f.limit(4, Side::Buy, 105, 12);
+    assert_eq!(trades(&events), vec![(b.0, 100, 5), (c.0, 100, 5), (a.0, 101, 2)]);
+    let taker = last_update(&events);
+    assert_eq!((taker.status, taker.filled_lots), (OrderStatus::Filled, 12));
+    assert_eq!(f.depth(), (vec![], vec![(101, 3)]));
+}
+
+#[test]
+fn gtc_rests_its_remainder_as_partially_filled() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 3);
+    let (_, events) = f.limit(2, Side::Buy, 100, 10);
+    let taker = last_update(&events);
+    assert_eq!((taker.status, taker.filled_lots, taker.remaining_lots()), (OrderStatus::PartiallyFilled, 3, 7));
+    assert_eq!(f.depth(), (vec![(100, 7)], vec![]));
+}
+
+#[test]
+fn ioc_and_market_cancel_their_remainder() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 3);
+    let (_, events) =
+        f.order(2, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::Ioc, SelfTradePrevention::CancelTaker);
+    let taker = last_update(&events);
+    assert_eq!((taker.status, taker.filled_lots, taker.reason), (OrderStatus::Cancelled, 3, Some(Reason::Unfilled)));
+    f.limit(1, Side::Buy, 90, 4);
+    let (_, events) =
+        f.order(3, Side::Sell, OrderType::Market, 0, 6, TimeInForce::Gtc, SelfTradePrevention::CancelTaker);
+    assert_eq!(trades(&events).len(), 1);
+    let taker = last_update(&events);
+    assert_eq!((taker.status, taker.filled_lots), (OrderStatus::Cancelled, 4));
+    assert_eq!(f.depth(), (vec![], vec![]));
+}
+
+#[test]
+fn fok_fills_completely_or_changes_nothing() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 3);
+    f.limit(1, Side::Sell, 101, 3);
+    let fok = |f: &mut Fixture, qty| {
+        f.order(2, Side::Buy, OrderType::Limit, 101, qty, TimeInForce::Fok, SelfTradePrevention::CancelTaker).1
+    };
+    let events = fok(&mut f, 7);
+    assert_eq!(events.len(), 1);
+    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Rejected, Some(Reason::NotFillable)));
+    assert_eq!(f.depth(), (vec![], vec![(100, 3), (101, 3)]));
+    let events = fok(&mut f, 6);
+    assert_eq!(last_update(&events).status, OrderStatus::Filled);
+}
+
+#[test]
+fn fok_counts_only_what_fills_before_a_self_trade_stop() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 3);
+    f.limit(2, Side::Sell, 100, 3);
+    f.limit(1, Side::Sell, 100, 3);
+    // cancel_taker: stops at user 2's own order, only 3 fillable before it.
+    let (_, events) =
+        f.order(2, Side::Buy, OrderType::Limit, 100, 6, TimeInForce::Fok, SelfTradePrevention::CancelTaker);
+    assert_eq!(last_update(&events).reason, Some(Reason::NotFillable));
+    // cancel_maker: skips its own order, 6 fillable from user 1.
+    let (_, events) =
+        f.order(2, Side::Buy, OrderType::Limit, 100, 6, TimeInForce::Fok, SelfTradePrevention::CancelMaker);
+    assert_eq!(last_update(&events).status, OrderStatus::Filled);
+    assert_eq!(trades(&events).len(), 2);
+    assert_eq!(f.depth(), (vec![], vec![]));
+}
+
+#[test]
+fn post_only_is_refused_when_it_would_cross() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 3);
+    let (_, events) =
+        f.order(2, Side::Buy, OrderType::Limit, 100, 1, TimeInForce::PostOnly, SelfTradePrevention::CancelTaker);
+    assert_eq!(last_update(&events).reason, Some(Reason::WouldCross));
+    let (_, events) =
+        f.order(2, Side::Buy, OrderType::Limit, 99, 1, TimeInForce::PostOnly, SelfTradePrevention::CancelTaker);
+    assert_eq!(last_update(&events).status, OrderStatus::New);
+    assert_eq!(f.depth(), (vec![(99, 1)], vec![(100, 3)]));
+}
+
+#[test]
+fn self_trade_prevention_modes() {
+    // cancel_taker: the taker's remainder is cancelled at its own order.
+    let mut f = Fixture::new();
+    let (own, _) = f.limit(1, Side::Sell, 100, 5);
+    let (_, events) =
+        f.order(1, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::Gtc, SelfTradePrevention::CancelTaker);
+    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::SelfTrade)));
+    assert!(f.book.book.contains(own));
+
+    // cancel_maker: its own resting order goes, matching continues.
+    let mut f = Fixture::new();
+    let (own, _) = f.limit(1, Side::Sell, 100, 5);
+    f.limit(2, Side::Sell, 100, 5);
+    let (_, events) =
+        f.order(1, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::Gtc, SelfTradePrevention::CancelMaker);
+    assert_eq!(last_update(&events).status, OrderStatus::Filled);
+    assert!(!f.book.book.contains(own));
+
+    // cancel_both: both go.
+    let mut f = Fixture::new();
+    let (own, _) = f.limit(1, Side::Sell, 100, 5);
+    f.limit(2, Side::Sell, 100, 5);
+    let (_, events) =
+        f.order(1, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::Gtc, SelfTradePrevention::CancelBoth);
+    assert_eq!(last_update(&events).status, OrderStatus::Cancelled);
+    assert!(!f.book.book.contains(own));
+    assert_eq!(f.depth(), (vec![], vec![(100, 5)]));
+}
+
+#[test]
+fn cancel_only_the_callers_open_orders() {
+    let mut f = Fixture::new();
+    let (id, _) = f.limit(1, Side::Buy, 100, 5);
+    let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(2) });
+    assert_eq!(events, vec![MatchingEvent::Rejected { order_id: id, user_id: UserId(2), reason: Reason::UnknownOrder }]);
+    let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(1) });
+    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::UserCancel)));
+    let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(1) });
+    assert!(matches!(events[..], [MatchingEvent::Rejected { reason: Reason::UnknownOrder, .. }]));
+}
+
+#[test]
+fn amend_keeps_priority_only_for_same_price_and_smaller_quantity() {
+    let mut f = Fixture::new();
+    let (first, _) = f.limit(1, Side::Sell, 100, 5);
+    let (second, _) = f.limit(2, Side::Sell, 100, 5);
+    // Reduce: keeps its place.
+    f.apply(MatchingCommand::Amend { order_id: first, user_id: UserId(1), price_ticks: None, qty_lots: Some(4) });
+    let (_, events) = f.limit(3, Side::Buy, 100, 1);
+    assert_eq!(trades(&events), vec![(first.0, 100, 1)]);
+    // Increase: goes to the back.
+    f.apply(MatchingCommand::Amend { order_id: first, user_id: UserId(1), price_ticks: None, qty_lots: Some(9) });
+    let (_, events) = f.limit(3, Side::Buy, 100, 1);
+    assert_eq!(trades(&events), vec![(second.0, 100, 1)]);
+    assert_eq!(f.depth(), (vec![], vec![(100, 4 + 8)]));
+}
+
+#[test]
+fn amend_to_a_crossing_price_matches_like_a_new_order() {
+    let mut f = Fixture::new();
+    let (ask, _) = f.limit(1, Side::Sell, 105, 3);
+    let (bid, _) = f.limit(2, Side::Buy, 100, 5);
+    let events =
+        f.apply(MatchingCommand::Amend { order_id: bid, user_id: UserId(2), price_ticks: Some(106), qty_lots: None });
+    assert_eq!(trades(&events), vec![(ask.0, 105, 3)]);
+    let update = last_update(&events);
+    assert_eq!((update.order_id, update.status, update.filled_lots, update.price_ticks), (bid, OrderStatus::PartiallyFilled, 3, 106));
+    // Amend to at or below the filled quantity cancels what is left.
+    let events =
+        f.apply(MatchingCommand::Amend { order_id: bid, user_id: UserId(2), price_ticks: None, qty_lots: Some(2) });
+    let update = last_update(&events);
+    assert_eq!((update.status, update.qty_lots, update.remaining_lots()), (OrderStatus::Cancelled, 3, 0));
+    assert_eq!(f.depth(), (vec![], vec![]));
+}
+
+#[test]
+fn post_only_amend_that_would_cross_is_refused_and_unchanged() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 105, 3);
+    let (bid, _) =
+        f.order(2, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::PostOnly, SelfTradePrevention::CancelTaker);
+    let events =
+        f.apply(MatchingCommand::Amend { order_id: bid, user_id: UserId(2), price_ticks: Some(105), qty_lots: None });
+    assert!(matches!(events[..], [MatchingEvent::Rejected { reason: Reason::WouldCross, .. }]));
+    assert_eq!(f.depth(), (vec![(100, 5)], vec![(105, 3)]));
+}
+
+#[test]
+fn mass_cancel_removes_every_order_of_the_user_in_id_order() {
+    let mut f = Fixture::new();
+    let (a, _) = f.limit(1, Side::Buy, 100, 5);
+    f.limit(2, Side::Buy, 100, 5);
+    let (b, _) = f.limit(1, Side::Sell, 110, 5);
+    let events = f.apply(MatchingCommand::MassCancel { user_id: UserId(1) });
+    let ids: Vec<OrderId> = events
+        .iter()
+        .map(|e| match e {
+            MatchingEvent::Order(u) => u.order_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec![a, b]);
+    assert_eq!(f.depth(), (vec![(100, 5)], vec![]));
+}
+
+#[test]
+fn range_checks_reject_and_change_nothing() {
+    let mut f = Fixture::with_config(MarketConfig { price_ticks_max: 1000, qty_lots_max: 50, ..MarketConfig::default() });
+    assert_eq!(last_update(&f.limit(1, Side::Buy, 0, 5).1).reason, Some(Reason::InvalidPrice));
+    assert_eq!(last_update(&f.limit(1, Side::Buy, 1001, 5).1).reason, Some(Reason::InvalidPrice));
+    assert_eq!(last_update(&f.limit(1, Side::Buy, 10, 0).1).reason, Some(Reason::InvalidQuantity));
+    assert_eq!(last_update(&f.limit(1, Side::Buy, 10, 51).1).reason, Some(Reason::InvalidQuantity));
+    assert_eq!(f.depth(), (vec![], vec![]));
+}
+
+#[test]
+fn named_limits_are_typed_outcomes() {
+    let mut f = Fixture::with_config(MarketConfig { resting_orders_max: 2, ..MarketConfig::default() });
+    f.limit(1, Side::Sell, 100, 1);
+    f.limit(1, Side::Sell, 100, 1);
+    let (_, events) = f.limit(1, Side::Sell, 100, 1);
+    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::BookFull)));
+    assert_eq!(f.depth(), (vec![], vec![(100, 2)]));
+
+    let mut f = Fixture::with_config(MarketConfig { match_steps_per_command_max: 2, ..MarketConfig::default() });
+    for _ in 0..3 {
+        f.limit(1, Side::Sell, 100, 1);
+    }
+    let (_, events) = f.limit(3, Side::Buy, 100, 3);
+    assert_eq!(trades(&events).len(), 2);
+    let taker = last_update(&events);
+    assert_eq!((taker.status, taker.reason, taker.filled_lots), (OrderStatus::Cancelled, Some(Reason::FillLimit), 2));
+    assert_eq!(f.depth(), (vec![], vec![(100, 1)]));
+}
+
+#[test]
+fn snapshot_restore_round_trips_the_exact_queues() {
+    let mut f = Fixture::new();
+    for i in 0..20 {
+        f.limit(1 + i % 3, if i % 2 == 0 { Side::Buy } else { Side::Sell }, if i % 2 == 0 { 90 + i % 4 } else { 110 - i % 5 }, 1 + i);
+    }
+    let mut bytes = Vec::new();
+    f.book.snapshot(&mut bytes);
+    let restored = PriceTimeBook::restore(&bytes).unwrap();
+    let mut again = Vec::new();
+    restored.snapshot(&mut again);
+    assert_eq!(bytes, again);
+    // Same queues: a sweep gives the same trades on both.
+    let sweep = |book: &mut PriceTimeBook| {
+        let mut events = Vec::new();
+        book.apply(
+            &CTX,
+            &MatchingCommand::Place(PlaceOrder {
+                order_id: OrderId(999),
+                user_id: UserId(9),
+                side: Side::Buy,
+                order_type: OrderType::Market,
+                price_ticks: 0,
+                qty_lots: 1000,
+                time_in_force: TimeInForce::Ioc,
+                self_trade_prevention: SelfTradePrevention::CancelTaker,
+            }),
+            &mut events,
+        );
+        events
+    };
+    let mut restored = restored;
+    assert_eq!(sweep(&mut f.book), sweep(&mut restored));
+    assert!(PriceTimeBook::restore(&bytes[..bytes.len() - 1]).is_err());
+}
+
+// ---- property test against the model ----
+
+fn arb_command(users: u64) -> impl Strategy<Value = (u8, u64, bool, u8, u64, u64, u8, u8, u64)> {
+    (0u8..100, 1..=users, any::<bool>(), 0u8..10, 95u64..=105, 1u64..=8, 0u8..4, 0u8..3, 0u64..64)
+}
+
+fn to_command(
+    (kind, user, buy, type_pick, price, qty, tif, stp, target): (u8, u64, bool, u8, u64, u64, u8, u8, u64),
+    seq: u64,
+    placed: &[OrderId],
+) -> MatchingCommand {
+    let user_id = UserId(user);
+    let pick = |target: u64| placed.get((target as usize) % placed.len().max(1)).copied().unwrap_or(OrderId(1));
+    match kind {
+        0..=64 => MatchingCommand::Place(PlaceOrder {
+            order_id: OrderId(seq),
+            user_id,
+            side: if buy { Side::Buy } else { Side::Sell },
+            order_type: if type_pick == 0 { OrderType::Market } else { OrderType::Limit },
+            price_ticks: if type_pick == 0 { 0 } else { price },
+            qty_lots: qty,
+            time_in_force: TimeInForce::ALL[tif as usize],
+            self_trade_prevention: SelfTradePrevention::ALL[stp as usize],
+        }),
+        65..=79 => MatchingCommand::Cancel { order_id: pick(target), user_id },
+        80..=96 => MatchingCommand::Amend {
+            order_id: pick(target),
+            user_id,
+            price_ticks: (type_pick < 6).then_some(price),
+            qty_lots: (type_pick >= 3).then_some(qty),
+        },
+        _ => MatchingCommand::MassCancel { user_id },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Over random command sequences the module emits exactly the model's events,
+    /// keeps its invariants, and its depth equals the model's after every step.
+    #[test]
+    fn matches_the_simple_model(raw in proptest::collection::vec(arb_command(4), 1..300)) {
+        let mut book = PriceTimeBook::init(&MarketConfig::default()).unwrap();
+        let mut model = ModelBook::new();
+        let mut placed = Vec::new();
+        for (i, raw) in raw.into_iter().enumerate() {
+            let seq = i as u64 + 1;
+            let command = to_command(raw, seq, &placed);
+            if matches!(command, MatchingCommand::Place(_)) {
+                placed.push(OrderId(seq));
+            }
+            let mut events = Vec::new();
+            book.apply(&CommandContext { seq, ts_ns: seq }, &command, &mut events);
+            let expected = model.apply(&command);
+            prop_assert_eq!(&events, &expected, "command {} {:?}", seq, command);
+            prop_assert_eq!(book.check_invariants(), Ok(()));
+            let (bids, asks) = model.depth();
+            let depth = book.query(&MatchingQuery::Depth { levels_max: u32::MAX });
+            prop_assert_eq!(depth, MatchingQueryResult::Depth { bids, asks });
+        }
+        // A snapshot taken at the end restores to the same bytes.
+        let mut bytes = Vec::new();
+        book.snapshot(&mut bytes);
+        let mut again = Vec::new();
+        PriceTimeBook::restore(&bytes).unwrap().snapshot(&mut again);
+        prop_assert_eq!(bytes, again);
+    }
+}
