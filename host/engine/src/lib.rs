@@ -1,1 +1,24 @@
-//! stub
+//! # exhost engine
+//!
+//! The deterministic heart of the host: commands in, change messages out,
+//! through rule modules it knows only as traits. No clock, no I/O, no tokio, no
+//! RocksDB, no wasmtime (a test checks the dependency graph), so the same code
+//! runs live, in replay, in `verify` and in benchmarks.
+
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod decimal;
+pub mod engine;
+pub mod event;
+pub mod module;
+pub mod registry;
+pub mod snapshot;
+
+pub use command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
+pub use decimal::{DecimalError, Scale};
+pub use engine::{Engine, EngineError};
+pub use event::{Event, EventBody};
+pub use module::{LoadError, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, NativeLoader, NativeMatching};
+pub use registry::{Registry, UserRecord};
+pub use snapshot::{EngineSnapshot, MarketState, StateDigest};

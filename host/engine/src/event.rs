@@ -1,0 +1,45 @@
+//! Events: the change messages the engine publishes for every command.
+//!
+//! Each carries, once stamped by the host, the sequence number of the command
+//! that caused it, its index within that command and the command's timestamp.
+//! The read side is built only from these. Variants are append-only.
+
+use exhost_guest_sdk::{MatchingEvent, OrderId, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::command::MarketId;
+use crate::module::ModuleHash;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    UserCreated { user_id: UserId },
+    Deposited { user_id: UserId, asset: String, amount_units: u64 },
+    MarketCreated { market: MarketId, symbol: String, module_hash: ModuleHash },
+    /// An order reached its market's module (which may still reject it).
+    OrderReceived {
+        market: MarketId,
+        order_id: OrderId,
+        user_id: UserId,
+        client_order_id: Option<String>,
+        side: Side,
+        order_type: OrderType,
+        price_ticks: u64,
+        qty_lots: u64,
+        time_in_force: TimeInForce,
+        self_trade_prevention: SelfTradePrevention,
+        reduce_only: bool,
+    },
+    /// Something the market's matching module reported.
+    Matching { market: MarketId, event: MatchingEvent },
+    /// The engine refused the command before any module saw it; nothing changed.
+    CommandRejected { reason: Reason },
+}
+
+/// An event with its place in history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub idx: u32,
+    pub ts_ns: u64,
+    pub body: EventBody,
+}
