@@ -1,1 +1,14 @@
-//! stub
+//! # exhost
+//!
+//! The host process: HTTP gateway ([`server`]), write path ([`node`]),
+//! recovery and offline tools ([`recovery`], [`cli`]), and the read model
+//! ([`readmodel`]). The deterministic parts live in `exhost-engine`, the wasm
+//! runtime in `exhost-runtime`, storage in `exhost-store`.
+
+pub mod cli;
+pub mod config;
+pub mod node;
+pub mod readmodel;
+pub mod recovery;
+pub mod serve;
+pub mod server;

@@ -80,7 +80,9 @@ pub trait MatchingInstance: Send {
     /// Apply several commands; `outcomes[i]` is the result of `commands[i]`,
     /// and its events are appended to `events[i]`. The default calls `apply`
     /// in turn; runtimes override it to cross their boundary once per batch.
-    /// After a fault the instance must not be used again.
+    /// On a fault at index `i`, commands before `i` were applied but `events`
+    /// is unspecified, and the instance must not be used again: the engine
+    /// rebuilds it and re-applies them one by one.
     fn apply_batch(
         &mut self,
         commands: &[(CommandContext, MatchingCommand)],

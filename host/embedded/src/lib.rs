@@ -1,0 +1,5 @@
+//! The reference plugins, compiled to wasm32 from this checkout's source by
+//! `build.rs` and embedded, so `exhost serve` needs no files beside the binary.
+
+/// The price-time priority matching module (`plugins/pricetime`).
+pub const PRICETIME_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_pricetime.wasm"));

@@ -1,0 +1,217 @@
+//! The `exhost` command line: `serve`, and the offline tools that work on a
+//! data directory (`journal`, `replay`, `verify`, `snapshot`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use exhost_engine::{Command, EngineSnapshot, ModuleHash};
+use exhost_guest_sdk::codec::decode;
+use exhost_runtime::{ModuleSource, Runtime, WasmLoader};
+use exhost_store::Store;
+
+use crate::config::Config;
+use crate::recovery::{self, Progress};
+
+#[derive(Parser)]
+#[command(name = "exhost", version, about = "A WebAssembly-plugin exchange host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Subcommand)]
+pub enum Commands {
+    /// Run the host: HTTP API, journal, engine.
+    Serve(ServeArgs),
+    /// Print journal records.
+    Journal {
+        #[command(flatten)]
+        data: DataArgs,
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        /// How many records to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Rebuild the state offline up to a sequence number and print its digest.
+    Replay {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Stop after this sequence number (default: the last record).
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Ignore snapshots and replay from the first record.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Replay the whole journal from the first record and compare every stored snapshot digest.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Recover the state offline and store a snapshot of it (the host must not be running).
+    Snapshot {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// The data directory.
+    #[arg(long, env = "EXHOST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl DataArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Module bytes from the store, for the wasm loader.
+pub struct StoreModules(pub Store);
+
+impl ModuleSource for StoreModules {
+    fn module_bytes(&self, hash: &ModuleHash) -> Option<Vec<u8>> {
+        match self.0.module(&hash.0) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, %hash, "reading module bytes failed");
+                None
+            }
+        }
+    }
+}
+
+/// A loader over the store's modules.
+pub fn loader_for(store: &Store) -> anyhow::Result<Arc<WasmLoader>> {
+    let runtime = Runtime::new().context("configuring wasmtime")?;
+    Ok(Arc::new(WasmLoader::new(runtime, Arc::new(StoreModules(store.clone())))))
+}
+
+fn open_existing(config: &Config, read_only: bool) -> anyhow::Result<Store> {
+    let dir = config.db_dir();
+    if !dir.join("CURRENT").is_file() {
+        bail!("no exhost data in {} (start `exhost serve` with this --data-dir first)", config.data_dir.display());
+    }
+    let store = if read_only { Store::open_read_only(&dir) } else { Store::open(&dir) };
+    store.with_context(|| format!("opening {} (is `exhost serve` running on it?)", dir.display()))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Commands::Serve(args) => {
+            let mut config = args.data.config()?;
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            crate::serve::run(config)
+        }
+        Commands::Journal { data, from_seq, limit } => {
+            let store = open_existing(&data.config()?, true)?;
+            for record in store.journal_from(from_seq).take(limit as usize) {
+                let record = record?;
+                let command: Command = decode(&record.command)
+                    .with_context(|| format!("record {} holds no command this host understands", record.seq))?;
+                // Never print a user's API secret.
+                let shown = match &command {
+                    Command::CreateUser { api_key, .. } => format!("CreateUser {{ api_key: {api_key:?}, api_secret: <redacted> }}"),
+                    other => format!("{other:?}"),
+                };
+                println!("{}\t{}\t{}\t{shown}", record.seq, record.ts_ns, command.kind());
+            }
+            Ok(())
+        }
+        Commands::Replay { data, to_seq, from_start } => {
+            let store = open_existing(&data.config()?, true)?;
+            let loader = loader_for(&store)?;
+            let last = store.journal_last_seq()?.unwrap_or(0);
+            let to_seq = to_seq.unwrap_or(last);
+            if to_seq > last {
+                bail!("--to-seq {to_seq} is beyond the last journal record {last}");
+            }
+            let started = Instant::now();
+            let mut engine = if from_start {
+                exhost_engine::Engine::new(loader)
+            } else {
+                recovery::engine_from_snapshot(&store, loader, to_seq)?
+            };
+            let start_seq = engine.last_seq();
+            let mut progress = Progress::new("replay", to_seq - start_seq, true);
+            let replayed = recovery::replay(&store, &mut engine, to_seq, &mut progress, |_| Ok(()))?;
+            let elapsed = started.elapsed();
+            let snapshot = engine.snapshot()?;
+            let digest = EngineSnapshot::digest_of(&snapshot.encode());
+            println!("seq {}", snapshot.seq);
+            println!("started from {}", if start_seq == 0 { "the first record".to_string() } else { format!("snapshot {start_seq}") });
+            println!("replayed {replayed} commands in {:.3} s ({:.0}/s)", elapsed.as_secs_f64(), replayed as f64 / elapsed.as_secs_f64().max(1e-9));
+            for (spec, state) in snapshot.registry.markets.iter().zip(&snapshot.markets) {
+                println!("market {} digest {}", spec.symbol, EngineSnapshot::digest_of(&state.bytes));
+            }
+            println!("state digest {digest}");
+            Ok(())
+        }
+        Commands::Verify { data } => verify(&open_existing(&data.config()?, true)?),
+        Commands::Snapshot { data } => {
+            let store = open_existing(&data.config()?, false)?;
+            let loader = loader_for(&store)?;
+            let (mut engine, _) = recovery::recover(&store, loader)?;
+            let taken = crate::node::take_snapshot(&mut engine, &store).map_err(anyhow::Error::msg)?;
+            println!("snapshot seq {} digest {} ({} bytes)", taken.seq, taken.digest_hex, taken.size_bytes);
+            Ok(())
+        }
+    }
+}
+
+/// Replay from the first record, checking every stored snapshot's digest.
+fn verify(store: &Store) -> anyhow::Result<()> {
+    let loader = loader_for(store)?;
+    let last = store.journal_last_seq()?.unwrap_or(0);
+    let snapshots = store.snapshot_infos()?;
+    let mut engine = exhost_engine::Engine::new(loader);
+    let mut progress = Progress::new("verify", last, true);
+    let started = Instant::now();
+    let mut mismatches = 0;
+    for info in snapshots.iter().filter(|info| info.seq <= last) {
+        recovery::replay(store, &mut engine, info.seq, &mut progress, |_| Ok(()))?;
+        let digest = EngineSnapshot::digest_of(&engine.snapshot()?.encode());
+        if digest.0 == info.digest {
+            println!("snapshot {} digest {} ok", info.seq, digest);
+        } else {
+            mismatches += 1;
+            println!("snapshot {} MISMATCH: stored {} replayed {}", info.seq, hex::encode(info.digest), digest);
+        }
+    }
+    recovery::replay(store, &mut engine, last, &mut progress, |_| Ok(()))?;
+    let digest = EngineSnapshot::digest_of(&engine.snapshot()?.encode());
+    println!(
+        "replayed {last} commands in {:.3} s; final seq {last} digest {digest}",
+        started.elapsed().as_secs_f64()
+    );
+    if mismatches > 0 {
+        bail!("{mismatches} of {} snapshots do not match their replay", snapshots.len());
+    }
+    println!("verify ok: {} snapshots match", snapshots.len());
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! The live write path: sequencer, journal, engine, read model.
+//!
+//! ```text
+//! handlers ──submit──► sequencer thread ──durable batch──► engine thread ──► replies
+//!                      (seq, ts, group commit, fsync)      (apply, events,
+//!                                                           read model, snapshots)
+//! ```
+//!
+//! Two threads, so journal writes of one batch overlap the engine work of the
+//! previous one. The rule that matters: the engine sees a command only after
+//! the journal write holding it returned from fsync, and a client hears about
+//! a command only from the engine. So no answer and no event exists for a
+//! command that is not durable.
+//!
+//! If the engine cannot apply a journaled command (a module that cannot be
+//! loaded, say), the node halts: it answers every later command with
+//! `unavailable` rather than diverge from its journal. Restarting replays the
+//! journal, so nothing accepted is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use exhost_engine::{Command, Engine, EngineSnapshot, Event, EventBody, MarketId, MarketSpec, Registry};
+use exhost_guest_sdk::codec::encode_into;
+use exhost_guest_sdk::{MatchingQuery, MatchingQueryResult, UserId};
+use exhost_store::journal::encode_record;
+use exhost_store::{Durability, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::readmodel::ReadModelWriter;
+
+/// The outcome of one applied command, as the engine reported it.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the command queue is full; retry later")]
+    Overloaded,
+    #[error("the journal write failed: {0}")]
+    Journal(String),
+    #[error("the engine has halted: {0}")]
+    Halted(String),
+    #[error("the host is shutting down")]
+    ShuttingDown,
+}
+
+/// What the gateway needs to know about users and markets without asking the
+/// engine thread: kept in step with the engine's registry after every command
+/// that changes it.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    /// API key to (user, secret).
+    pub users: HashMap<String, (UserId, String)>,
+    pub user_ids: BTreeMap<UserId, String>,
+    pub markets: Vec<MarketSpec>,
+    pub symbols: HashMap<String, MarketId>,
+    pub assets: BTreeMap<String, u8>,
+}
+
+impl Directory {
+    pub fn from_registry(registry: &Registry) -> Directory {
+        let mut directory = Directory::default();
+        directory.refresh(registry);
+        directory
+    }
+
+    fn refresh(&mut self, registry: &Registry) {
+        for (user_id, record) in registry.users.range(self.user_ids.keys().next_back().map_or(UserId(0), |id| UserId(id.0 + 1))..) {
+            self.users.insert(record.api_key.clone(), (*user_id, record.api_secret.clone()));
+            self.user_ids.insert(*user_id, record.api_key.clone());
+        }
+        for (index, spec) in registry.markets.iter().enumerate().skip(self.markets.len()) {
+            self.symbols.insert(spec.symbol.clone(), MarketId(index as u32));
+            self.markets.push(spec.clone());
+        }
+        self.assets.clone_from(&registry.assets);
+    }
+
+    pub fn market(&self, symbol: &str) -> Option<(MarketId, &MarketSpec)> {
+        let id = *self.symbols.get(symbol)?;
+        Some((id, &self.markets[id.0 as usize]))
+    }
+}
+
+/// Whether the node can take commands.
+#[derive(Default)]
+pub struct Health {
+    halted: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn halt(&self, reason: String) {
+        tracing::error!(%reason, "node halted: no further commands are accepted until restart");
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.halted.store(true, Ordering::SeqCst);
+    }
+
+    /// `None` while healthy, otherwise why not.
+    pub fn problem(&self) -> Option<String> {
+        if self.halted.load(Ordering::SeqCst) {
+            Some(self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default())
+        } else {
+            None
+        }
+    }
+}
+
+/// Settings of the write path.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub durability: Durability,
+    pub batch_commands_max: usize,
+    pub submit_queue_max: usize,
+    pub snapshot_every_commands: u64,
+}
+
+struct Submission {
+    command: Command,
+    reply: oneshot::Sender<Result<Applied, SubmitError>>,
+}
+
+struct Sequenced {
+    seq: u64,
+    ts_ns: u64,
+    command: Command,
+    reply: oneshot::Sender<Result<Applied, SubmitError>>,
+}
+
+/// Requests answered by the engine thread between batches.
+enum EngineInput {
+    Durable(Vec<Sequenced>),
+    Query { market: MarketId, query: MatchingQuery, reply: oneshot::Sender<Result<(u64, MatchingQueryResult), String>> },
+    Snapshot { reply: oneshot::Sender<Result<SnapshotTaken, String>> },
+    /// The sequencer has stopped: apply nothing more, snapshot, and end.
+    Shutdown,
+}
+
+/// A snapshot the node stored.
+#[derive(Clone, Debug)]
+pub struct SnapshotTaken {
+    pub seq: u64,
+    pub digest_hex: String,
+    pub size_bytes: u64,
+}
+
+pub struct Node {
+    submit_tx: Mutex<Option<mpsc::Sender<Submission>>>,
+    engine_tx: mpsc::Sender<EngineInput>,
+    pub directory: Arc<RwLock<Directory>>,
+    pub store: Store,
+    pub health: Arc<Health>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Start the write path on a recovered engine.
+    pub fn start(store: Store, engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
+        let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry())));
+        let health = Arc::new(Health::default());
+        let (submit_tx, submit_rx) = mpsc::channel(settings.submit_queue_max.max(1));
+        // A few batches in flight between the threads: enough to overlap, bounded for memory.
+        let (engine_tx, engine_rx) = mpsc::channel(64);
+        let next_seq = engine.last_seq() + 1;
+        let last_ts_ns = engine.last_ts_ns();
+
+        let sequencer = {
+            let (store, health, engine_tx, settings) = (store.clone(), health.clone(), engine_tx.clone(), settings.clone());
+            std::thread::Builder::new()
+                .name("exhost-sequencer".into())
+                .spawn(move || sequencer_loop(submit_rx, engine_tx, store, health, settings, next_seq, last_ts_ns))
+                .expect("the sequencer thread starts")
+        };
+        let engine_thread = {
+            let (store, health, directory) = (store.clone(), health.clone(), directory.clone());
+            std::thread::Builder::new()
+                .name("exhost-engine".into())
+                .spawn(move || {
+                    EngineLoop { engine, store, health, directory, settings, last_snapshot_seq }.run(engine_rx)
+                })
+                .expect("the engine thread starts")
+        };
+        Node {
+            submit_tx: Mutex::new(Some(submit_tx)),
+            engine_tx,
+            directory,
+            store,
+            health,
+            threads: Mutex::new(vec![sequencer, engine_thread]),
+        }
+    }
+
+    /// Journal a command, apply it, and return what happened.
+    pub async fn submit(&self, command: Command) -> Result<Applied, SubmitError> {
+        if let Some(problem) = self.health.problem() {
+            return Err(SubmitError::Halted(problem));
+        }
+        let sender = self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(SubmitError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        sender.try_send(Submission { command, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
+        })?;
+        answer.await.unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    /// Ask a market's module, after every command applied so far.
+    pub async fn query(&self, market: MarketId, query: MatchingQuery) -> Result<(u64, MatchingQueryResult), String> {
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx
+            .send(EngineInput::Query { market, query, reply })
+            .await
+            .map_err(|_| "the engine has stopped".to_string())?;
+        answer.await.map_err(|_| "the engine has stopped".to_string())?
+    }
+
+    /// Take and store a snapshot now.
+    pub async fn snapshot(&self) -> Result<SnapshotTaken, String> {
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx.send(EngineInput::Snapshot { reply }).await.map_err(|_| "the engine has stopped".to_string())?;
+        answer.await.map_err(|_| "the engine has stopped".to_string())?
+    }
+
+    /// Stop taking commands, finish those in flight, snapshot, and join the threads.
+    pub fn shutdown(&self) {
+        // Dropping the only sender ends the sequencer, which ends the engine thread
+        // once every journaled command is applied.
+        self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn sequencer_loop(
+    mut submit_rx: mpsc::Receiver<Submission>,
+    engine_tx: mpsc::Sender<EngineInput>,
+    store: Store,
+    health: Arc<Health>,
+    settings: NodeSettings,
+    mut next_seq: u64,
+    mut last_ts_ns: u64,
+) {
+    let mut batch: Vec<Submission> = Vec::with_capacity(settings.batch_commands_max);
+    let mut encoded = Vec::new();
+    let mut records: Vec<u8> = Vec::new();
+    let mut bounds: Vec<(u64, usize, usize)> = Vec::new();
+    while let Some(first) = submit_rx.blocking_recv() {
+        batch.push(first);
+        // Group commit: everything already waiting shares this write.
+        while batch.len() < settings.batch_commands_max {
+            match submit_rx.try_recv() {
+                Ok(submission) => batch.push(submission),
+                Err(_) => break,
+            }
+        }
+        if let Some(problem) = health.problem() {
+            for submission in batch.drain(..) {
+                let _ = submission.reply.send(Err(SubmitError::Halted(problem.clone())));
+            }
+            continue;
+        }
+        let ts_ns = now_ns().max(last_ts_ns);
+        records.clear();
+        bounds.clear();
+        for (i, submission) in batch.iter().enumerate() {
+            let seq = next_seq + i as u64;
+            encoded.clear();
+            encode_into(&submission.command, &mut encoded);
+            let start = records.len();
+            encode_record(seq, ts_ns, &encoded, &mut records);
+            bounds.push((seq, start, records.len()));
+        }
+        let started = Instant::now();
+        let written = store.append_journal(
+            bounds.iter().map(|&(seq, start, end)| (seq, &records[start..end])),
+            settings.durability,
+        );
+        metrics::histogram!("exhost_journal_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("exhost_journal_batch_commands").record(batch.len() as f64);
+        match written {
+            Ok(()) => {
+                metrics::counter!("exhost_journal_commands_total").increment(batch.len() as u64);
+                let sequenced: Vec<Sequenced> = batch
+                    .drain(..)
+                    .enumerate()
+                    .map(|(i, submission)| Sequenced {
+                        seq: next_seq + i as u64,
+                        ts_ns,
+                        command: submission.command,
+                        reply: submission.reply,
+                    })
+                    .collect();
+                next_seq += sequenced.len() as u64;
+                last_ts_ns = ts_ns;
+                if engine_tx.blocking_send(EngineInput::Durable(sequenced)).is_err() {
+                    // The engine thread is gone: its replies are dropped, clients see shutdown.
+                    return;
+                }
+            }
+            Err(error) => {
+                // Nothing in this batch is durable: refuse all of it and stop taking
+                // commands, since the disk may be failing.
+                let reason = format!("journal write failed at seq {next_seq}: {error}");
+                health.halt(reason.clone());
+                for submission in batch.drain(..) {
+                    let _ = submission.reply.send(Err(SubmitError::Journal(reason.clone())));
+                }
+            }
+        }
+    }
+    // Every sender is gone: the host is shutting down. Everything journaled has
+    // been handed over, so the engine can finish and stop.
+    let _ = engine_tx.blocking_send(EngineInput::Shutdown);
+}
+
+struct EngineLoop {
+    engine: Engine,
+    store: Store,
+    health: Arc<Health>,
+    directory: Arc<RwLock<Directory>>,
+    settings: NodeSettings,
+    last_snapshot_seq: u64,
+}
+
+impl EngineLoop {
+    fn run(mut self, mut rx: mpsc::Receiver<EngineInput>) {
+        while let Some(input) = rx.blocking_recv() {
+            match input {
+                EngineInput::Durable(items) => self.apply_batch(items),
+                EngineInput::Query { market, query, reply } => {
+                    let result = self.engine.query(market, &query).map_err(|error| error.to_string());
+                    let _ = reply.send(result.map(|answer| (self.engine.last_seq(), answer)));
+                }
+                EngineInput::Snapshot { reply } => {
+                    let _ = reply.send(self.take_snapshot());
+                }
+                EngineInput::Shutdown => break,
+            }
+        }
+        // Clean shutdown: leave a snapshot so the next start replays nothing.
+        if self.health.problem().is_none()
+            && self.engine.last_seq() > self.last_snapshot_seq
+            && let Err(error) = self.take_snapshot()
+        {
+            tracing::error!(%error, "snapshot at shutdown failed");
+        }
+    }
+
+    fn apply_batch(&mut self, items: Vec<Sequenced>) {
+        let started = Instant::now();
+        let mut writer = ReadModelWriter::new(&self.store);
+        let mut replies = Vec::with_capacity(items.len());
+        let mut registry_changed = false;
+        for item in items {
+            if let Some(problem) = self.health.problem() {
+                let _ = item.reply.send(Err(SubmitError::Halted(problem)));
+                continue;
+            }
+            match self.engine.apply(item.seq, item.ts_ns, &item.command) {
+                Ok(bodies) => {
+                    let events = stamp(item.seq, item.ts_ns, bodies);
+                    writer.cover(item.seq);
+                    for event in &events {
+                        registry_changed |=
+                            matches!(event.body, EventBody::UserCreated { .. } | EventBody::MarketCreated { .. });
+                        if let Err(error) = writer.apply(event) {
+                            self.health.halt(format!("read model read failed at seq {}: {error}", item.seq));
+                        }
+                    }
+                    replies.push((item.reply, Applied { seq: item.seq, ts_ns: item.ts_ns, events }));
+                }
+                Err(error) => {
+                    let reason = format!("command {} cannot be applied: {error}", item.seq);
+                    self.health.halt(reason.clone());
+                    let _ = item.reply.send(Err(SubmitError::Halted(reason)));
+                }
+            }
+        }
+        if let Err(error) = writer.commit() {
+            self.health.halt(format!("read model write failed: {error}"));
+        }
+        if registry_changed {
+            self.directory.write().unwrap_or_else(|p| p.into_inner()).refresh(self.engine.registry());
+        }
+        metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
+        for (reply, applied) in replies {
+            let _ = reply.send(Ok(applied));
+        }
+        if self.settings.snapshot_every_commands > 0
+            && self.engine.last_seq() - self.last_snapshot_seq >= self.settings.snapshot_every_commands
+            && let Err(error) = self.take_snapshot()
+        {
+            // Not fatal: recovery just replays more.
+            tracing::error!(%error, "periodic snapshot failed");
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Result<SnapshotTaken, String> {
+        let started = Instant::now();
+        let taken = take_snapshot(&mut self.engine, &self.store)?;
+        self.last_snapshot_seq = taken.seq;
+        metrics::histogram!("exhost_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(seq = taken.seq, digest = %taken.digest_hex, bytes = taken.size_bytes, "snapshot stored");
+        Ok(taken)
+    }
+}
+
+/// Snapshot the engine and store it (synced) with its digest.
+pub fn take_snapshot(engine: &mut Engine, store: &Store) -> Result<SnapshotTaken, String> {
+    let snapshot = engine.snapshot().map_err(|error| error.to_string())?;
+    let bytes = snapshot.encode();
+    let digest = EngineSnapshot::digest_of(&bytes);
+    store.put_snapshot(snapshot.seq, digest.0, &bytes).map_err(|error| error.to_string())?;
+    Ok(SnapshotTaken { seq: snapshot.seq, digest_hex: digest.to_hex(), size_bytes: bytes.len() as u64 })
+}
+
+/// Give each event of a command its place in history.
+pub fn stamp(seq: u64, ts_ns: u64, bodies: Vec<EventBody>) -> Vec<Event> {
+    bodies.into_iter().enumerate().map(|(idx, body)| Event { seq, idx: idx as u32, ts_ns, body }).collect()
+}

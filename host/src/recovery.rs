@@ -1,0 +1,161 @@
+//! Rebuilding state from the data directory: the newest usable snapshot, then
+//! the journal replayed through the same modules. Start-up, point-in-time
+//! queries, `exhost replay` and `exhost verify` all go through here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use exhost_engine::{Command, Engine, EngineSnapshot, Event, ModuleLoader};
+use exhost_guest_sdk::codec::decode;
+use exhost_store::Store;
+
+use crate::node::stamp;
+use crate::readmodel::{self, ReadModelWriter};
+
+/// Reports progress of long work on stderr, at most once a second.
+pub struct Progress {
+    label: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_report: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    pub fn new(label: &'static str, total: u64, enabled: bool) -> Progress {
+        let now = Instant::now();
+        Progress { label, total, done: 0, started: now, last_report: now, enabled }
+    }
+
+    pub fn advance(&mut self, by: u64) {
+        self.done += by;
+        if self.enabled && self.last_report.elapsed() >= Duration::from_secs(1) {
+            self.last_report = Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let percent = if self.total > 0 { 100.0 * self.done as f64 / self.total as f64 } else { 100.0 };
+            tracing::info!(
+                "{}: {}/{} commands ({percent:.1}%, {rate:.0}/s)",
+                self.label,
+                self.done,
+                self.total
+            );
+        }
+    }
+}
+
+/// How a rebuild went.
+#[derive(Clone, Debug, Default)]
+pub struct RebuildStats {
+    /// The snapshot it started from (0: none, replayed from the first record).
+    pub snapshot_seq: u64,
+    pub replayed: u64,
+    pub restore_time: Duration,
+    pub replay_time: Duration,
+}
+
+/// An engine at the snapshot nearest before `seq` (or empty), not yet replayed.
+pub fn engine_from_snapshot(
+    store: &Store,
+    loader: Arc<dyn ModuleLoader + Send + Sync>,
+    seq: u64,
+) -> anyhow::Result<Engine> {
+    let mut skipped = Vec::new();
+    let snapshot = store.snapshot_at_or_before(seq, &mut skipped)?;
+    for problem in &skipped {
+        tracing::warn!(%problem, "skipping a damaged snapshot; an older one (or the journal) will be used");
+    }
+    match snapshot {
+        None => Ok(Engine::new(loader)),
+        Some(stored) => {
+            let decoded = EngineSnapshot::decode(&stored.bytes)
+                .with_context(|| format!("snapshot at {} does not decode", stored.info.seq))?;
+            Engine::restore(loader, decoded).with_context(|| format!("restoring the snapshot at {}", stored.info.seq))
+        }
+    }
+}
+
+/// Apply journal records after the engine's position, up to `to_seq`,
+/// calling `on_events` with each command's events.
+pub fn replay(
+    store: &Store,
+    engine: &mut Engine,
+    to_seq: u64,
+    progress: &mut Progress,
+    mut on_events: impl FnMut(&[Event]) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut replayed = 0;
+    if engine.last_seq() >= to_seq {
+        return Ok(0);
+    }
+    for record in store.journal_from(engine.last_seq() + 1) {
+        let record = record?;
+        if record.seq > to_seq {
+            break;
+        }
+        let command: Command = decode(&record.command)
+            .with_context(|| format!("journal record {} holds no command this host understands", record.seq))?;
+        let bodies = engine
+            .apply(record.seq, record.ts_ns, &command)
+            .with_context(|| format!("replaying command {}", record.seq))?;
+        on_events(&stamp(record.seq, record.ts_ns, bodies))?;
+        replayed += 1;
+        progress.advance(1);
+    }
+    if engine.last_seq() < to_seq {
+        bail!("the journal ends at {} before the requested sequence {to_seq}", engine.last_seq());
+    }
+    Ok(replayed)
+}
+
+/// The engine as it was right after `seq`.
+pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>, seq: u64) -> anyhow::Result<Engine> {
+    let mut engine = engine_from_snapshot(store, loader, seq)?;
+    replay(store, &mut engine, seq, &mut Progress::new("rebuild", 0, false), |_| Ok(()))?;
+    Ok(engine)
+}
+
+/// Start-up: the newest snapshot, then the whole journal tail; events the
+/// read model missed (a crash loses its unsynced writes) are written again.
+pub fn recover(
+    store: &Store,
+    loader: Arc<dyn ModuleLoader + Send + Sync>,
+) -> anyhow::Result<(Engine, RebuildStats)> {
+    // Reading the last record checks it: a torn or corrupt tail stops start-up here.
+    let last_seq = store.journal_last()?.map_or(0, |record| record.seq);
+    if let Some(newest) = store.snapshot_infos()?.last()
+        && newest.seq > last_seq
+    {
+        bail!(
+            "the newest snapshot is at {} but the journal ends at {last_seq}: the journal has lost records",
+            newest.seq
+        );
+    }
+    let started = Instant::now();
+    let mut engine = engine_from_snapshot(store, loader, last_seq)?;
+    let restore_time = started.elapsed();
+    let snapshot_seq = engine.last_seq();
+    let covered = readmodel::covered_seq(store)?;
+    tracing::info!(snapshot_seq, last_seq, "recovering: replaying {} journaled commands", last_seq - snapshot_seq);
+
+    let started = Instant::now();
+    let mut progress = Progress::new("recovery", last_seq - snapshot_seq, true);
+    let mut writer = ReadModelWriter::new(store);
+    let replayed = replay(store, &mut engine, last_seq, &mut progress, |events| {
+        let Some(first) = events.first() else { return Ok(()) };
+        if first.seq > covered {
+            for event in events {
+                writer.apply(event)?;
+            }
+            writer.cover(first.seq);
+        }
+        if writer.pending() > 50_000 {
+            std::mem::replace(&mut writer, ReadModelWriter::new(store)).commit()?;
+        }
+        Ok(())
+    })?;
+    writer.commit()?;
+    let stats = RebuildStats { snapshot_seq, replayed, restore_time, replay_time: started.elapsed() };
+    Ok((engine, stats))
+}

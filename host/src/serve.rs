@@ -1,0 +1,151 @@
+//! `exhost serve`: open the data directory, recover, start the write path and
+//! the HTTP server, and on first start create the default market.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, Scale};
+use exhost_guest_sdk::MarketConfig;
+use exhost_store::{Durability, Store};
+
+use crate::cli::loader_for;
+use crate::config::Config;
+use crate::node::{Node, NodeSettings};
+use crate::recovery;
+use crate::server::{AppState, router};
+
+/// The market a fresh data directory starts with.
+pub fn default_market(module_hash: ModuleHash) -> MarketSpec {
+    MarketSpec {
+        symbol: "BTC-PERP".into(),
+        base: "BTC".into(),
+        quote: "USD".into(),
+        quote_decimals: 6,
+        price_scale: Scale::from_step("0.1").expect("a valid tick"),
+        qty_scale: Scale::from_step("0.001").expect("a valid lot"),
+        module_hash,
+        limits: ModuleLimits::default(),
+        config: MarketConfig::default(),
+    }
+}
+
+/// The operator token: `EXHOST_ADMIN_TOKEN`, or the one saved in the data
+/// directory, or a new one saved there (mode 0600) and printed once.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("EXHOST_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        return Ok(token);
+    }
+    let path = config.token_path();
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness for the operator token: {error}"))?;
+    let token = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    println!("operator token: {token}");
+    println!("(saved to {}; send it as `Authorization: Bearer <token>`)", path.display());
+    Ok(token)
+}
+
+/// Store the embedded reference modules (idempotent) and return the matching module's hash.
+fn install_embedded(store: &Store) -> anyhow::Result<ModuleHash> {
+    let bytes = exhost_embedded::PRICETIME_WASM;
+    let hash = ModuleHash::of(bytes);
+    if store.module(&hash.0)?.is_none() {
+        store.put_module(&hash.0, bytes)?;
+    }
+    Ok(hash)
+}
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("exhost-http").build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let admin_token = admin_token(&config)?;
+    let store = Store::open(&config.db_dir())
+        .with_context(|| format!("opening {} (is another exhost using it?)", config.db_dir().display()))?;
+    let loader = loader_for(&store)?;
+    let embedded = install_embedded(&store)?;
+    // Compile now, so a broken embedded module fails start-up rather than the first market.
+    loader.compiled(&embedded).context("the embedded matching module")?;
+
+    let (engine, stats) = {
+        let (store, loader) = (store.clone(), loader.clone());
+        tokio::task::spawn_blocking(move || recovery::recover(&store, loader)).await??
+    };
+    tracing::info!(
+        snapshot_seq = stats.snapshot_seq,
+        replayed = stats.replayed,
+        restore_ms = stats.restore_time.as_millis() as u64,
+        replay_ms = stats.replay_time.as_millis() as u64,
+        "recovered at seq {}",
+        engine.last_seq()
+    );
+    let fresh = engine.last_seq() == 0;
+    let settings = NodeSettings {
+        durability: if config.journal_sync { Durability::Synced } else { Durability::None },
+        batch_commands_max: config.journal_batch_commands_max.max(1),
+        submit_queue_max: config.submit_queue_max.max(1),
+        snapshot_every_commands: config.snapshot_every_commands,
+    };
+    if !config.journal_sync {
+        tracing::warn!("journal_sync = false: acknowledged commands can be lost in a crash (benchmarks only)");
+    }
+    let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq));
+    if fresh {
+        let applied = node.submit(Command::CreateMarket(default_market(embedded))).await?;
+        if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|e| &e.body) {
+            anyhow::bail!("creating the default market failed: {reason}");
+        }
+        tracing::info!("created market BTC-PERP with the embedded price-time module {embedded}");
+    }
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let state = AppState {
+        node: node.clone(),
+        store,
+        loader,
+        config: Arc::new(config.clone()),
+        admin_token: admin_token.into(),
+        metrics,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    println!("exhost listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+
+    tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
+    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,185 @@
+//! Operator endpoints: users, deposits, markets, modules, snapshots, the event log.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, Scale};
+use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Body, Operator, parse_json};
+use super::error::{ApiError, ApiResult};
+use super::views::event_json;
+use crate::readmodel;
+
+/// Most events one page of the event log may hold.
+const EVENTS_LIMIT_MAX: usize = 10_000;
+
+fn random_hex(bytes: usize) -> ApiResult<String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|error| ApiError::internal(format!("no randomness: {error}")))?;
+    Ok(hex::encode(buffer))
+}
+
+pub(super) async fn create_user(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let _: serde_json::Map<String, Value> = parse_json(&body)?;
+    let api_key = random_hex(16)?;
+    let api_secret = random_hex(32)?;
+    let applied = state
+        .node
+        .submit(Command::CreateUser { api_key: api_key.clone(), api_secret: api_secret.clone() })
+        .await?;
+    let user_id = applied
+        .events
+        .iter()
+        .find_map(|event| match event.body {
+            EventBody::UserCreated { user_id } => Some(user_id.0),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("the engine created no user"))?;
+    Ok(Json(json!({ "seq": applied.seq, "user_id": user_id, "api_key": api_key, "api_secret": api_secret })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositRequest {
+    user_id: u64,
+    asset: String,
+    amount: String,
+}
+
+pub(super) async fn deposit(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: DepositRequest = parse_json(&body)?;
+    let decimals = {
+        let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        if !directory.user_ids.contains_key(&UserId(request.user_id)) {
+            return Err(ApiError::not_found(format!("no user {}", request.user_id)));
+        }
+        *directory
+            .assets
+            .get(&request.asset)
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("no asset {:?}", request.asset)))?
+    };
+    let scale = Scale { decimals, step_units: 1 };
+    let amount_units = scale
+        .parse_steps(&request.amount)
+        .map_err(|error| ApiError::decimal("invalid_amount", "amount", &request.amount, &scale.to_string(), error))?;
+    let applied = state
+        .node
+        .submit(Command::Deposit { user_id: UserId(request.user_id), asset: request.asset, amount_units })
+        .await?;
+    if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|event| &event.body) {
+        return Err(ApiError::refused(*reason));
+    }
+    Ok(Json(json!({ "seq": applied.seq })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarketRequest {
+    symbol: String,
+    base: String,
+    quote: String,
+    tick_size: String,
+    lot_size: String,
+    matching_module: String,
+    params: Option<Value>,
+    quote_decimals: Option<u8>,
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+pub(super) async fn create_market(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: MarketRequest = parse_json(&body)?;
+    for (field, value) in [("symbol", &request.symbol), ("base", &request.base), ("quote", &request.quote)] {
+        if !valid_name(value) {
+            return Err(ApiError::bad_request(format!("{field} must be 1 to 32 of A-Z, 0-9, '-', '_'")));
+        }
+    }
+    let price_scale = Scale::from_step(&request.tick_size)
+        .map_err(|error| ApiError::bad_request(format!("tick_size {:?} {error}", request.tick_size)))?;
+    let qty_scale = Scale::from_step(&request.lot_size)
+        .map_err(|error| ApiError::bad_request(format!("lot_size {:?} {error}", request.lot_size)))?;
+    let module_hash = ModuleHash::from_hex(&request.matching_module)
+        .ok_or_else(|| ApiError::bad_request("matching_module must be a module hash (64 hex digits)"))?;
+    let compiled = state.loader.compiled(&module_hash).map_err(|error| match error {
+        exhost_engine::LoadError::UnknownModule(_) => ApiError::not_found(format!("no module {module_hash} is stored")),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "module_rejected", other.to_string()),
+    })?;
+    if compiled.info.kind != ModuleKind::Matching {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "module_rejected", "a market needs a matching module"));
+    }
+    let quote_decimals = request.quote_decimals.unwrap_or(6);
+    if quote_decimals > exhost_engine::decimal::DECIMALS_MAX {
+        return Err(ApiError::bad_request("quote_decimals is at most 18"));
+    }
+    let spec = MarketSpec {
+        symbol: request.symbol,
+        base: request.base,
+        quote: request.quote,
+        quote_decimals,
+        price_scale,
+        qty_scale,
+        module_hash,
+        limits: ModuleLimits::default(),
+        config: MarketConfig {
+            params: request.params.map(|params| params.to_string().into_bytes()).unwrap_or_default(),
+            ..MarketConfig::default()
+        },
+    };
+    let symbol = spec.symbol.clone();
+    let applied = state.node.submit(Command::CreateMarket(spec)).await?;
+    if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|event| &event.body) {
+        return Err(ApiError::refused(*reason));
+    }
+    Ok(Json(json!({ "seq": applied.seq, "symbol": symbol })))
+}
+
+pub(super) async fn list_modules(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
+    let modules = state.store.modules().map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut listed = Vec::new();
+    for (hash, size) in modules {
+        let hash = ModuleHash(hash);
+        let (kind, abi_version, state_version) = match state.loader.compiled(&hash) {
+            Ok(compiled) => (compiled.info.kind.as_str(), compiled.info.abi_version, compiled.info.state_version),
+            Err(_) => ("invalid", 0, 0),
+        };
+        listed.push(json!({
+            "hash": hash.to_hex(), "kind": kind, "abi_version": abi_version,
+            "state_version": state_version, "size": size,
+        }));
+    }
+    Ok(Json(json!({ "modules": listed, "activations": [] })))
+}
+
+pub(super) async fn snapshot(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
+    let taken = state.node.snapshot().await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "seq": taken.seq, "digest": taken.digest_hex, "size_bytes": taken.size_bytes })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    from_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    _: Operator,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(1_000);
+    if limit == 0 || limit > EVENTS_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {EVENTS_LIMIT_MAX}")));
+    }
+    let from_seq = query.from_seq.unwrap_or(1);
+    let (events, next_seq) =
+        readmodel::events_from(&state.store, from_seq, limit).map_err(|e| ApiError::internal(e.to_string()))?;
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let events: Vec<Value> = events.iter().map(|event| event_json(event, &directory)).collect();
+    Ok(Json(json!({ "events": events, "next_seq": next_seq })))
+}

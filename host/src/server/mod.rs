@@ -1,0 +1,80 @@
+//! The HTTP edge: the only code that knows HTTP. Handlers are thin: decode
+//! and validate, hand a command to the node, map the outcome to the API's
+//! shapes and error codes.
+
+mod admin;
+pub mod auth;
+pub mod error;
+mod market;
+mod trading;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use exhost_runtime::WasmLoader;
+use exhost_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::node::Node;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub store: Store,
+    pub loader: Arc<WasmLoader>,
+    pub config: Arc<Config>,
+    pub admin_token: Arc<str>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/markets", get(market::list_markets))
+        .route("/v1/markets/{symbol}/book", get(market::book))
+        .route("/v1/markets/{symbol}/trades", get(market::trades))
+        .route("/v1/orders", post(trading::place).get(trading::open_orders).delete(trading::mass_cancel))
+        .route("/v1/orders/{order_id}", delete(trading::cancel).patch(trading::amend))
+        .route("/admin/v1/users", post(admin::create_user))
+        .route("/admin/v1/deposits", post(admin::deposit))
+        .route("/admin/v1/markets", post(admin::create_market))
+        .route("/admin/v1/modules", get(admin::list_modules))
+        .route("/admin/v1/snapshots", post(admin::snapshot))
+        .route("/admin/v1/events", get(admin::events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}
+
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.node.health.problem() {
+        None => axum::Json(json!({ "status": "ok" })).into_response(),
+        Some(problem) => ApiError::unavailable(problem).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    match &state.metrics {
+        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::not_found("metrics are not enabled in this process").into_response(),
+    }
+}

@@ -1,0 +1,263 @@
+//! Trader endpoints: place, cancel, amend, mass cancel, open orders.
+//!
+//! Everything the gateway can check without the engine is checked here, so
+//! malformed requests never reach the journal: numbers must be positive
+//! multiples of the market's tick and lot, the market must exist, an order id
+//! must be one of the caller's open orders. What only the engine can know
+//! (does a post-only order cross?) is decided there, journaled, and reported.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use exhost_engine::{Command, MarketId, MarketSpec, NewOrder};
+use exhost_guest_sdk::{
+    MatchingEvent, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, UserId,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Trader, parse_json};
+use super::error::{ApiError, ApiResult};
+use super::views::{OrderJson, order_json};
+use crate::node::Applied;
+use crate::readmodel::{self, OrderView};
+use exhost_engine::EventBody;
+
+/// Longest accepted `client_order_id`.
+const CLIENT_ORDER_ID_CHARS_MAX: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceRequest {
+    symbol: String,
+    side: String,
+    #[serde(rename = "type")]
+    order_type: String,
+    price: Option<String>,
+    qty: String,
+    time_in_force: Option<String>,
+    client_order_id: Option<String>,
+    reduce_only: Option<bool>,
+    stp: Option<String>,
+}
+
+fn enum_field<T>(field: &str, value: &str, parse: impl Fn(&str) -> Option<T>, allowed: &str) -> ApiResult<T> {
+    parse(value).ok_or_else(|| ApiError::bad_request(format!("{field} must be one of {allowed}, not {value:?}")))
+}
+
+pub(super) fn market_of(state: &AppState, symbol: &str) -> ApiResult<(MarketId, MarketSpec)> {
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    directory.market(symbol).map(|(id, spec)| (id, spec.clone())).ok_or_else(|| ApiError::unknown_market(symbol))
+}
+
+fn parse_price(spec: &MarketSpec, price: &str) -> ApiResult<u64> {
+    spec.price_scale
+        .parse_steps(price)
+        .map_err(|error| ApiError::decimal("invalid_price", "price", price, &format!("the tick {}", spec.price_scale), error))
+}
+
+fn parse_qty(spec: &MarketSpec, qty: &str) -> ApiResult<u64> {
+    spec.qty_scale
+        .parse_steps(qty)
+        .map_err(|error| ApiError::decimal("invalid_quantity", "qty", qty, &format!("the lot {}", spec.qty_scale), error))
+}
+
+/// The order's state after a command, with that command's fills.
+fn order_after(state: &AppState, applied: &Applied, order_id: OrderId, spec: &MarketSpec) -> ApiResult<OrderJson> {
+    let view = readmodel::order(&state.store, order_id)
+        .map_err(|error| ApiError::internal(error.to_string()))?
+        .ok_or_else(|| ApiError::internal(format!("order {order_id} is missing from the read model")))?;
+    Ok(order_json(&view, spec, applied.seq, Some(applied.seq)))
+}
+
+/// A refusal among a command's events, if the command was refused outright.
+fn refusal(applied: &Applied) -> Option<Reason> {
+    applied.events.iter().find_map(|event| match &event.body {
+        EventBody::CommandRejected { reason } => Some(*reason),
+        EventBody::Matching { event: MatchingEvent::Rejected { reason, .. }, .. } => Some(*reason),
+        _ => None,
+    })
+}
+
+pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiResult<Json<OrderJson>> {
+    let request: PlaceRequest = parse_json(&trader.body)?;
+    let (market, spec) = market_of(&state, &request.symbol)?;
+    let side = enum_field("side", &request.side, Side::from_str_name, "\"buy\", \"sell\"")?;
+    let order_type = enum_field("type", &request.order_type, OrderType::from_str_name, "\"limit\", \"market\"")?;
+    let time_in_force = match &request.time_in_force {
+        None => TimeInForce::Gtc,
+        Some(value) => {
+            enum_field("time_in_force", value, TimeInForce::from_str_name, "\"gtc\", \"ioc\", \"fok\", \"post_only\"")?
+        }
+    };
+    let self_trade_prevention = match &request.stp {
+        None => SelfTradePrevention::CancelTaker,
+        Some(value) => enum_field(
+            "stp",
+            value,
+            SelfTradePrevention::from_str_name,
+            "\"cancel_taker\", \"cancel_maker\", \"cancel_both\"",
+        )?,
+    };
+    let price_ticks = match (order_type, &request.price) {
+        (OrderType::Limit, Some(price)) => parse_price(&spec, price)?,
+        (OrderType::Limit, None) => return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_price", "limit orders need a price")),
+        (OrderType::Market, Some(_)) => return Err(ApiError::bad_request("market orders take no price")),
+        (OrderType::Market, None) => 0,
+    };
+    if order_type == OrderType::Market && time_in_force == TimeInForce::PostOnly {
+        return Err(ApiError::bad_request("a market order cannot be post_only"));
+    }
+    let qty_lots = parse_qty(&spec, &request.qty)?;
+    if price_ticks > spec.config.price_ticks_max {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_price", "price is above the market's maximum"));
+    }
+    if qty_lots > spec.config.qty_lots_max {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_quantity", "qty is above the market's maximum"));
+    }
+    if let Some(id) = &request.client_order_id
+        && (id.is_empty() || id.chars().count() > CLIENT_ORDER_ID_CHARS_MAX || !id.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "client_order_id must be 1 to {CLIENT_ORDER_ID_CHARS_MAX} printable ASCII characters"
+        )));
+    }
+    let applied = state
+        .node
+        .submit(Command::PlaceOrder(NewOrder {
+            market,
+            user_id: trader.user_id,
+            client_order_id: request.client_order_id,
+            side,
+            order_type,
+            price_ticks,
+            qty_lots,
+            time_in_force,
+            self_trade_prevention,
+            reduce_only: request.reduce_only.unwrap_or(false),
+        }))
+        .await?;
+    if let Some(reason) = refusal(&applied) {
+        return Err(ApiError::refused(reason));
+    }
+    Ok(Json(order_after(&state, &applied, OrderId(applied.seq), &spec)?))
+}
+
+/// The caller's open order with this id, or 404 without saying whether it exists.
+fn own_open_order(state: &AppState, user_id: UserId, order_id: &str) -> ApiResult<(OrderView, MarketSpec)> {
+    let not_found = || ApiError::not_found(format!("no open order {order_id} of yours"));
+    let order_id: u64 = order_id.parse().map_err(|_| not_found())?;
+    let view = readmodel::order(&state.store, OrderId(order_id))
+        .map_err(|error| ApiError::internal(error.to_string()))?
+        .filter(|view| view.user_id == user_id && view.status.is_open())
+        .ok_or_else(not_found)?;
+    let spec = state
+        .node
+        .directory
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .markets
+        .get(view.market.0 as usize)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("order of an unknown market"))?;
+    Ok((view, spec))
+}
+
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    trader: Trader,
+) -> ApiResult<Json<OrderJson>> {
+    let (view, spec) = own_open_order(&state, trader.user_id, &order_id)?;
+    let applied = state
+        .node
+        .submit(Command::CancelOrder { market: view.market, user_id: trader.user_id, order_id: view.order_id })
+        .await?;
+    if let Some(reason) = refusal(&applied) {
+        return Err(ApiError::refused(reason));
+    }
+    Ok(Json(order_after(&state, &applied, view.order_id, &spec)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmendRequest {
+    price: Option<String>,
+    qty: Option<String>,
+}
+
+pub(super) async fn amend(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    trader: Trader,
+) -> ApiResult<Json<OrderJson>> {
+    let request: AmendRequest = parse_json(&trader.body)?;
+    let (view, spec) = own_open_order(&state, trader.user_id, &order_id)?;
+    if request.price.is_none() && request.qty.is_none() {
+        return Err(ApiError::bad_request("give a new price, a new qty, or both"));
+    }
+    let price_ticks = request.price.as_deref().map(|price| parse_price(&spec, price)).transpose()?;
+    let qty_lots = request.qty.as_deref().map(|qty| parse_qty(&spec, qty)).transpose()?;
+    let applied = state
+        .node
+        .submit(Command::AmendOrder {
+            market: view.market,
+            user_id: trader.user_id,
+            order_id: view.order_id,
+            price_ticks,
+            qty_lots,
+        })
+        .await?;
+    if let Some(reason) = refusal(&applied) {
+        return Err(ApiError::refused(reason));
+    }
+    Ok(Json(order_after(&state, &applied, view.order_id, &spec)?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SymbolQuery {
+    symbol: Option<String>,
+}
+
+pub(super) async fn mass_cancel(
+    State(state): State<AppState>,
+    Query(query): Query<SymbolQuery>,
+    trader: Trader,
+) -> ApiResult<Json<Value>> {
+    let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
+    let applied = state.node.submit(Command::MassCancel { market, user_id: trader.user_id }).await?;
+    if let Some(reason) = refusal(&applied) {
+        return Err(ApiError::refused(reason));
+    }
+    let cancelled: Vec<u64> = applied
+        .events
+        .iter()
+        .filter_map(|event| match &event.body {
+            EventBody::Matching { event: MatchingEvent::Order(update), .. } if update.status == OrderStatus::Cancelled => {
+                Some(update.order_id.0)
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Json(json!({ "seq": applied.seq, "cancelled": cancelled })))
+}
+
+pub(super) async fn open_orders(
+    State(state): State<AppState>,
+    Query(query): Query<SymbolQuery>,
+    trader: Trader,
+) -> ApiResult<Json<Vec<OrderJson>>> {
+    let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
+    let views = readmodel::open_orders(&state.store, trader.user_id, market)
+        .map_err(|error| ApiError::internal(error.to_string()))?;
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(
+        views
+            .iter()
+            .filter_map(|view| {
+                let spec = directory.markets.get(view.market.0 as usize)?;
+                Some(order_json(view, spec, view.updated_seq, None))
+            })
+            .collect(),
+    ))
+}
