@@ -48,11 +48,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Decode exactly one value from all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(DecodeError::Malformed)?;
-    if rest.is_empty() {
-        Ok(value)
-    } else {
-        Err(DecodeError::TrailingBytes { count: rest.len() })
-    }
+    if rest.is_empty() { Ok(value) } else { Err(DecodeError::TrailingBytes { count: rest.len() }) }
 }
 
 #[cfg(test)]
@@ -94,10 +90,7 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode(&place());
         bytes.push(0);
-        assert_eq!(
-            decode::<MatchingCommand>(&bytes),
-            Err(DecodeError::TrailingBytes { count: 1 })
-        );
+        assert_eq!(decode::<MatchingCommand>(&bytes), Err(DecodeError::TrailingBytes { count: 1 }));
     }
 
     #[test]

@@ -23,10 +23,9 @@ pub mod types;
 
 pub use abi::{ABI_VERSION, ModuleKind};
 pub use matching::{
-    Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
-    MatchingQueryResult, ModuleError, OpenOrder, OrderUpdate, PlaceOrder, Trade,
+    Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
+    ModuleError, OpenOrder, OrderUpdate, PlaceOrder, Trade,
 };
 pub use types::{
-    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side,
-    TimeInForce, TradeId, UserId,
+    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
 };

@@ -11,8 +11,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side,
-    TimeInForce, TradeId, UserId,
+    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
 };
 
 /// What the host gives a matching module when a market is created. Limits are
@@ -63,7 +62,10 @@ pub struct PlaceOrder {
 pub enum MatchingCommand {
     Place(PlaceOrder),
     /// Cancel one open order of this user.
-    Cancel { order_id: OrderId, user_id: UserId },
+    Cancel {
+        order_id: OrderId,
+        user_id: UserId,
+    },
     /// Change price and/or total quantity of an open order of this user.
     Amend {
         order_id: OrderId,
@@ -72,7 +74,9 @@ pub enum MatchingCommand {
         qty_lots: Option<u64>,
     },
     /// Cancel every open order of this user in this market.
-    MassCancel { user_id: UserId },
+    MassCancel {
+        user_id: UserId,
+    },
 }
 
 /// The state of one order after a command changed it: a change message.
@@ -125,7 +129,11 @@ pub enum MatchingEvent {
     Order(OrderUpdate),
     Trade(Trade),
     /// A cancel or amend was refused; nothing changed.
-    Rejected { order_id: OrderId, user_id: UserId, reason: Reason },
+    Rejected {
+        order_id: OrderId,
+        user_id: UserId,
+        reason: Reason,
+    },
 }
 
 /// Read-only questions to a matching module.

@@ -37,7 +37,14 @@ fn main() {
     }
     // The outer build's flags are for the host; the wasm build takes its own from
     // .cargo/config.toml, which CARGO_ENCODED_RUSTFLAGS would silently override.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         command.env_remove(var);
     }
     for (key, _) in env::vars() {
@@ -71,9 +78,5 @@ fn check_wasm_target() {
 /// The outer build's target directory: the nearest ancestor of OUT_DIR holding
 /// cargo's CACHEDIR.TAG, or OUT_DIR itself if there is none.
 fn outer_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir
-        .ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .unwrap_or(out_dir)
-        .to_path_buf()
+    out_dir.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()).unwrap_or(out_dir).to_path_buf()
 }

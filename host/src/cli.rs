@@ -36,6 +36,9 @@ pub enum Commands {
         /// How many records to print.
         #[arg(long, default_value_t = 100)]
         limit: u64,
+        /// One JSON object per line: `{"seq", "ts", "kind", "command"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild the state offline up to a sequence number and print its digest.
     Replay {
@@ -128,18 +131,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::serve::run(config)
         }
-        Commands::Journal { data, from_seq, limit } => {
+        Commands::Journal { data, from_seq, limit, json } => {
             let store = open_existing(&data.config()?, true)?;
             for record in store.journal_from(from_seq).take(limit as usize) {
                 let record = record?;
-                let command: Command = decode(&record.command)
+                let mut command: Command = decode(&record.command)
                     .with_context(|| format!("record {} holds no command this host understands", record.seq))?;
                 // Never print a user's API secret.
-                let shown = match &command {
-                    Command::CreateUser { api_key, .. } => format!("CreateUser {{ api_key: {api_key:?}, api_secret: <redacted> }}"),
-                    other => format!("{other:?}"),
-                };
-                println!("{}\t{}\t{}\t{shown}", record.seq, record.ts_ns, command.kind());
+                if let Command::CreateUser { api_secret, .. } = &mut command {
+                    *api_secret = "<redacted>".into();
+                }
+                if json {
+                    let line = serde_json::json!({
+                        "seq": record.seq, "ts": record.ts_ns, "kind": command.kind(), "command": command,
+                    });
+                    println!("{line}");
+                } else {
+                    println!("{}\t{}\t{}\t{command:?}", record.seq, record.ts_ns, command.kind());
+                }
             }
             Ok(())
         }
@@ -164,8 +173,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let snapshot = engine.snapshot()?;
             let digest = EngineSnapshot::digest_of(&snapshot.encode());
             println!("seq {}", snapshot.seq);
-            println!("started from {}", if start_seq == 0 { "the first record".to_string() } else { format!("snapshot {start_seq}") });
-            println!("replayed {replayed} commands in {:.3} s ({:.0}/s)", elapsed.as_secs_f64(), replayed as f64 / elapsed.as_secs_f64().max(1e-9));
+            println!(
+                "started from {}",
+                if start_seq == 0 { "the first record".to_string() } else { format!("snapshot {start_seq}") }
+            );
+            println!(
+                "replayed {replayed} commands in {:.3} s ({:.0}/s)",
+                elapsed.as_secs_f64(),
+                replayed as f64 / elapsed.as_secs_f64().max(1e-9)
+            );
             for (spec, state) in snapshot.registry.markets.iter().zip(&snapshot.markets) {
                 println!("market {} digest {}", spec.symbol, EngineSnapshot::digest_of(&state.bytes));
             }
@@ -205,10 +221,7 @@ fn verify(store: &Store) -> anyhow::Result<()> {
     }
     recovery::replay(store, &mut engine, last, &mut progress, |_| Ok(()))?;
     let digest = EngineSnapshot::digest_of(&engine.snapshot()?.encode());
-    println!(
-        "replayed {last} commands in {:.3} s; final seq {last} digest {digest}",
-        started.elapsed().as_secs_f64()
-    );
+    println!("replayed {last} commands in {:.3} s; final seq {last} digest {digest}", started.elapsed().as_secs_f64());
     if mismatches > 0 {
         bail!("{mismatches} of {} snapshots do not match their replay", snapshots.len());
     }

@@ -73,7 +73,9 @@ impl Directory {
     }
 
     fn refresh(&mut self, registry: &Registry) {
-        for (user_id, record) in registry.users.range(self.user_ids.keys().next_back().map_or(UserId(0), |id| UserId(id.0 + 1))..) {
+        for (user_id, record) in
+            registry.users.range(self.user_ids.keys().next_back().map_or(UserId(0), |id| UserId(id.0 + 1))..)
+        {
             self.users.insert(record.api_key.clone(), (*user_id, record.api_secret.clone()));
             self.user_ids.insert(*user_id, record.api_key.clone());
         }
@@ -138,8 +140,14 @@ struct Sequenced {
 /// Requests answered by the engine thread between batches.
 enum EngineInput {
     Durable(Vec<Sequenced>),
-    Query { market: MarketId, query: MatchingQuery, reply: oneshot::Sender<Result<(u64, MatchingQueryResult), String>> },
-    Snapshot { reply: oneshot::Sender<Result<SnapshotTaken, String>> },
+    Query {
+        market: MarketId,
+        query: MatchingQuery,
+        reply: oneshot::Sender<Result<(u64, MatchingQueryResult), String>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Result<SnapshotTaken, String>>,
+    },
     /// The sequencer has stopped: apply nothing more, snapshot, and end.
     Shutdown,
 }
@@ -173,7 +181,8 @@ impl Node {
         let last_ts_ns = engine.last_ts_ns();
 
         let sequencer = {
-            let (store, health, engine_tx, settings) = (store.clone(), health.clone(), engine_tx.clone(), settings.clone());
+            let (store, health, engine_tx, settings) =
+                (store.clone(), health.clone(), engine_tx.clone(), settings.clone());
             std::thread::Builder::new()
                 .name("exhost-sequencer".into())
                 .spawn(move || sequencer_loop(submit_rx, engine_tx, store, health, settings, next_seq, last_ts_ns))
@@ -203,7 +212,8 @@ impl Node {
         if let Some(problem) = self.health.problem() {
             return Err(SubmitError::Halted(problem));
         }
-        let sender = self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(SubmitError::ShuttingDown)?;
+        let sender =
+            self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(SubmitError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         sender.try_send(Submission { command, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
@@ -285,10 +295,8 @@ fn sequencer_loop(
             bounds.push((seq, start, records.len()));
         }
         let started = Instant::now();
-        let written = store.append_journal(
-            bounds.iter().map(|&(seq, start, end)| (seq, &records[start..end])),
-            settings.durability,
-        );
+        let written = store
+            .append_journal(bounds.iter().map(|&(seq, start, end)| (seq, &records[start..end])), settings.durability);
         metrics::histogram!("exhost_journal_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("exhost_journal_batch_commands").record(batch.len() as f64);
         match written {

@@ -108,6 +108,76 @@ fn malformed(key: &[u8], error: impl std::fmt::Display) -> StoreError {
     StoreError::Malformed { family: Family::Read.name(), key: format!("{key:?}"), reason: error.to_string() }
 }
 
+/// The view an `OrderReceived` event starts.
+pub fn received_view(event: &Event) -> Option<OrderView> {
+    let EventBody::OrderReceived {
+        market,
+        order_id,
+        user_id,
+        client_order_id,
+        side,
+        order_type,
+        price_ticks,
+        qty_lots,
+        time_in_force,
+        self_trade_prevention,
+        reduce_only,
+    } = &event.body
+    else {
+        return None;
+    };
+    Some(OrderView {
+        order_id: *order_id,
+        market: *market,
+        user_id: *user_id,
+        client_order_id: client_order_id.clone(),
+        side: *side,
+        order_type: *order_type,
+        time_in_force: *time_in_force,
+        self_trade_prevention: *self_trade_prevention,
+        reduce_only: *reduce_only,
+        price_ticks: *price_ticks,
+        qty_lots: *qty_lots,
+        filled_lots: 0,
+        status: OrderStatus::New,
+        reason: None,
+        created_seq: event.seq,
+        updated_seq: event.seq,
+        fills: Vec::new(),
+    })
+}
+
+/// Apply what one event says about one order to its view.
+pub fn apply_to_order(view: &mut OrderView, event: &Event) {
+    match &event.body {
+        EventBody::Matching { event: MatchingEvent::Order(update), .. } if update.order_id == view.order_id => {
+            view.price_ticks = update.price_ticks;
+            view.qty_lots = update.qty_lots;
+            view.filled_lots = update.filled_lots;
+            view.status = update.status;
+            view.reason = update.reason;
+            view.updated_seq = event.seq;
+        }
+        EventBody::Matching { event: MatchingEvent::Trade(trade), .. } => {
+            let liquidity = if trade.maker_order_id == view.order_id {
+                Liquidity::Maker
+            } else if trade.taker_order_id == view.order_id {
+                Liquidity::Taker
+            } else {
+                return;
+            };
+            view.fills.push(FillView {
+                seq: event.seq,
+                trade_id: trade.trade_id,
+                price_ticks: trade.price_ticks,
+                qty_lots: trade.qty_lots,
+                liquidity,
+            });
+        }
+        _ => {}
+    }
+}
+
 /// Accumulates the read-model writes of a run of events, then commits them at once.
 pub struct ReadModelWriter<'a> {
     store: &'a Store,
@@ -143,53 +213,14 @@ impl<'a> ReadModelWriter<'a> {
     pub fn apply(&mut self, event: &Event) -> Result<(), StoreError> {
         self.batch.put(Family::Events, event_key(event.seq, event.idx).to_vec(), encode(event));
         self.last_seq = Some(event.seq);
+        if let Some(view) = received_view(event) {
+            self.orders.insert(view.order_id, view);
+            return Ok(());
+        }
         match &event.body {
-            EventBody::OrderReceived {
-                market,
-                order_id,
-                user_id,
-                client_order_id,
-                side,
-                order_type,
-                price_ticks,
-                qty_lots,
-                time_in_force,
-                self_trade_prevention,
-                reduce_only,
-            } => {
-                self.orders.insert(
-                    *order_id,
-                    OrderView {
-                        order_id: *order_id,
-                        market: *market,
-                        user_id: *user_id,
-                        client_order_id: client_order_id.clone(),
-                        side: *side,
-                        order_type: *order_type,
-                        time_in_force: *time_in_force,
-                        self_trade_prevention: *self_trade_prevention,
-                        reduce_only: *reduce_only,
-                        price_ticks: *price_ticks,
-                        qty_lots: *qty_lots,
-                        filled_lots: 0,
-                        status: OrderStatus::New,
-                        reason: None,
-                        created_seq: event.seq,
-                        updated_seq: event.seq,
-                        fills: Vec::new(),
-                    },
-                );
-            }
             EventBody::Matching { market, event: MatchingEvent::Order(update) } => {
-                let seq = event.seq;
                 if let Some(view) = self.order_mut(update.order_id)? {
-                    view.price_ticks = update.price_ticks;
-                    view.qty_lots = update.qty_lots;
-                    view.filled_lots = update.filled_lots;
-                    view.status = update.status;
-                    view.reason = update.reason;
-                    view.updated_seq = seq;
-                    let _ = market;
+                    apply_to_order(view, event);
                 }
                 let key = open_key(update.user_id, update.order_id);
                 if update.status.is_open() {
@@ -209,25 +240,13 @@ impl<'a> ReadModelWriter<'a> {
                     taker_side: trade.taker_side,
                 };
                 self.batch.put(Family::Read, trade_key(*market, event.seq, event.idx), encode(&view));
-                for (order_id, liquidity) in
-                    [(trade.maker_order_id, Liquidity::Maker), (trade.taker_order_id, Liquidity::Taker)]
-                {
+                for order_id in [trade.maker_order_id, trade.taker_order_id] {
                     if let Some(order) = self.order_mut(order_id)? {
-                        order.fills.push(FillView {
-                            seq: event.seq,
-                            trade_id: trade.trade_id,
-                            price_ticks: trade.price_ticks,
-                            qty_lots: trade.qty_lots,
-                            liquidity,
-                        });
+                        apply_to_order(order, event);
                     }
                 }
             }
-            EventBody::Matching { event: MatchingEvent::Rejected { .. }, .. }
-            | EventBody::UserCreated { .. }
-            | EventBody::Deposited { .. }
-            | EventBody::MarketCreated { .. }
-            | EventBody::CommandRejected { .. } => {}
+            _ => {}
         }
         Ok(())
     }
@@ -275,7 +294,8 @@ pub fn open_orders(store: &Store, user_id: UserId, market: Option<MarketId>) -> 
         if !key.starts_with(&prefix) {
             break;
         }
-        let order_market = MarketId(u32::from_be_bytes(value.as_ref().try_into().map_err(|_| malformed(&key, "market id"))?));
+        let order_market =
+            MarketId(u32::from_be_bytes(value.as_ref().try_into().map_err(|_| malformed(&key, "market id"))?));
         if market.is_some_and(|market| market != order_market) {
             continue;
         }

@@ -35,12 +35,7 @@ impl Progress {
             self.last_report = Instant::now();
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             let percent = if self.total > 0 { 100.0 * self.done as f64 / self.total as f64 } else { 100.0 };
-            tracing::info!(
-                "{}: {}/{} commands ({percent:.1}%, {rate:.0}/s)",
-                self.label,
-                self.done,
-                self.total
-            );
+            tracing::info!("{}: {}/{} commands ({percent:.1}%, {rate:.0}/s)", self.label, self.done, self.total);
         }
     }
 }
@@ -118,10 +113,7 @@ pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>, seq
 
 /// Start-up: the newest snapshot, then the whole journal tail; events the
 /// read model missed (a crash loses its unsynced writes) are written again.
-pub fn recover(
-    store: &Store,
-    loader: Arc<dyn ModuleLoader + Send + Sync>,
-) -> anyhow::Result<(Engine, RebuildStats)> {
+pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>) -> anyhow::Result<(Engine, RebuildStats)> {
     // Reading the last record checks it: a torn or corrupt tail stops start-up here.
     let last_seq = store.journal_last()?.map_or(0, |record| record.seq);
     if let Some(newest) = store.snapshot_infos()?.last()

@@ -69,12 +69,23 @@ pub struct NewOrder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A user with trading credentials chosen by the gateway.
-    CreateUser { api_key: String, api_secret: String },
+    CreateUser {
+        api_key: String,
+        api_secret: String,
+    },
     /// Money in, recorded; balances are kept by the position module.
-    Deposit { user_id: UserId, asset: String, amount_units: u64 },
+    Deposit {
+        user_id: UserId,
+        asset: String,
+        amount_units: u64,
+    },
     CreateMarket(MarketSpec),
     PlaceOrder(NewOrder),
-    CancelOrder { market: MarketId, user_id: UserId, order_id: OrderId },
+    CancelOrder {
+        market: MarketId,
+        user_id: UserId,
+        order_id: OrderId,
+    },
     AmendOrder {
         market: MarketId,
         user_id: UserId,
@@ -83,7 +94,10 @@ pub enum Command {
         qty_lots: Option<u64>,
     },
     /// Cancel every open order of the user in one market, or in all of them.
-    MassCancel { market: Option<MarketId>, user_id: UserId },
+    MassCancel {
+        market: Option<MarketId>,
+        user_id: UserId,
+    },
 }
 
 impl Command {

@@ -76,9 +76,7 @@ impl Scale {
             }
             return Ok(digits / divisor);
         }
-        digits
-            .checked_mul(10u64.pow((self.decimals - decimals) as u32))
-            .ok_or(DecimalError::Overflow)
+        digits.checked_mul(10u64.pow((self.decimals - decimals) as u32)).ok_or(DecimalError::Overflow)
     }
 
     /// Write a number of steps as a decimal string with exactly `decimals` places.
@@ -127,14 +125,16 @@ fn split_decimal(text: &str) -> Result<(u64, u8), DecimalError> {
         return Err(DecimalError::Malformed);
     }
     if fraction.len() > DECIMALS_MAX as usize || whole.len() > 20 {
-        return Err(if fraction.len() > DECIMALS_MAX as usize { DecimalError::TooPrecise } else { DecimalError::Overflow });
+        return Err(if fraction.len() > DECIMALS_MAX as usize {
+            DecimalError::TooPrecise
+        } else {
+            DecimalError::Overflow
+        });
     }
     let mut value: u64 = 0;
     for byte in whole.bytes().chain(fraction.bytes()) {
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add((byte - b'0') as u64))
-            .ok_or(DecimalError::Overflow)?;
+        value =
+            value.checked_mul(10).and_then(|v| v.checked_add((byte - b'0') as u64)).ok_or(DecimalError::Overflow)?;
     }
     Ok((value, fraction.len() as u8))
 }

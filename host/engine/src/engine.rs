@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use exhost_guest_sdk::{
-    CommandContext, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult, OrderId,
-    OrderStatus, OrderUpdate, PlaceOrder, Reason, UserId,
+    CommandContext, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult, OrderId, OrderStatus,
+    OrderUpdate, PlaceOrder, Reason, UserId,
 };
 
 use crate::command::{Command, MarketId, MarketSpec, NewOrder};
@@ -101,9 +101,8 @@ impl Engine {
         let mut events = Vec::new();
         match command {
             Command::CreateUser { api_key, api_secret } => {
-                let user_id = self
-                    .registry
-                    .add_user(UserRecord { api_key: api_key.clone(), api_secret: api_secret.clone() });
+                let user_id =
+                    self.registry.add_user(UserRecord { api_key: api_key.clone(), api_secret: api_secret.clone() });
                 events.push(EventBody::UserCreated { user_id });
             }
             Command::Deposit { user_id, asset, amount_units } => {
@@ -112,7 +111,11 @@ impl Engine {
                 } else if !self.registry.assets.contains_key(asset) {
                     events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
                 } else {
-                    events.push(EventBody::Deposited { user_id: *user_id, asset: asset.clone(), amount_units: *amount_units });
+                    events.push(EventBody::Deposited {
+                        user_id: *user_id,
+                        asset: asset.clone(),
+                        amount_units: *amount_units,
+                    });
                 }
             }
             Command::CreateMarket(spec) => self.create_market(spec, &mut events)?,
@@ -280,9 +283,7 @@ impl Engine {
         let mut scratch = Vec::new();
         for (ctx, command) in &slot.retained {
             scratch.clear();
-            slot.instance
-                .apply(ctx, command, &mut scratch)
-                .map_err(|fault| EngineError::Recovery { market, fault })?;
+            slot.instance.apply(ctx, command, &mut scratch).map_err(|fault| EngineError::Recovery { market, fault })?;
         }
         Ok(())
     }
@@ -339,7 +340,10 @@ impl Engine {
     }
 
     /// An engine holding the state of a snapshot.
-    pub fn restore(loader: Arc<dyn ModuleLoader + Send + Sync>, snapshot: EngineSnapshot) -> Result<Engine, EngineError> {
+    pub fn restore(
+        loader: Arc<dyn ModuleLoader + Send + Sync>,
+        snapshot: EngineSnapshot,
+    ) -> Result<Engine, EngineError> {
         if snapshot.format != SNAPSHOT_FORMAT {
             return Err(EngineError::BadSnapshot(format!("format {} is not {SNAPSHOT_FORMAT}", snapshot.format)));
         }

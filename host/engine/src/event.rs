@@ -12,9 +12,19 @@ use crate::module::ModuleHash;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventBody {
-    UserCreated { user_id: UserId },
-    Deposited { user_id: UserId, asset: String, amount_units: u64 },
-    MarketCreated { market: MarketId, symbol: String, module_hash: ModuleHash },
+    UserCreated {
+        user_id: UserId,
+    },
+    Deposited {
+        user_id: UserId,
+        asset: String,
+        amount_units: u64,
+    },
+    MarketCreated {
+        market: MarketId,
+        symbol: String,
+        module_hash: ModuleHash,
+    },
     /// An order reached its market's module (which may still reject it).
     OrderReceived {
         market: MarketId,
@@ -30,9 +40,14 @@ pub enum EventBody {
         reduce_only: bool,
     },
     /// Something the market's matching module reported.
-    Matching { market: MarketId, event: MatchingEvent },
+    Matching {
+        market: MarketId,
+        event: MatchingEvent,
+    },
     /// The engine refused the command before any module saw it; nothing changed.
-    CommandRejected { reason: Reason },
+    CommandRejected {
+        reason: Reason,
+    },
 }
 
 /// An event with its place in history.

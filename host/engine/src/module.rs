@@ -8,8 +8,7 @@
 use core::fmt;
 
 use exhost_guest_sdk::{
-    CommandContext, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
-    MatchingQueryResult,
+    CommandContext, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -206,8 +205,12 @@ impl<M: MatchingModule + Send + 'static> ModuleLoader for NativeLoader<M> {
         state_version: u32,
         bytes: &[u8],
     ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let module = if state_version == M::STATE_VERSION { M::restore(bytes) } else { M::migrate(state_version, bytes) }
-            .map_err(|error| LoadError::Fault { hash: *hash, fault: ModuleFault::Refused { message: error.message } })?;
+        let module =
+            if state_version == M::STATE_VERSION { M::restore(bytes) } else { M::migrate(state_version, bytes) }
+                .map_err(|error| LoadError::Fault {
+                    hash: *hash,
+                    fault: ModuleFault::Refused { message: error.message },
+                })?;
         Ok(Box::new(NativeMatching::new(module)))
     }
 }

@@ -34,10 +34,7 @@ fn flow(commands: usize, seed: u64) -> Vec<Command> {
         state ^= state << 17;
         state
     };
-    let mut out = vec![
-        Command::CreateMarket(market_spec("BTC-PERP")),
-        Command::CreateMarket(market_spec("ETH-PERP")),
-    ];
+    let mut out = vec![Command::CreateMarket(market_spec("BTC-PERP")), Command::CreateMarket(market_spec("ETH-PERP"))];
     for i in 0..4 {
         out.push(Command::CreateUser { api_key: format!("k{i}"), api_secret: format!("s{i}") });
     }
@@ -157,7 +154,12 @@ fn engine_level_rejections_change_nothing() {
 struct TrapOn13(NativeMatching<PriceTimeBook>);
 
 impl MatchingInstance for TrapOn13 {
-    fn apply(&mut self, ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) -> Result<(), ModuleFault> {
+    fn apply(
+        &mut self,
+        ctx: &CommandContext,
+        command: &MatchingCommand,
+        events: &mut Vec<MatchingEvent>,
+    ) -> Result<(), ModuleFault> {
         if let MatchingCommand::Place(order) = command
             && order.qty_lots == 13
         {
@@ -181,11 +183,22 @@ impl MatchingInstance for TrapOn13 {
 struct TrapLoader;
 
 impl ModuleLoader for TrapLoader {
-    fn new_matching(&self, hash: &ModuleHash, limits: &ModuleLimits, config: &MarketConfig) -> Result<Box<dyn MatchingInstance>, LoadError> {
+    fn new_matching(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        config: &MarketConfig,
+    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
         let _ = (hash, limits);
         Ok(Box::new(TrapOn13(NativeMatching::new(PriceTimeBook::init(config).unwrap()))))
     }
-    fn restore_matching(&self, _: &ModuleHash, _: &ModuleLimits, _: u32, bytes: &[u8]) -> Result<Box<dyn MatchingInstance>, LoadError> {
+    fn restore_matching(
+        &self,
+        _: &ModuleHash,
+        _: &ModuleLimits,
+        _: u32,
+        bytes: &[u8],
+    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
         Ok(Box::new(TrapOn13(NativeMatching::new(PriceTimeBook::restore(bytes).unwrap()))))
     }
 }
@@ -211,7 +224,17 @@ fn a_trapping_command_is_rejected_and_leaves_the_state_as_before_it() {
     let events = faulty.apply(1_001, 1, &poisoned).unwrap();
     let last = events.last().unwrap();
     assert!(
-        matches!(last, EventBody::Matching { event: MatchingEvent::Order(OrderUpdate { status: OrderStatus::Rejected, reason: Some(Reason::ModuleTrap), .. }), .. }),
+        matches!(
+            last,
+            EventBody::Matching {
+                event: MatchingEvent::Order(OrderUpdate {
+                    status: OrderStatus::Rejected,
+                    reason: Some(Reason::ModuleTrap),
+                    ..
+                }),
+                ..
+            }
+        ),
         "{last:?}"
     );
     let rest = run(&mut faulty, &commands[1_000..], 1_002);

@@ -53,7 +53,11 @@ pub struct WasmMatching {
 
 impl WasmMatching {
     /// A new instance with empty state (no `init` or `restore` yet).
-    pub fn instantiate(runtime: &Runtime, module: &CompiledModule, limits: &ModuleLimits) -> Result<WasmMatching, ModuleFault> {
+    pub fn instantiate(
+        runtime: &Runtime,
+        module: &CompiledModule,
+        limits: &ModuleLimits,
+    ) -> Result<WasmMatching, ModuleFault> {
         let memory_bytes_max = limits.memory_bytes_max.min(module.info.memory_bytes_max);
         let store_limits = StoreLimitsBuilder::new().memory_size(memory_bytes_max as usize).instances(1).build();
         let mut store = Store::new(runtime.engine(), StoreState { limits: store_limits });
@@ -117,10 +121,9 @@ impl WasmMatching {
         let len = u32::try_from(self.encoded.len())
             .map_err(|_| ModuleFault::Protocol { message: "input larger than 4 GiB".into() })?;
         let ptr = self.call_maintenance(|e, store| e.input.call(store, len))?;
-        self.exports
-            .memory
-            .write(&mut self.store, ptr as usize, &self.encoded)
-            .map_err(|_| ModuleFault::Protocol { message: format!("input buffer at {ptr} (+{len}) is outside memory") })?;
+        self.exports.memory.write(&mut self.store, ptr as usize, &self.encoded).map_err(|_| ModuleFault::Protocol {
+            message: format!("input buffer at {ptr} (+{len}) is outside memory"),
+        })?;
         Ok(len)
     }
 
@@ -184,9 +187,8 @@ impl WasmMatching {
                 .split_first_chunk::<4>()
                 .ok_or_else(|| ModuleFault::Protocol { message: "output frame is truncated".into() })?;
             let len = u32::from_le_bytes(*len) as usize;
-            let frame = rest
-                .get(..len)
-                .ok_or_else(|| ModuleFault::Protocol { message: "output frame is truncated".into() })?;
+            let frame =
+                rest.get(..len).ok_or_else(|| ModuleFault::Protocol { message: "output frame is truncated".into() })?;
             let decoded: Vec<MatchingEvent> =
                 decode(frame).map_err(|error| ModuleFault::Protocol { message: format!("events: {error}") })?;
             events.push(decoded);

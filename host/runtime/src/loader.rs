@@ -65,7 +65,8 @@ impl WasmLoader {
                 reason: format!("it is a {} module, a market needs a matching module", compiled.info.kind.as_str()),
             });
         }
-        WasmMatching::instantiate(&self.runtime, &compiled, limits).map_err(|fault| LoadError::Fault { hash: *hash, fault })
+        WasmMatching::instantiate(&self.runtime, &compiled, limits)
+            .map_err(|fault| LoadError::Fault { hash: *hash, fault })
     }
 }
 

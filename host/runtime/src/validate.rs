@@ -53,7 +53,9 @@ pub enum Rejection {
     UnboundedMemory,
     #[error("the module's memory maximum is {declared} bytes, above the host's limit of {limit} bytes")]
     MemoryTooLarge { declared: u64, limit: u64 },
-    #[error("the module was built for ABI version {found}, this host speaks version {supported}; rebuild it against a matching exhost-guest-sdk")]
+    #[error(
+        "the module was built for ABI version {found}, this host speaks version {supported}; rebuild it against a matching exhost-guest-sdk"
+    )]
     AbiVersion { found: u32, supported: u32 },
     #[error("the module declares kind code {0}, which is neither matching (1) nor position (2)")]
     UnknownKind(u32),
@@ -69,7 +71,8 @@ const VALIDATION_FUEL: u64 = 10_000_000;
 
 pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Result<CompiledModule, Rejection> {
     // from_binary, not new: text format must not sneak in through the upload endpoint.
-    let module = Module::from_binary(runtime.engine(), bytes).map_err(|error| Rejection::NotWasm(format!("{error:#}")))?;
+    let module =
+        Module::from_binary(runtime.engine(), bytes).map_err(|error| Rejection::NotWasm(format!("{error:#}")))?;
 
     let imports: Vec<String> =
         module.imports().map(|import| format!("`{}::{}`", import.module(), import.name())).collect();
@@ -168,10 +171,14 @@ fn signatures() -> [(&'static str, &'static [T], &'static [T]); 12] {
 
 fn render(params: &[T], results: &[T]) -> String {
     let names = |types: &[T]| {
-        types.iter().map(|t| match t {
-            T::I32 => "i32",
-            T::I64 => "i64",
-        }).collect::<Vec<_>>().join(", ")
+        types
+            .iter()
+            .map(|t| match t {
+                T::I32 => "i32",
+                T::I64 => "i64",
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     format!("({}) -> ({})", names(params), names(results))
 }
@@ -243,8 +250,10 @@ mod tests {
         );
         let missing = abi_wat("", ABI_VERSION, "1 16").replace(r#"(export "exhost_snapshot")"#, "");
         assert_eq!(compile_wat(&missing), Err(Rejection::MissingExport("exhost_snapshot")));
-        let wrong = abi_wat("", ABI_VERSION, "1 16")
-            .replace(r#"(func (export "exhost_apply") (param i32 i32)"#, r#"(func (export "exhost_apply") (param i32)"#);
+        let wrong = abi_wat("", ABI_VERSION, "1 16").replace(
+            r#"(func (export "exhost_apply") (param i32 i32)"#,
+            r#"(func (export "exhost_apply") (param i32)"#,
+        );
         assert!(matches!(compile_wat(&wrong), Err(Rejection::WrongSignature { name: "exhost_apply", .. })));
         let runtime = Runtime::new().unwrap();
         assert!(matches!(runtime.compile(b"garbage bytes"), Err(Rejection::NotWasm(_))));

@@ -184,7 +184,11 @@ fn the_engine_rejects_a_looping_command_and_keeps_going() {
             events,
             vec![EventBody::Matching {
                 market: MarketId(0),
-                event: MatchingEvent::Rejected { order_id: OrderId(1), user_id: UserId(1), reason: Reason::ModuleOutOfFuel },
+                event: MatchingEvent::Rejected {
+                    order_id: OrderId(1),
+                    user_id: UserId(1),
+                    reason: Reason::ModuleOutOfFuel
+                },
             }]
         );
     }

@@ -23,14 +23,16 @@ fn random_hex(bytes: usize) -> ApiResult<String> {
     Ok(hex::encode(buffer))
 }
 
-pub(super) async fn create_user(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+pub(super) async fn create_user(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let _: serde_json::Map<String, Value> = parse_json(&body)?;
     let api_key = random_hex(16)?;
     let api_secret = random_hex(32)?;
-    let applied = state
-        .node
-        .submit(Command::CreateUser { api_key: api_key.clone(), api_secret: api_secret.clone() })
-        .await?;
+    let applied =
+        state.node.submit(Command::CreateUser { api_key: api_key.clone(), api_secret: api_secret.clone() }).await?;
     let user_id = applied
         .events
         .iter()
@@ -57,10 +59,9 @@ pub(super) async fn deposit(State(state): State<AppState>, _: Operator, Body(bod
         if !directory.user_ids.contains_key(&UserId(request.user_id)) {
             return Err(ApiError::not_found(format!("no user {}", request.user_id)));
         }
-        *directory
-            .assets
-            .get(&request.asset)
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("no asset {:?}", request.asset)))?
+        *directory.assets.get(&request.asset).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("no asset {:?}", request.asset))
+        })?
     };
     let scale = Scale { decimals, step_units: 1 };
     let amount_units = scale
@@ -90,10 +91,15 @@ struct MarketRequest {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-pub(super) async fn create_market(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+pub(super) async fn create_market(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let request: MarketRequest = parse_json(&body)?;
     for (field, value) in [("symbol", &request.symbol), ("base", &request.base), ("quote", &request.quote)] {
         if !valid_name(value) {
@@ -104,6 +110,9 @@ pub(super) async fn create_market(State(state): State<AppState>, _: Operator, Bo
         .map_err(|error| ApiError::bad_request(format!("tick_size {:?} {error}", request.tick_size)))?;
     let qty_scale = Scale::from_step(&request.lot_size)
         .map_err(|error| ApiError::bad_request(format!("lot_size {:?} {error}", request.lot_size)))?;
+    if state.node.directory.read().unwrap_or_else(|p| p.into_inner()).symbols.contains_key(&request.symbol) {
+        return Err(ApiError::refused(exhost_guest_sdk::Reason::MarketExists));
+    }
     let module_hash = ModuleHash::from_hex(&request.matching_module)
         .ok_or_else(|| ApiError::bad_request("matching_module must be a module hash (64 hex digits)"))?;
     let compiled = state.loader.compiled(&module_hash).map_err(|error| match error {

@@ -133,8 +133,8 @@ impl AppState {
                 self.config.signature_window_ms
             )));
         }
-        let signature = hex::decode(signature_hex)
-            .map_err(|_| ApiError::unauthorized("X-SIGNATURE must be lowercase hex"))?;
+        let signature =
+            hex::decode(signature_hex).map_err(|_| ApiError::unauthorized("X-SIGNATURE must be lowercase hex"))?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| ApiError::internal("bad key"))?;
         mac.update(timestamp.as_bytes());
         mac.update(method.as_bytes());

@@ -50,7 +50,8 @@ pub(super) async fn book(
             }
             let (store, loader) = (state.store.clone(), state.loader.clone());
             tokio::task::spawn_blocking(move || {
-                let mut engine = recovery::engine_at(&store, loader, at_seq).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+                let mut engine =
+                    recovery::engine_at(&store, loader, at_seq).map_err(|e| ApiError::internal(format!("{e:#}")))?;
                 if engine.registry().market(market).is_none() {
                     return Err(ApiError::unknown_market(&symbol));
                 }
@@ -67,7 +68,9 @@ pub(super) async fn book(
     let levels = |levels: &[Level]| -> Vec<[String; 2]> {
         levels
             .iter()
-            .map(|level| [spec.price_scale.format_steps(level.price_ticks), spec.qty_scale.format_steps(level.qty_lots)])
+            .map(|level| {
+                [spec.price_scale.format_steps(level.price_ticks), spec.qty_scale.format_steps(level.qty_lots)]
+            })
             .collect()
     };
     Ok(Json(json!({ "symbol": spec.symbol, "seq": seq, "bids": levels(&bids), "asks": levels(&asks) })))
@@ -88,6 +91,7 @@ pub(super) async fn trades(
     if limit == 0 || limit > TRADES_LIMIT_MAX {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {TRADES_LIMIT_MAX}")));
     }
-    let trades = readmodel::recent_trades(&state.store, market, limit).map_err(|e| ApiError::internal(e.to_string()))?;
+    let trades =
+        readmodel::recent_trades(&state.store, market, limit).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(trades.iter().map(|trade| trade_json(trade, &spec)).collect()))
 }

@@ -74,7 +74,9 @@ async fn healthz(State(state): State<AppState>) -> axum::response::Response {
 
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     match &state.metrics {
-        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        Some(handle) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
         None => ApiError::not_found("metrics are not enabled in this process").into_response(),
     }
 }

@@ -51,23 +51,35 @@ pub(super) fn market_of(state: &AppState, symbol: &str) -> ApiResult<(MarketId, 
 }
 
 fn parse_price(spec: &MarketSpec, price: &str) -> ApiResult<u64> {
-    spec.price_scale
-        .parse_steps(price)
-        .map_err(|error| ApiError::decimal("invalid_price", "price", price, &format!("the tick {}", spec.price_scale), error))
+    spec.price_scale.parse_steps(price).map_err(|error| {
+        ApiError::decimal("invalid_price", "price", price, &format!("the tick {}", spec.price_scale), error)
+    })
 }
 
 fn parse_qty(spec: &MarketSpec, qty: &str) -> ApiResult<u64> {
-    spec.qty_scale
-        .parse_steps(qty)
-        .map_err(|error| ApiError::decimal("invalid_quantity", "qty", qty, &format!("the lot {}", spec.qty_scale), error))
+    spec.qty_scale.parse_steps(qty).map_err(|error| {
+        ApiError::decimal("invalid_quantity", "qty", qty, &format!("the lot {}", spec.qty_scale), error)
+    })
 }
 
-/// The order's state after a command, with that command's fills.
-fn order_after(state: &AppState, applied: &Applied, order_id: OrderId, spec: &MarketSpec) -> ApiResult<OrderJson> {
-    let view = readmodel::order(&state.store, order_id)
-        .map_err(|error| ApiError::internal(error.to_string()))?
-        .ok_or_else(|| ApiError::internal(format!("order {order_id} is missing from the read model")))?;
-    Ok(order_json(&view, spec, applied.seq, Some(applied.seq)))
+/// The order's state right after a command, with that command's fills, made
+/// from the command's own events: the read model may already show later
+/// commands of the same batch. `base` supplies what events do not repeat
+/// (client order id, type); a place brings its own in `OrderReceived`.
+fn order_after(
+    applied: &Applied,
+    order_id: OrderId,
+    spec: &MarketSpec,
+    base: Option<OrderView>,
+) -> ApiResult<OrderJson> {
+    let mut view = base
+        .or_else(|| applied.events.iter().find_map(readmodel::received_view))
+        .ok_or_else(|| ApiError::internal(format!("no state for order {order_id} in command {}", applied.seq)))?;
+    view.fills.clear();
+    for event in &applied.events {
+        readmodel::apply_to_order(&mut view, event);
+    }
+    Ok(order_json(&view, spec, applied.seq, None))
 }
 
 /// A refusal among a command's events, if the command was refused outright.
@@ -101,7 +113,13 @@ pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiR
     };
     let price_ticks = match (order_type, &request.price) {
         (OrderType::Limit, Some(price)) => parse_price(&spec, price)?,
-        (OrderType::Limit, None) => return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_price", "limit orders need a price")),
+        (OrderType::Limit, None) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_price",
+                "limit orders need a price",
+            ));
+        }
         (OrderType::Market, Some(_)) => return Err(ApiError::bad_request("market orders take no price")),
         (OrderType::Market, None) => 0,
     };
@@ -110,13 +128,23 @@ pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiR
     }
     let qty_lots = parse_qty(&spec, &request.qty)?;
     if price_ticks > spec.config.price_ticks_max {
-        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_price", "price is above the market's maximum"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_price",
+            "price is above the market's maximum",
+        ));
     }
     if qty_lots > spec.config.qty_lots_max {
-        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_quantity", "qty is above the market's maximum"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_quantity",
+            "qty is above the market's maximum",
+        ));
     }
     if let Some(id) = &request.client_order_id
-        && (id.is_empty() || id.chars().count() > CLIENT_ORDER_ID_CHARS_MAX || !id.chars().all(|c| c.is_ascii_graphic()))
+        && (id.is_empty()
+            || id.chars().count() > CLIENT_ORDER_ID_CHARS_MAX
+            || !id.chars().all(|c| c.is_ascii_graphic()))
     {
         return Err(ApiError::bad_request(format!(
             "client_order_id must be 1 to {CLIENT_ORDER_ID_CHARS_MAX} printable ASCII characters"
@@ -140,7 +168,7 @@ pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiR
     if let Some(reason) = refusal(&applied) {
         return Err(ApiError::refused(reason));
     }
-    Ok(Json(order_after(&state, &applied, OrderId(applied.seq), &spec)?))
+    Ok(Json(order_after(&applied, OrderId(applied.seq), &spec, None)?))
 }
 
 /// The caller's open order with this id, or 404 without saying whether it exists.
@@ -176,7 +204,7 @@ pub(super) async fn cancel(
     if let Some(reason) = refusal(&applied) {
         return Err(ApiError::refused(reason));
     }
-    Ok(Json(order_after(&state, &applied, view.order_id, &spec)?))
+    Ok(Json(order_after(&applied, view.order_id, &spec, Some(view))?))
 }
 
 #[derive(Deserialize)]
@@ -211,7 +239,7 @@ pub(super) async fn amend(
     if let Some(reason) = refusal(&applied) {
         return Err(ApiError::refused(reason));
     }
-    Ok(Json(order_after(&state, &applied, view.order_id, &spec)?))
+    Ok(Json(order_after(&applied, view.order_id, &spec, Some(view))?))
 }
 
 #[derive(Deserialize)]
@@ -233,7 +261,9 @@ pub(super) async fn mass_cancel(
         .events
         .iter()
         .filter_map(|event| match &event.body {
-            EventBody::Matching { event: MatchingEvent::Order(update), .. } if update.status == OrderStatus::Cancelled => {
+            EventBody::Matching { event: MatchingEvent::Order(update), .. }
+                if update.status == OrderStatus::Cancelled =>
+            {
                 Some(update.order_id.0)
             }
             _ => None,

@@ -130,7 +130,10 @@ pub(crate) mod tests {
         let mut bytes = Vec::new();
         encode_record(42, 1_700_000_000_000_000_000, b"command bytes", &mut bytes);
         let record = decode_record(42, &bytes).unwrap();
-        assert_eq!((record.seq, record.ts_ns, record.command.as_slice()), (42, 1_700_000_000_000_000_000, &b"command bytes"[..]));
+        assert_eq!(
+            (record.seq, record.ts_ns, record.command.as_slice()),
+            (42, 1_700_000_000_000_000_000, &b"command bytes"[..])
+        );
         for byte in 0..bytes.len() {
             for bit in 0..8 {
                 let mut damaged = bytes.clone();

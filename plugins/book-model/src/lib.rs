@@ -9,8 +9,8 @@
 //! the host's answers.
 
 use exhost_guest_sdk::{
-    Level, MatchingCommand, MatchingEvent, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder,
-    Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+    Level, MatchingCommand, MatchingEvent, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
+    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
 };
 
 #[derive(Clone, Debug)]
@@ -138,7 +138,14 @@ impl ModelBook {
         false
     }
 
-    fn finish(&mut self, taker: Incoming, self_trade: bool, rests: bool, tif: TimeInForce, events: &mut Vec<MatchingEvent>) {
+    fn finish(
+        &mut self,
+        taker: Incoming,
+        self_trade: bool,
+        rests: bool,
+        tif: TimeInForce,
+        events: &mut Vec<MatchingEvent>,
+    ) {
         let mut order = ModelOrder {
             order_id: taker.order_id,
             user_id: taker.user_id,
@@ -246,9 +253,7 @@ impl ModelBook {
                 mine.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::MassCancel))).collect()
             }
             MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
-                let reject = |reason| {
-                    vec![MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason }]
-                };
+                let reject = |reason| vec![MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason }];
                 let Some(i) = self.position(*order_id, *user_id) else { return reject(Reason::UnknownOrder) };
                 if price_ticks.is_none() && qty_lots.is_none() {
                     return reject(Reason::NothingToAmend);

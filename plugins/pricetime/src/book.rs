@@ -133,9 +133,7 @@ impl Book {
 
     /// Orders of one user, by order id.
     pub fn user_orders(&self, user_id: UserId) -> impl Iterator<Item = OrderId> + '_ {
-        self.by_user
-            .range((user_id, OrderId(0))..=(user_id, OrderId(u64::MAX)))
-            .map(|&(_, order_id)| order_id)
+        self.by_user.range((user_id, OrderId(0))..=(user_id, OrderId(u64::MAX))).map(|&(_, order_id)| order_id)
     }
 
     /// Every resting order: bids then asks, each by ascending price, each level in queue order.
@@ -171,10 +169,7 @@ impl Book {
             }
         };
         self.index.insert(self.slots[slot_id as usize].order.order_id, slot_id);
-        let level = self
-            .levels_mut(side)
-            .entry(price)
-            .or_insert(Level { head: NIL, tail: NIL, qty_lots: 0 });
+        let level = self.levels_mut(side).entry(price).or_insert(Level { head: NIL, tail: NIL, qty_lots: 0 });
         let old_tail = level.tail;
         level.tail = slot_id;
         if old_tail == NIL {

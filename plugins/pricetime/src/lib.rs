@@ -18,10 +18,9 @@ mod book;
 mod snapshot;
 
 use exhost_guest_sdk::{
-    CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule,
-    MatchingQuery, MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderStatus, OrderType,
-    OrderUpdate, PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
-    export_matching_module,
+    CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
+    MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
+    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId, export_matching_module,
 };
 
 use book::{Book, Handle, RestingOrder};
@@ -174,8 +173,7 @@ impl PriceTimeBook {
                         time_in_force,
                         self_trade_prevention: taker.stp,
                     });
-                    let status =
-                        if taker.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
+                    let status = if taker.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
                     (status, None)
                 }
             }
@@ -263,8 +261,7 @@ impl PriceTimeBook {
                 }
             }
             let qty_lots = taker.remaining_lots().min(maker.remaining_lots());
-            let (price_ticks, maker_order_id, maker_user_id) =
-                (maker.price_ticks, maker.order_id, maker.user_id);
+            let (price_ticks, maker_order_id, maker_user_id) = (maker.price_ticks, maker.order_id, maker.user_id);
             let trade_id = self.take_trade_id();
             events.push(MatchingEvent::Trade(Trade {
                 trade_id,

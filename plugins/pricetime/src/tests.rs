@@ -137,7 +137,10 @@ fn fok_fills_completely_or_changes_nothing() {
     };
     let events = fok(&mut f, 7);
     assert_eq!(events.len(), 1);
-    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Rejected, Some(Reason::NotFillable)));
+    assert_eq!(
+        (last_update(&events).status, last_update(&events).reason),
+        (OrderStatus::Rejected, Some(Reason::NotFillable))
+    );
     assert_eq!(f.depth(), (vec![], vec![(100, 3), (101, 3)]));
     let events = fok(&mut f, 6);
     assert_eq!(last_update(&events).status, OrderStatus::Filled);
@@ -181,7 +184,10 @@ fn self_trade_prevention_modes() {
     let (own, _) = f.limit(1, Side::Sell, 100, 5);
     let (_, events) =
         f.order(1, Side::Buy, OrderType::Limit, 100, 5, TimeInForce::Gtc, SelfTradePrevention::CancelTaker);
-    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::SelfTrade)));
+    assert_eq!(
+        (last_update(&events).status, last_update(&events).reason),
+        (OrderStatus::Cancelled, Some(Reason::SelfTrade))
+    );
     assert!(f.book.book.contains(own));
 
     // cancel_maker: its own resting order goes, matching continues.
@@ -209,9 +215,15 @@ fn cancel_only_the_callers_open_orders() {
     let mut f = Fixture::new();
     let (id, _) = f.limit(1, Side::Buy, 100, 5);
     let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(2) });
-    assert_eq!(events, vec![MatchingEvent::Rejected { order_id: id, user_id: UserId(2), reason: Reason::UnknownOrder }]);
+    assert_eq!(
+        events,
+        vec![MatchingEvent::Rejected { order_id: id, user_id: UserId(2), reason: Reason::UnknownOrder }]
+    );
     let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(1) });
-    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::UserCancel)));
+    assert_eq!(
+        (last_update(&events).status, last_update(&events).reason),
+        (OrderStatus::Cancelled, Some(Reason::UserCancel))
+    );
     let events = f.apply(MatchingCommand::Cancel { order_id: id, user_id: UserId(1) });
     assert!(matches!(events[..], [MatchingEvent::Rejected { reason: Reason::UnknownOrder, .. }]));
 }
@@ -241,7 +253,10 @@ fn amend_to_a_crossing_price_matches_like_a_new_order() {
         f.apply(MatchingCommand::Amend { order_id: bid, user_id: UserId(2), price_ticks: Some(106), qty_lots: None });
     assert_eq!(trades(&events), vec![(ask.0, 105, 3)]);
     let update = last_update(&events);
-    assert_eq!((update.order_id, update.status, update.filled_lots, update.price_ticks), (bid, OrderStatus::PartiallyFilled, 3, 106));
+    assert_eq!(
+        (update.order_id, update.status, update.filled_lots, update.price_ticks),
+        (bid, OrderStatus::PartiallyFilled, 3, 106)
+    );
     // Amend to at or below the filled quantity cancels what is left.
     let events =
         f.apply(MatchingCommand::Amend { order_id: bid, user_id: UserId(2), price_ticks: None, qty_lots: Some(2) });
@@ -282,7 +297,8 @@ fn mass_cancel_removes_every_order_of_the_user_in_id_order() {
 
 #[test]
 fn range_checks_reject_and_change_nothing() {
-    let mut f = Fixture::with_config(MarketConfig { price_ticks_max: 1000, qty_lots_max: 50, ..MarketConfig::default() });
+    let mut f =
+        Fixture::with_config(MarketConfig { price_ticks_max: 1000, qty_lots_max: 50, ..MarketConfig::default() });
     assert_eq!(last_update(&f.limit(1, Side::Buy, 0, 5).1).reason, Some(Reason::InvalidPrice));
     assert_eq!(last_update(&f.limit(1, Side::Buy, 1001, 5).1).reason, Some(Reason::InvalidPrice));
     assert_eq!(last_update(&f.limit(1, Side::Buy, 10, 0).1).reason, Some(Reason::InvalidQuantity));
@@ -296,7 +312,10 @@ fn named_limits_are_typed_outcomes() {
     f.limit(1, Side::Sell, 100, 1);
     f.limit(1, Side::Sell, 100, 1);
     let (_, events) = f.limit(1, Side::Sell, 100, 1);
-    assert_eq!((last_update(&events).status, last_update(&events).reason), (OrderStatus::Cancelled, Some(Reason::BookFull)));
+    assert_eq!(
+        (last_update(&events).status, last_update(&events).reason),
+        (OrderStatus::Cancelled, Some(Reason::BookFull))
+    );
     assert_eq!(f.depth(), (vec![], vec![(100, 2)]));
 
     let mut f = Fixture::with_config(MarketConfig { match_steps_per_command_max: 2, ..MarketConfig::default() });
@@ -314,7 +333,12 @@ fn named_limits_are_typed_outcomes() {
 fn snapshot_restore_round_trips_the_exact_queues() {
     let mut f = Fixture::new();
     for i in 0..20 {
-        f.limit(1 + i % 3, if i % 2 == 0 { Side::Buy } else { Side::Sell }, if i % 2 == 0 { 90 + i % 4 } else { 110 - i % 5 }, 1 + i);
+        f.limit(
+            1 + i % 3,
+            if i % 2 == 0 { Side::Buy } else { Side::Sell },
+            if i % 2 == 0 { 90 + i % 4 } else { 110 - i % 5 },
+            1 + i,
+        );
     }
     let mut bytes = Vec::new();
     f.book.snapshot(&mut bytes);
