@@ -69,6 +69,18 @@ fn random_flow_matches_the_model_step_by_step() {
     let mut placed: Vec<u64> = Vec::new();
     // The model's book after every sequence number the flow consumed.
     let mut books: BTreeMap<u64, (Vec<Level>, Vec<Level>)> = BTreeMap::new();
+    // Every trade the model made, oldest first, with the sequence that made it.
+    let mut trades: Vec<Value> = Vec::new();
+    let mut note_trades = |seq: u64, events: &[MatchingEvent]| {
+        for event in events {
+            if let MatchingEvent::Trade(t) = event {
+                trades.push(json!({
+                    "seq": seq, "trade_id": t.trade_id.0, "price": TICK.format_steps(t.price_ticks),
+                    "qty": LOT.format_steps(t.qty_lots), "taker_side": t.taker_side.as_str(),
+                }));
+            }
+        }
+    };
 
     for step in 0..steps {
         let trader = &traders[rng.below(4) as usize];
@@ -110,6 +122,7 @@ fn random_flow_matches_the_model_step_by_step() {
                 self_trade_prevention: stp,
             }));
             expect_order(&events, seq, &answer, &context);
+            note_trades(seq, &events);
             placed.push(seq);
             books.insert(seq, model.depth());
         } else if roll < 95 {
@@ -141,6 +154,7 @@ fn random_flow_matches_the_model_step_by_step() {
                         _ => {
                             assert_eq!(answer.status, 200, "{context}: {answer:?}");
                             expect_order(&events, order_id, &answer.body, &context);
+                            note_trades(answer.body["seq"].as_u64().unwrap(), &events);
                         }
                     }
                 }
@@ -198,6 +212,30 @@ fn random_flow_matches_the_model_step_by_step() {
             open.as_array().unwrap().iter().map(|o| json!([o["order_id"], o["remaining_qty"]])).collect();
         assert_eq!(got, expected, "seed {seed}: open orders of user {}", trader.user_id);
     }
+
+    // The newest trades, newest first, as the model made them.
+    let recent = host.get("/v1/markets/BTC-PERP/trades?limit=50").ok();
+    let expected: Vec<Value> = trades.iter().rev().take(50).cloned().collect();
+    let got: Vec<Value> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert!(t["ts"].as_u64().is_some_and(|ts| ts > 1_600_000_000_000_000_000), "ts in ns: {t}");
+            json!({"seq": t["seq"], "trade_id": t["trade_id"], "price": t["price"], "qty": t["qty"], "taker_side": t["taker_side"]})
+        })
+        .collect();
+    assert!(!expected.is_empty(), "seed {seed}: the flow made no trades");
+    assert_eq!(got, expected, "seed {seed}: recent trades");
+    let metrics = host.request("GET", "/metrics", &[], None);
+    assert_eq!(metrics.status, 200);
+    let journaled = metrics
+        .text
+        .lines()
+        .find_map(|line| line.strip_prefix("exhost_journal_commands_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    let last_seq = *books.keys().next_back().unwrap();
+    assert_eq!(journaled, Some(last_seq as f64), "metrics count every journaled command:\n{}", metrics.text);
 
     // Books of the past, rebuilt from snapshot + journal, equal the model's then.
     let seqs: Vec<u64> = books.keys().copied().collect();

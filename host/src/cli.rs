@@ -61,6 +61,65 @@ pub enum Commands {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Measurements; each figure is printed as one JSON line.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct FlowArgs {
+    /// Commands in the measured flow.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub commands: u64,
+    /// Orders resting in the book before the flow starts.
+    #[arg(long, default_value_t = 100_000)]
+    pub resting: u64,
+    /// Price levels per side for the resting orders.
+    #[arg(long, default_value_t = 1_000)]
+    pub levels: u64,
+    #[arg(long, default_value_t = 16)]
+    pub users: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl FlowArgs {
+    fn shape(self) -> crate::bench::FlowShape {
+        crate::bench::FlowShape {
+            resting: self.resting,
+            levels: self.levels.max(1),
+            commands: self.commands,
+            users: self.users.max(1),
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Engine throughput in process: the wasm module against the same plugin linked natively.
+    Engine {
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// Runs of each; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Create a data directory holding a journaled, applied flow (for start-up measurements).
+    Fill {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// Store a snapshot at the end.
+        #[arg(long)]
+        snapshot: bool,
+    },
+    /// Time the recovery of a data directory (snapshot restore and journal replay).
+    Startup {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -188,6 +247,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("state digest {digest}");
             Ok(())
         }
+        Commands::Bench(BenchCommand::Engine { flow, rounds }) => crate::bench::engine(flow.shape(), rounds.max(1)),
+        Commands::Bench(BenchCommand::Fill { data, flow, snapshot }) => {
+            crate::bench::fill(&data.config()?.data_dir, flow.shape(), snapshot)
+        }
+        Commands::Bench(BenchCommand::Startup { data }) => crate::bench::startup(&data.config()?.data_dir),
         Commands::Verify { data } => verify(&open_existing(&data.config()?, true)?),
         Commands::Snapshot { data } => {
             let store = open_existing(&data.config()?, false)?;

@@ -5,6 +5,7 @@
 //! ([`readmodel`]). The deterministic parts live in `exhost-engine`, the wasm
 //! runtime in `exhost-runtime`, storage in `exhost-store`.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod node;

@@ -104,6 +104,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !config.journal_sync {
         tracing::warn!("journal_sync = false: acknowledged commands can be lost in a crash (benchmarks only)");
     }
+    // Installed before the first command, so counters cover everything this process journals.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
     let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq));
     if fresh {
         let applied = node.submit(Command::CreateMarket(default_market(embedded))).await?;
@@ -113,7 +115,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("created market BTC-PERP with the embedded price-time module {embedded}");
     }
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
     let state = AppState {
         node: node.clone(),
         store,

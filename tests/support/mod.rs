@@ -59,6 +59,7 @@ pub struct Host {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    pub text: String,
 }
 
 impl Answer {
@@ -139,7 +140,7 @@ impl Host {
         let mut response = self.agent.run(request).unwrap_or_else(|error| panic!("{method} {path}: {error}"));
         let status = response.status().as_u16();
         let text = response.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
-        Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
     }
 
     pub fn get(&self, path: &str) -> Answer {

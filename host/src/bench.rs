@@ -1,0 +1,282 @@
+//! `exhost bench`: measurements anyone can reproduce with one command. Each
+//! figure is printed as one JSON line, so runs can be compared by machine.
+//!
+//! - `engine`: commands per second through the engine, in process, no
+//!   journal, no network: the embedded wasm module and the same plugin code
+//!   linked natively, on the same command list, in the same process.
+//! - `fill`: a data directory holding N journaled commands, written by the
+//!   same engine and read-model code as the live path (journal writes unsynced,
+//!   since this is data generation, not a durability figure).
+//! - `startup`: how long recovery of a data directory takes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use exhost_engine::{Command, Engine, ModuleHash, ModuleLoader, NativeLoader, NewOrder};
+use exhost_guest_sdk::codec::encode_into;
+use exhost_guest_sdk::{OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
+use exhost_pricetime::PriceTimeBook;
+use exhost_runtime::{ModuleSource, Runtime, WasmLoader};
+use exhost_store::journal::encode_record;
+use exhost_store::{Durability, Store};
+use serde_json::json;
+
+use crate::node::stamp;
+use crate::readmodel::ReadModelWriter;
+use crate::recovery;
+use crate::serve::default_market;
+
+/// The shape of a benchmark order flow.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowShape {
+    /// Orders resting in the book before the measured flow starts.
+    pub resting: u64,
+    /// Price levels per side the resting orders spread over.
+    pub levels: u64,
+    /// Commands in the measured flow.
+    pub commands: u64,
+    pub users: u64,
+    pub seed: u64,
+}
+
+/// Deterministic xorshift, so both engines see the very same commands.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const MID_TICKS: u64 = 300_000;
+
+/// Set-up commands (market, users, resting book) then the measured flow:
+/// 70% limit orders (about a third of them crossing), 20% cancels of resting
+/// orders, 10% market or IOC orders. Sequence numbers start at 1.
+pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Command>) {
+    let mut rng = Rng(shape.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut setup = vec![Command::CreateMarket(default_market(module_hash))];
+    for user in 0..shape.users {
+        setup.push(Command::CreateUser { api_key: format!("bench-key-{user}"), api_secret: format!("bench-{user}") });
+    }
+    // Order ids are sequence numbers; remember which are likely resting, to cancel them.
+    let mut resting: Vec<u64> = Vec::new();
+    let place = |seq: u64, side: Side, order_type, price_ticks, qty_lots, tif, rng: &mut Rng| {
+        let _ = seq;
+        Command::PlaceOrder(NewOrder {
+            market: exhost_engine::MarketId(0),
+            user_id: UserId(1 + rng.below(shape.users)),
+            client_order_id: None,
+            side,
+            order_type,
+            price_ticks,
+            qty_lots,
+            time_in_force: tif,
+            self_trade_prevention: SelfTradePrevention::CancelMaker,
+            reduce_only: false,
+        })
+    };
+    for _ in 0..shape.resting {
+        let seq = setup.len() as u64 + 1;
+        let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+        let offset = 1 + rng.below(shape.levels);
+        let price = if side == Side::Buy { MID_TICKS - offset } else { MID_TICKS + offset };
+        setup.push(place(seq, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng));
+        resting.push(seq);
+    }
+    let mut measured = Vec::with_capacity(shape.commands as usize);
+    for _ in 0..shape.commands {
+        let seq = (setup.len() + measured.len()) as u64 + 1;
+        let roll = rng.below(100);
+        let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+        let command = if roll < 70 {
+            // A third cross into the book a little; the rest join it.
+            let offset = rng.below(shape.levels / 4 + 1);
+            let crossing = rng.below(3) == 0;
+            let price = match (side, crossing) {
+                (Side::Buy, false) | (Side::Sell, true) => MID_TICKS - 1 - offset.min(MID_TICKS - 2),
+                (Side::Sell, false) | (Side::Buy, true) => MID_TICKS + 1 + offset,
+            };
+            if !crossing {
+                resting.push(seq);
+            }
+            place(seq, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng)
+        } else if roll < 90 && !resting.is_empty() {
+            let index = rng.below(resting.len() as u64) as usize;
+            let order_id = resting.swap_remove(index);
+            // The user may not own it: then it is a refused cancel, which costs the same lookup.
+            Command::CancelOrder {
+                market: exhost_engine::MarketId(0),
+                user_id: UserId(1 + rng.below(shape.users)),
+                order_id: OrderId(order_id),
+            }
+        } else if rng.below(2) == 0 {
+            place(seq, side, OrderType::Market, 0, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
+        } else {
+            let price = if side == Side::Buy { MID_TICKS + 2 } else { MID_TICKS - 2 };
+            place(seq, side, OrderType::Limit, price, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
+        };
+        measured.push(command);
+    }
+    (setup, measured)
+}
+
+/// The embedded module's bytes, whatever hash is asked for.
+struct Embedded;
+
+impl ModuleSource for Embedded {
+    fn module_bytes(&self, _: &ModuleHash) -> Option<Vec<u8>> {
+        Some(exhost_embedded::PRICETIME_WASM.to_vec())
+    }
+}
+
+fn run_engine(
+    loader: Arc<dyn ModuleLoader + Send + Sync>,
+    setup: &[Command],
+    measured: &[Command],
+) -> anyhow::Result<(f64, usize)> {
+    let mut engine = Engine::new(loader);
+    for (i, command) in setup.iter().enumerate() {
+        engine.apply(i as u64 + 1, i as u64, command)?;
+    }
+    let first = setup.len() as u64 + 1;
+    let mut events = 0;
+    let started = Instant::now();
+    for (i, command) in measured.iter().enumerate() {
+        let seq = first + i as u64;
+        events += engine.apply(seq, seq, command)?.len();
+    }
+    Ok((started.elapsed().as_secs_f64(), events))
+}
+
+/// `exhost bench engine`: wasm and native on the same flow, and their ratio.
+pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
+    let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
+    let (setup, measured) = flow(shape, hash);
+    let wasm: Arc<dyn ModuleLoader + Send + Sync> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded)));
+    let native: Arc<dyn ModuleLoader + Send + Sync> = Arc::new(NativeLoader::<PriceTimeBook>::default());
+    let mut best = [f64::MAX; 2];
+    let mut events = [0usize; 2];
+    for round in 0..rounds {
+        for (index, (name, loader)) in [("wasm", &wasm), ("native", &native)].into_iter().enumerate() {
+            let (seconds, count) = run_engine(loader.clone(), &setup, &measured)?;
+            best[index] = best[index].min(seconds);
+            events[index] = count;
+            eprintln!("round {round} {name}: {:.0} commands/s", measured.len() as f64 / seconds);
+        }
+    }
+    if events[0] != events[1] {
+        bail!("wasm emitted {} events and native {}: the builds disagree", events[0], events[1]);
+    }
+    let rate = |seconds: f64| measured.len() as f64 / seconds;
+    for (name, seconds) in [("wasm", best[0]), ("native", best[1])] {
+        println!(
+            "{}",
+            json!({
+                "bench": "engine", "impl": name, "commands": measured.len(), "resting_orders": shape.resting,
+                "levels_per_side": shape.levels, "events": events[0], "best_of": rounds,
+                "seconds": seconds, "commands_per_sec": rate(seconds).round(),
+            })
+        );
+    }
+    println!(
+        "{}",
+        json!({ "bench": "engine", "ratio": "wasm/native", "value": (rate(best[0]) / rate(best[1]) * 1000.0).round() / 1000.0 })
+    );
+    Ok(())
+}
+
+/// `exhost bench fill`: a new data directory with the set-up and the flow journaled and applied.
+pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result<()> {
+    let db = data_dir.join("db");
+    if db.exists() {
+        bail!("{} already holds data; fill needs a new directory", data_dir.display());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&db)?;
+    let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
+    store.put_module(&hash.0, exhost_embedded::PRICETIME_WASM)?;
+    let loader = crate::cli::loader_for(&store)?;
+    let mut engine = Engine::new(loader);
+    let (setup, measured) = flow(shape, hash);
+    let total = (setup.len() + measured.len()) as u64;
+    let mut progress = recovery::Progress::new("fill", total, true);
+    let started = Instant::now();
+    let mut encoded = Vec::new();
+    let mut records = Vec::new();
+    let mut bounds = Vec::new();
+    let commands: Vec<&Command> = setup.iter().chain(measured.iter()).collect();
+    for (chunk_index, chunk) in commands.chunks(10_000).enumerate() {
+        records.clear();
+        bounds.clear();
+        let mut writer = ReadModelWriter::new(&store);
+        for (i, command) in chunk.iter().enumerate() {
+            let seq = (chunk_index * 10_000 + i) as u64 + 1;
+            let ts = 1_700_000_000_000_000_000 + seq * 1_000;
+            encoded.clear();
+            encode_into(*command, &mut encoded);
+            let start = records.len();
+            encode_record(seq, ts, &encoded, &mut records);
+            bounds.push((seq, start, records.len()));
+            for event in stamp(seq, ts, engine.apply(seq, ts, command)?) {
+                writer.apply(&event)?;
+            }
+            writer.cover(seq);
+        }
+        store.append_journal(bounds.iter().map(|&(seq, s, e)| (seq, &records[s..e])), Durability::None)?;
+        writer.commit()?;
+        progress.advance(chunk.len() as u64);
+    }
+    if snapshot {
+        let taken = crate::node::take_snapshot(&mut engine, &store).map_err(anyhow::Error::msg)?;
+        eprintln!("snapshot at {} ({} bytes)", taken.seq, taken.size_bytes);
+    }
+    store.flush()?;
+    println!(
+        "{}",
+        json!({ "bench": "fill", "commands": total, "resting_orders_at_start": shape.resting,
+                "seconds": started.elapsed().as_secs_f64(), "snapshot": snapshot })
+    );
+    Ok(())
+}
+
+/// `exhost bench startup`: recover a data directory (read-only) and time it.
+pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = Store::open_read_only(&data_dir.join("db")).context("opening the data directory")?;
+    let opened = started.elapsed();
+    let loader = crate::cli::loader_for(&store)?;
+    let last = store.journal_last()?.map_or(0, |record| record.seq);
+    let restore_started = Instant::now();
+    let mut engine = recovery::engine_from_snapshot(&store, loader, last)?;
+    let restore = restore_started.elapsed();
+    let snapshot_seq = engine.last_seq();
+    let replay_started = Instant::now();
+    let replayed = recovery::replay(
+        &store,
+        &mut engine,
+        last,
+        &mut recovery::Progress::new("replay", last - snapshot_seq, true),
+        |_| Ok(()),
+    )?;
+    let replay = replay_started.elapsed();
+    println!(
+        "{}",
+        json!({
+            "bench": "startup", "journaled_commands": last, "snapshot_seq": snapshot_seq, "replayed": replayed,
+            "open_seconds": opened.as_secs_f64(), "restore_seconds": restore.as_secs_f64(),
+            "replay_seconds": replay.as_secs_f64(), "total_seconds": started.elapsed().as_secs_f64(),
+            "replayed_per_sec": if replayed > 0 { (replayed as f64 / replay.as_secs_f64()).round() } else { 0.0 },
+        })
+    );
+    Ok(())
+}
