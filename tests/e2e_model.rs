@@ -22,6 +22,14 @@ fn depth_json(levels: &[Level]) -> Value {
     )
 }
 
+/// The default taker fee (0.05%) of a fill, in USD with 6 decimals, rounded up:
+/// one tick × one lot is 0.0001 USD = 100 micro-dollars.
+fn taker_fee(price_ticks: u64, qty_lots: u64) -> String {
+    let notional_units = price_ticks as u128 * qty_lots as u128 * 100;
+    let fee = (notional_units * 50_000).div_ceil(100_000_000);
+    Scale { decimals: 6, step_units: 1 }.format_units(fee)
+}
+
 /// What the model says the answer to a place or amend must contain.
 fn expect_order(events: &[MatchingEvent], order_id: u64, answer: &Value, context: &str) {
     let update = events
@@ -48,7 +56,7 @@ fn expect_order(events: &[MatchingEvent], order_id: u64, answer: &Value, context
                 "trade_id": t.trade_id.0,
                 "price": TICK.format_steps(t.price_ticks),
                 "qty": LOT.format_steps(t.qty_lots),
-                "fee": "0",
+                "fee": taker_fee(t.price_ticks, t.qty_lots),
                 "liquidity": "taker",
             })),
             _ => None,
@@ -64,6 +72,8 @@ fn random_flow_matches_the_model_step_by_step() {
     let dir = TempDir::new("model");
     let host = Host::start(dir.path());
     let traders: Vec<Trader> = (0..4).map(|_| host.new_trader()).collect();
+    // Market orders are margined at the mark price, so the market needs one.
+    host.admin("POST", "/admin/v1/mark-prices", json!({"symbol": "BTC-PERP", "price": "27350.5"})).ok();
 
     let mut model = ModelBook::new();
     let mut placed: Vec<u64> = Vec::new();
@@ -187,8 +197,9 @@ fn random_flow_matches_the_model_step_by_step() {
             let events = model.apply(&MatchingCommand::MassCancel { user_id });
             let expected: Vec<u64> = events
                 .iter()
-                .map(|e| match e {
-                    MatchingEvent::Order(u) => u.order_id.0,
+                .filter_map(|e| match e {
+                    MatchingEvent::Order(u) => Some(u.order_id.0),
+                    MatchingEvent::Level { .. } => None,
                     other => panic!("{other:?}"),
                 })
                 .collect();

@@ -20,8 +20,17 @@
 //! - Every other call clears the output first, then writes its answer (or, when
 //!   it returns a non-zero status, a UTF-8 error message) into it.
 
+use alloc::vec::Vec;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::matching::{
+    MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult, ModuleError,
+};
+use crate::position::{
+    PositionCommand, PositionConfig, PositionModule, PositionOutput, PositionQuery, PositionQueryResult,
+};
 use crate::types::CommandContext;
 
 /// The version of this ABI. The host refuses modules that declare another.
@@ -130,4 +139,97 @@ pub const fn pack_region(ptr: u32, len: u32) -> u64 {
 /// Split a packed region into `(ptr, len)`.
 pub const fn unpack_region(region: u64) -> (u32, u32) {
     ((region >> 32) as u32, region as u32)
+}
+
+/// The message types of one kind of module. Host and guest code is written once,
+/// generically over this, for every kind.
+pub trait Abi: 'static {
+    const KIND: ModuleKind;
+    type Config: Serialize + DeserializeOwned + Clone + Send + Sync;
+    type Command: Serialize + DeserializeOwned + Clone + Send + Sync;
+    /// What one command produces; `Default` is "nothing".
+    type Output: Serialize + DeserializeOwned + Default + Send;
+    type Query: Serialize + DeserializeOwned + Send;
+    type QueryResult: Serialize + DeserializeOwned + Send;
+}
+
+/// The matching-module kind.
+pub struct MatchingAbi;
+
+impl Abi for MatchingAbi {
+    const KIND: ModuleKind = ModuleKind::Matching;
+    type Config = MarketConfig;
+    type Command = MatchingCommand;
+    type Output = Vec<MatchingEvent>;
+    type Query = MatchingQuery;
+    type QueryResult = MatchingQueryResult;
+}
+
+/// The position-module kind.
+pub struct PositionAbi;
+
+impl Abi for PositionAbi {
+    const KIND: ModuleKind = ModuleKind::Position;
+    type Config = PositionConfig;
+    type Command = PositionCommand;
+    type Output = PositionOutput;
+    type Query = PositionQuery;
+    type QueryResult = PositionQueryResult;
+}
+
+/// A module's rules, seen generically. Implemented for every
+/// [`MatchingModule`] and every [`PositionModule`]; plugin authors implement
+/// those instead.
+pub trait Rules<A: Abi>: Sized {
+    const STATE_VERSION: u32;
+    fn init(config: &A::Config) -> Result<Self, ModuleError>;
+    fn apply(&mut self, ctx: &CommandContext, command: &A::Command, out: &mut A::Output);
+    fn query(&self, query: &A::Query) -> A::QueryResult;
+    fn snapshot(&self, out: &mut Vec<u8>);
+    fn restore(bytes: &[u8]) -> Result<Self, ModuleError>;
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError>;
+}
+
+impl<M: MatchingModule> Rules<MatchingAbi> for M {
+    const STATE_VERSION: u32 = M::STATE_VERSION;
+    fn init(config: &MarketConfig) -> Result<Self, ModuleError> {
+        M::init(config)
+    }
+    fn apply(&mut self, ctx: &CommandContext, command: &MatchingCommand, out: &mut Vec<MatchingEvent>) {
+        MatchingModule::apply(self, ctx, command, out)
+    }
+    fn query(&self, query: &MatchingQuery) -> MatchingQueryResult {
+        MatchingModule::query(self, query)
+    }
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        MatchingModule::snapshot(self, out)
+    }
+    fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
+        M::restore(bytes)
+    }
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
+        M::migrate(from_version, bytes)
+    }
+}
+
+impl<P: PositionModule> Rules<PositionAbi> for P {
+    const STATE_VERSION: u32 = P::STATE_VERSION;
+    fn init(config: &PositionConfig) -> Result<Self, ModuleError> {
+        P::init(config)
+    }
+    fn apply(&mut self, ctx: &CommandContext, command: &PositionCommand, out: &mut PositionOutput) {
+        PositionModule::apply(self, ctx, command, out)
+    }
+    fn query(&self, query: &PositionQuery) -> PositionQueryResult {
+        PositionModule::query(self, query)
+    }
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        PositionModule::snapshot(self, out)
+    }
+    fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
+        P::restore(bytes)
+    }
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
+        P::migrate(from_version, bytes)
+    }
 }

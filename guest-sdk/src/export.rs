@@ -1,8 +1,9 @@
-//! The export macro: turns a [`MatchingModule`](crate::MatchingModule) type into
-//! the `extern "C"` functions of the ABI. This is the only place guest code
-//! touches raw pointers, and it exists only when compiling to wasm32, so a
-//! plugin crate stays an ordinary library natively (and several plugins can be
-//! linked into one native test binary without symbol clashes).
+//! The export macros: turn a [`MatchingModule`](crate::MatchingModule) or a
+//! [`PositionModule`](crate::PositionModule) type into the `extern "C"`
+//! functions of the ABI. This is the only place guest code touches raw
+//! pointers, and it exists only when compiling to wasm32, so a plugin crate
+//! stays an ordinary library natively (and several plugins can be linked into
+//! one native test binary without symbol clashes).
 
 /// Export a matching module's type as a wasm module's ABI.
 ///
@@ -14,13 +15,29 @@
 #[macro_export]
 macro_rules! export_matching_module {
     ($module:ty) => {
+        $crate::__export_module!($crate::abi::MatchingAbi, $module);
+    };
+}
+
+/// Export a position module's type as a wasm module's ABI.
+#[macro_export]
+macro_rules! export_position_module {
+    ($module:ty) => {
+        $crate::__export_module!($crate::abi::PositionAbi, $module);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_module {
+    ($abi:ty, $module:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use $crate::guest::{GuestCell, MatchingGuest};
+            use $crate::guest::{Guest, GuestCell};
 
-            static GUEST: GuestCell<MatchingGuest<$module>> = GuestCell::new(MatchingGuest::new());
+            static GUEST: GuestCell<Guest<$abi, $module>> = GuestCell::new(Guest::new());
 
-            fn guest() -> &'static mut MatchingGuest<$module> {
+            fn guest() -> &'static mut Guest<$abi, $module> {
                 $crate::guest::install_panic_hook();
                 // SAFETY: the host calls one export at a time on the guest's only thread,
                 // and no export keeps the reference past its return.
@@ -34,12 +51,12 @@ macro_rules! export_matching_module {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn exhost_module_kind() -> u32 {
-                $crate::ModuleKind::Matching.code()
+                <$abi as $crate::abi::Abi>::KIND.code()
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn exhost_state_version() -> u32 {
-                <$module as $crate::MatchingModule>::STATE_VERSION
+                <$module as $crate::abi::Rules<$abi>>::STATE_VERSION
             }
 
             #[unsafe(no_mangle)]

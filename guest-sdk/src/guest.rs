@@ -6,27 +6,28 @@ use std::cell::UnsafeCell;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::abi::{ApplyInput, status};
-use crate::codec::{decode, encode_into};
-use crate::matching::{MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery};
+use core::marker::PhantomData;
 
-/// Everything a matching-module instance keeps between calls.
-pub struct MatchingGuest<M> {
+use crate::abi::{Abi, ApplyInput, Rules, status};
+use crate::codec::{decode, encode_into};
+
+/// Everything a module instance keeps between calls.
+pub struct Guest<A: Abi, M> {
     module: Option<M>,
     input: Vec<u8>,
     output: Vec<u8>,
-    events: Vec<MatchingEvent>,
+    _abi: PhantomData<A>,
 }
 
-impl<M: MatchingModule> Default for MatchingGuest<M> {
+impl<A: Abi, M: Rules<A>> Default for Guest<A, M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<M: MatchingModule> MatchingGuest<M> {
+impl<A: Abi, M: Rules<A>> Guest<A, M> {
     pub const fn new() -> Self {
-        MatchingGuest { module: None, input: Vec::new(), output: Vec::new(), events: Vec::new() }
+        Guest { module: None, input: Vec::new(), output: Vec::new(), _abi: PhantomData }
     }
 
     /// Make the input buffer `len` bytes long and clear the output.
@@ -58,7 +59,7 @@ impl<M: MatchingModule> MatchingGuest<M> {
 
     pub fn init(&mut self, len: u32) -> u32 {
         self.output.clear();
-        let config: MarketConfig = match self.input_slice(0, len).map(decode) {
+        let config: A::Config = match self.input_slice(0, len).map(decode) {
             Some(Ok(config)) => config,
             Some(Err(error)) => return self.fail(status::DECODE_ERROR, format_args!("config: {error}")),
             None => return self.fail(status::DECODE_ERROR, "config: length beyond the input buffer"),
@@ -73,7 +74,7 @@ impl<M: MatchingModule> MatchingGuest<M> {
     }
 
     pub fn apply(&mut self, offset: u32, len: u32) -> u32 {
-        let input: ApplyInput<MatchingCommand> = match self.input_slice(offset, len).map(decode) {
+        let input: ApplyInput<A::Command> = match self.input_slice(offset, len).map(decode) {
             Some(Ok(input)) => input,
             Some(Err(error)) => return self.fail(status::DECODE_ERROR, format_args!("command: {error}")),
             None => return self.fail(status::DECODE_ERROR, "command: range beyond the input buffer"),
@@ -81,19 +82,19 @@ impl<M: MatchingModule> MatchingGuest<M> {
         let Some(module) = self.module.as_mut() else {
             return self.fail(status::MODULE_ERROR, "apply before init or restore");
         };
-        self.events.clear();
-        module.apply(&input.ctx, &input.command, &mut self.events);
+        let mut out = A::Output::default();
+        module.apply(&input.ctx, &input.command, &mut out);
         // Reserve the frame's length prefix, encode, then fill the prefix in.
         let frame_start = self.output.len();
         self.output.extend_from_slice(&[0; 4]);
-        encode_into(&self.events, &mut self.output);
+        encode_into(&out, &mut self.output);
         let frame_len = (self.output.len() - frame_start - 4) as u32;
         self.output[frame_start..frame_start + 4].copy_from_slice(&frame_len.to_le_bytes());
         status::OK
     }
 
     pub fn query(&mut self, len: u32) -> u32 {
-        let query: MatchingQuery = match self.input_slice(0, len).map(decode) {
+        let query: A::Query = match self.input_slice(0, len).map(decode) {
             Some(Ok(query)) => query,
             Some(Err(error)) => return self.fail(status::DECODE_ERROR, format_args!("query: {error}")),
             None => return self.fail(status::DECODE_ERROR, "query: length beyond the input buffer"),
@@ -242,6 +243,8 @@ mod tests {
             Err(ModuleError::new("no"))
         }
     }
+
+    type MatchingGuest<M> = Guest<crate::abi::MatchingAbi, M>;
 
     fn write_input(guest: &mut MatchingGuest<Counter>, bytes: &[u8]) {
         guest.input(bytes.len() as u32).copy_from_slice(bytes);

@@ -5,9 +5,11 @@
 //!
 //! - [`types`]: ids, sides, statuses, reasons (numbered, stable codes).
 //! - [`matching`]: the matching-module commands, events, queries and trait.
+//! - [`position`]: the position-module commands, events, queries and trait.
 //! - [`codec`]: the one deterministic binary encoding.
 //! - [`abi`]: export names, the memory protocol, `ABI_VERSION`.
-//! - [`export_matching_module!`]: one macro line turns your type into a module.
+//! - [`export_matching_module!`], [`export_position_module!`]: one macro line
+//!   turns your type into a module.
 //!
 //! Rule code is plain Rust: test it natively, then build it with
 //! `cargo build --target wasm32-unknown-unknown --release`. See `README.md`.
@@ -19,13 +21,19 @@ pub mod codec;
 mod export;
 pub mod guest;
 pub mod matching;
+pub mod position;
 pub mod types;
 
-pub use abi::{ABI_VERSION, ModuleKind};
+pub use abi::{ABI_VERSION, Abi, MatchingAbi, ModuleKind, PositionAbi};
 pub use matching::{
     Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
     ModuleError, OpenOrder, OrderUpdate, PlaceOrder, Trade,
 };
+pub use position::{
+    AccountState, BalanceCause, FollowUp, LedgerState, MarketRisk, OrderIntent, PositionCommand, PositionConfig,
+    PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, PositionState, RATE_SCALE,
+};
 pub use types::{
-    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
+    CommandContext, MarketId, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId,
+    UserId,
 };

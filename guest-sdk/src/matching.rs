@@ -122,7 +122,7 @@ pub struct Trade {
 /// Per command the reference module emits: for each fill a `Trade` then the
 /// maker's `Order` update; for each maker cancelled by self-trade prevention its
 /// `Order` update; last, the taker's (or the cancelled or amended order's) `Order`
-/// update. A refused place is a single `Order` update with status `rejected`; a
+/// update; then a `Level` per changed price level. A refused place is a single `Order` update with status `rejected`; a
 /// refused cancel or amend is a single `Rejected` (the order, if any, is unchanged).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MatchingEvent {
@@ -133,6 +133,14 @@ pub enum MatchingEvent {
         order_id: OrderId,
         user_id: UserId,
         reason: Reason,
+    },
+    /// A price level's total after the command (zero: the level is gone). One per
+    /// level whose total changed, after all other events, bids then asks, each by
+    /// ascending price: the sequenced diffs of a book feed.
+    Level {
+        side: Side,
+        price_ticks: u64,
+        qty_lots: u64,
     },
 }
 

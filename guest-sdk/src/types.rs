@@ -177,6 +177,14 @@ stable_enum! {
         MarketExists = 14 => "market_exists",
         UnknownUser = 15 => "unknown_user",
         UnknownAsset = 16 => "unknown_asset",
+        /// A market order needs a mark price to be margined, and the market has none yet.
+        NoMarkPrice = 17 => "no_mark_price",
+        /// The command would need a module that is not installed.
+        NoModule = 18 => "no_module",
+        /// The named per-command limit of follow-up actions (liquidations) was reached.
+        FollowUpLimit = 19 => "follow_up_limit",
+        /// A module of that kind is already installed.
+        AlreadyInstalled = 20 => "already_installed",
         UserCancel = 100 => "user_cancel",
         MassCancel = 101 => "mass_cancel",
         /// The remainder of an IOC or market order.
@@ -217,6 +225,17 @@ macro_rules! id_type {
 id_type! {
     /// A user of the exchange, assigned by the host.
     UserId
+}
+
+/// A market, numbered by the host in creation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MarketId(pub u32);
+
+impl fmt::Display for MarketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
 }
 id_type! {
     /// An order, assigned by the host: the sequence number of the command that placed it.

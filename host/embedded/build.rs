@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The plugins to embed: (package, wasm file stem).
-const PLUGINS: &[(&str, &str)] = &[("exhost-pricetime", "exhost_pricetime")];
+const PLUGINS: &[(&str, &str)] = &[("exhost-pricetime", "exhost_pricetime"), ("exhost-positions", "exhost_positions")];
 
 const TARGET: &str = "wasm32-unknown-unknown";
 

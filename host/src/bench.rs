@@ -139,11 +139,7 @@ impl ModuleSource for Embedded {
     }
 }
 
-fn run_engine(
-    loader: Arc<dyn ModuleLoader + Send + Sync>,
-    setup: &[Command],
-    measured: &[Command],
-) -> anyhow::Result<(f64, usize)> {
+fn run_engine(loader: Arc<dyn ModuleLoader>, setup: &[Command], measured: &[Command]) -> anyhow::Result<(f64, usize)> {
     let mut engine = Engine::new(loader);
     for (i, command) in setup.iter().enumerate() {
         engine.apply(i as u64 + 1, i as u64, command)?;
@@ -162,8 +158,8 @@ fn run_engine(
 pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
     let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
     let (setup, measured) = flow(shape, hash);
-    let wasm: Arc<dyn ModuleLoader + Send + Sync> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded)));
-    let native: Arc<dyn ModuleLoader + Send + Sync> = Arc::new(NativeLoader::<PriceTimeBook>::default());
+    let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded)));
+    let native: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook>::default());
     let mut best = [f64::MAX; 2];
     let mut events = [0usize; 2];
     for round in 0..rounds {

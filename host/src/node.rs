@@ -63,6 +63,7 @@ pub struct Directory {
     pub markets: Vec<MarketSpec>,
     pub symbols: HashMap<String, MarketId>,
     pub assets: BTreeMap<String, u8>,
+    pub settlement_asset: Option<String>,
 }
 
 impl Directory {
@@ -84,6 +85,12 @@ impl Directory {
             self.markets.push(spec.clone());
         }
         self.assets.clone_from(&registry.assets);
+        self.settlement_asset = registry.position.as_ref().map(|p| p.config.settlement_asset.clone());
+    }
+
+    /// The settlement asset, if a position module is installed.
+    pub fn position_asset(&self) -> Option<&str> {
+        self.settlement_asset.as_deref()
     }
 
     pub fn market(&self, symbol: &str) -> Option<(MarketId, &MarketSpec)> {
@@ -383,8 +390,12 @@ impl EngineLoop {
                     let events = stamp(item.seq, item.ts_ns, bodies);
                     writer.cover(item.seq);
                     for event in &events {
-                        registry_changed |=
-                            matches!(event.body, EventBody::UserCreated { .. } | EventBody::MarketCreated { .. });
+                        registry_changed |= matches!(
+                            event.body,
+                            EventBody::UserCreated { .. }
+                                | EventBody::MarketCreated { .. }
+                                | EventBody::PositionModuleInstalled { .. }
+                        );
                         if let Err(error) = writer.apply(event) {
                             self.health.halt(format!("read model read failed at seq {}: {error}", item.seq));
                         }

@@ -4,7 +4,12 @@
 //! Keys in the `read` family, each starting with a one-byte namespace:
 //! - `o` order id → [`OrderView`], the order's latest state and its fills;
 //! - `u` user id, order id → market id, present while the order is open;
-//! - `t` market id, seq, idx → [`TradeView`], so "newest trades" is a reverse scan.
+//! - `t` market id, seq, idx → [`TradeView`], so "newest trades" is a reverse scan;
+//! - `a` user id, seq → the user's `AccountState` after that command, so "the
+//!   account as of sequence N" is one reverse seek;
+//! - `h` user id, seq, idx → market id + 1 (0: none): the user's change messages
+//!   (balances, positions, fills, liquidations), for the account history;
+//! - `L` seq → the exchange's `LedgerState` after that command.
 //!
 //! Events themselves go to the `events` family. The writer also records the
 //! last sequence it covered (`meta/read_model_seq`), so recovery rewrites
@@ -16,7 +21,8 @@ use std::collections::BTreeMap;
 use exhost_engine::{Event, EventBody, MarketId};
 use exhost_guest_sdk::codec::{decode, encode};
 use exhost_guest_sdk::{
-    MatchingEvent, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
+    AccountState, LedgerState, MatchingEvent, OrderId, OrderStatus, OrderType, PositionEvent, Reason,
+    SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
 };
 use exhost_store::{Batch, Durability, Family, Store, StoreError, event_key};
 use serde::{Deserialize, Serialize};
@@ -46,6 +52,8 @@ pub struct FillView {
     pub price_ticks: u64,
     pub qty_lots: u64,
     pub liquidity: Liquidity,
+    /// Settlement-asset units the order's user paid for this fill.
+    pub fee_units: i128,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +110,47 @@ fn trade_key(market: MarketId, seq: u64, idx: u32) -> Vec<u8> {
     key.extend_from_slice(&seq.to_be_bytes());
     key.extend_from_slice(&idx.to_be_bytes());
     key
+}
+
+fn user_key(namespace: u8, user_id: UserId, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(21);
+    key.push(namespace);
+    key.extend_from_slice(&user_id.0.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn history_key(user_id: UserId, seq: u64, idx: u32) -> Vec<u8> {
+    let mut key = user_key(b'h', user_id, seq);
+    key.extend_from_slice(&idx.to_be_bytes());
+    key
+}
+
+fn ledger_key(seq: u64) -> Vec<u8> {
+    let mut key = vec![b'L'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The users an event concerns, and its market, for the history index.
+fn history_of(body: &EventBody) -> (Vec<UserId>, Option<MarketId>) {
+    match body {
+        EventBody::Matching { market, event: MatchingEvent::Trade(trade) } => {
+            (vec![trade.maker_user_id, trade.taker_user_id], Some(*market))
+        }
+        EventBody::Position(event) => match event {
+            PositionEvent::Balance { user_id, .. } => (vec![*user_id], None),
+            PositionEvent::Position { user_id, market, .. } => (vec![*user_id], Some(*market)),
+            PositionEvent::LiquidationStarted { user_id, .. } => (vec![*user_id], None),
+            PositionEvent::Fee { user_id, market, .. } => (vec![*user_id], Some(*market)),
+            PositionEvent::LiquidationOrder { user_id, market, .. } => (vec![*user_id], Some(*market)),
+            PositionEvent::AutoDeleverage { market, liquidated_user_id, counterparty_user_id, .. } => {
+                (vec![*liquidated_user_id, *counterparty_user_id], Some(*market))
+            }
+            _ => (Vec::new(), None),
+        },
+        _ => (Vec::new(), None),
+    }
 }
 
 fn malformed(key: &[u8], error: impl std::fmt::Display) -> StoreError {
@@ -172,7 +221,13 @@ pub fn apply_to_order(view: &mut OrderView, event: &Event) {
                 price_ticks: trade.price_ticks,
                 qty_lots: trade.qty_lots,
                 liquidity,
+                fee_units: 0,
             });
+        }
+        EventBody::Position(PositionEvent::Fee { user_id, trade_id, fee_units, .. }) if *user_id == view.user_id => {
+            if let Some(fill) = view.fills.iter_mut().rev().find(|fill| fill.trade_id == *trade_id) {
+                fill.fee_units = *fee_units;
+            }
         }
         _ => {}
     }
@@ -184,12 +239,20 @@ pub struct ReadModelWriter<'a> {
     batch: Batch,
     /// Orders touched in this run, newest state; written at commit.
     orders: BTreeMap<OrderId, OrderView>,
+    /// The two orders of each trade of this run, to attach fees to fills.
+    trade_orders: BTreeMap<TradeId, [OrderId; 2]>,
     last_seq: Option<u64>,
 }
 
 impl<'a> ReadModelWriter<'a> {
     pub fn new(store: &'a Store) -> Self {
-        ReadModelWriter { store, batch: Batch::default(), orders: BTreeMap::new(), last_seq: None }
+        ReadModelWriter {
+            store,
+            batch: Batch::default(),
+            orders: BTreeMap::new(),
+            trade_orders: BTreeMap::new(),
+            last_seq: None,
+        }
     }
 
     /// Number of events and orders waiting to be written.
@@ -217,6 +280,28 @@ impl<'a> ReadModelWriter<'a> {
             self.orders.insert(view.order_id, view);
             return Ok(());
         }
+        let (users, market) = history_of(&event.body);
+        for user_id in users {
+            let value = market.map_or(0u32, |m| m.0 + 1).to_be_bytes().to_vec();
+            self.batch.put(Family::Read, history_key(user_id, event.seq, event.idx), value);
+        }
+        match &event.body {
+            EventBody::Position(PositionEvent::Account(state)) => {
+                self.batch.put(Family::Read, user_key(b'a', state.user_id, event.seq), encode(state));
+            }
+            EventBody::Position(PositionEvent::Ledger(ledger)) => {
+                self.batch.put(Family::Read, ledger_key(event.seq), encode(ledger));
+            }
+            EventBody::Position(PositionEvent::Fee { trade_id, .. }) => {
+                // A fee belongs to a fill of one of the trade's two orders (of this command).
+                for order_id in self.trade_orders.get(trade_id).copied().unwrap_or_default() {
+                    if let Some(view) = self.order_mut(order_id)? {
+                        apply_to_order(view, event);
+                    }
+                }
+            }
+            _ => {}
+        }
         match &event.body {
             EventBody::Matching { market, event: MatchingEvent::Order(update) } => {
                 if let Some(view) = self.order_mut(update.order_id)? {
@@ -240,6 +325,7 @@ impl<'a> ReadModelWriter<'a> {
                     taker_side: trade.taker_side,
                 };
                 self.batch.put(Family::Read, trade_key(*market, event.seq, event.idx), encode(&view));
+                self.trade_orders.insert(trade.trade_id, [trade.maker_order_id, trade.taker_order_id]);
                 for order_id in [trade.maker_order_id, trade.taker_order_id] {
                     if let Some(order) = self.order_mut(order_id)? {
                         apply_to_order(order, event);
@@ -338,4 +424,58 @@ pub fn events_from(store: &Store, from_seq: u64, limit: usize) -> Result<(Vec<Ev
         events.push(event);
     }
     Ok((events, next_seq))
+}
+
+/// A user's account as of sequence `seq` (its last change at or before it).
+pub fn account_at(store: &Store, user_id: UserId, seq: u64) -> Result<Option<(u64, AccountState)>, StoreError> {
+    let prefix = user_key(b'a', user_id, 0)[..9].to_vec();
+    if let Some(item) = store.scan(Family::Read, &user_key(b'a', user_id, seq), false).next() {
+        let (key, value) = item?;
+        if key.starts_with(&prefix) {
+            let changed = u64::from_be_bytes(key[9..17].try_into().map_err(|_| malformed(&key, "seq"))?);
+            return Ok(Some((changed, decode(&value).map_err(|error| malformed(&key, error))?)));
+        }
+    }
+    Ok(None)
+}
+
+/// The exchange's ledger as of sequence `seq`.
+pub fn ledger_at(store: &Store, seq: u64) -> Result<Option<(u64, LedgerState)>, StoreError> {
+    if let Some(item) = store.scan(Family::Read, &ledger_key(seq), false).next() {
+        let (key, value) = item?;
+        if key.first() == Some(&b'L') && key.len() == 9 {
+            let changed = u64::from_be_bytes(key[1..9].try_into().map_err(|_| malformed(&key, "seq"))?);
+            return Ok(Some((changed, decode(&value).map_err(|error| malformed(&key, error))?)));
+        }
+    }
+    Ok(None)
+}
+
+/// A user's change messages from `from_seq` on, optionally of one market only
+/// (balance messages have no market and are left out then).
+pub fn history(
+    store: &Store,
+    user_id: UserId,
+    market: Option<MarketId>,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let prefix = user_key(b'h', user_id, 0)[..9].to_vec();
+    let mut events = Vec::new();
+    for item in store.scan(Family::Read, &history_key(user_id, from_seq, 0), true) {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) || events.len() >= limit {
+            break;
+        }
+        let tagged = u32::from_be_bytes(value.as_ref().try_into().map_err(|_| malformed(&key, "market tag"))?);
+        if market.is_some_and(|market| tagged != market.0 + 1) {
+            continue;
+        }
+        let seq = u64::from_be_bytes(key[9..17].try_into().map_err(|_| malformed(&key, "seq"))?);
+        let idx = u32::from_be_bytes(key[17..21].try_into().map_err(|_| malformed(&key, "idx"))?);
+        if let Some(bytes) = store.get(Family::Events, &event_key(seq, idx))? {
+            events.push(decode(&bytes).map_err(|error| malformed(&key, error))?);
+        }
+    }
+    Ok(events)
 }

@@ -51,11 +51,7 @@ pub struct RebuildStats {
 }
 
 /// An engine at the snapshot nearest before `seq` (or empty), not yet replayed.
-pub fn engine_from_snapshot(
-    store: &Store,
-    loader: Arc<dyn ModuleLoader + Send + Sync>,
-    seq: u64,
-) -> anyhow::Result<Engine> {
+pub fn engine_from_snapshot(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> anyhow::Result<Engine> {
     let mut skipped = Vec::new();
     let snapshot = store.snapshot_at_or_before(seq, &mut skipped)?;
     for problem in &skipped {
@@ -105,7 +101,7 @@ pub fn replay(
 }
 
 /// The engine as it was right after `seq`.
-pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>, seq: u64) -> anyhow::Result<Engine> {
+pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> anyhow::Result<Engine> {
     let mut engine = engine_from_snapshot(store, loader, seq)?;
     replay(store, &mut engine, seq, &mut Progress::new("rebuild", 0, false), |_| Ok(()))?;
     Ok(engine)
@@ -113,7 +109,7 @@ pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>, seq
 
 /// Start-up: the newest snapshot, then the whole journal tail; events the
 /// read model missed (a crash loses its unsynced writes) are written again.
-pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader + Send + Sync>) -> anyhow::Result<(Engine, RebuildStats)> {
+pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> anyhow::Result<(Engine, RebuildStats)> {
     // Reading the last record checks it: a torn or corrupt tail stops start-up here.
     let last_seq = store.journal_last()?.map_or(0, |record| record.seq);
     if let Some(newest) = store.snapshot_infos()?.last()

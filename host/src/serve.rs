@@ -5,8 +5,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, Scale};
-use exhost_guest_sdk::MarketConfig;
+use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
+use exhost_guest_sdk::{MarketConfig, PositionConfig};
 use exhost_store::{Durability, Store};
 
 use crate::cli::loader_for;
@@ -27,6 +27,20 @@ pub fn default_market(module_hash: ModuleHash) -> MarketSpec {
         module_hash,
         limits: ModuleLimits::default(),
         config: MarketConfig::default(),
+        risk: RiskParams::default(),
+    }
+}
+
+/// The position module a fresh data directory starts with.
+pub fn default_position_install(module_hash: ModuleHash) -> Command {
+    Command::InstallPositionModule {
+        module_hash,
+        limits: ModuleLimits::default(),
+        config: PositionConfig {
+            settlement_asset: "USD".into(),
+            follow_ups_per_command_max: 10_000,
+            params: Vec::new(),
+        },
     }
 }
 
@@ -56,14 +70,18 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Store the embedded reference modules (idempotent) and return the matching module's hash.
-fn install_embedded(store: &Store) -> anyhow::Result<ModuleHash> {
-    let bytes = exhost_embedded::PRICETIME_WASM;
-    let hash = ModuleHash::of(bytes);
-    if store.module(&hash.0)?.is_none() {
-        store.put_module(&hash.0, bytes)?;
+/// Store the embedded reference modules (idempotent); returns the hashes of
+/// the matching and the position module.
+fn install_embedded(store: &Store) -> anyhow::Result<(ModuleHash, ModuleHash)> {
+    let mut hashes = Vec::new();
+    for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
+        let hash = ModuleHash::of(bytes);
+        if store.module(&hash.0)?.is_none() {
+            store.put_module(&hash.0, bytes)?;
+        }
+        hashes.push(hash);
     }
-    Ok(hash)
+    Ok((hashes[0], hashes[1]))
 }
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -78,9 +96,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.db_dir())
         .with_context(|| format!("opening {} (is another exhost using it?)", config.db_dir().display()))?;
     let loader = loader_for(&store)?;
-    let embedded = install_embedded(&store)?;
+    let (embedded, embedded_positions) = install_embedded(&store)?;
     // Compile now, so a broken embedded module fails start-up rather than the first market.
     loader.compiled(&embedded).context("the embedded matching module")?;
+    loader.compiled(&embedded_positions).context("the embedded position module")?;
 
     let (engine, stats) = {
         let (store, loader) = (store.clone(), loader.clone());
@@ -108,11 +127,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
     let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq));
     if fresh {
-        let applied = node.submit(Command::CreateMarket(default_market(embedded))).await?;
-        if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|e| &e.body) {
-            anyhow::bail!("creating the default market failed: {reason}");
+        for command in [default_position_install(embedded_positions), Command::CreateMarket(default_market(embedded))] {
+            let applied = node.submit(command).await?;
+            if let Some(EventBody::CommandRejected { reason }) =
+                applied.events.iter().map(|e| &e.body).find(|b| matches!(b, EventBody::CommandRejected { .. }))
+            {
+                anyhow::bail!("setting up the exchange failed: {reason}");
+            }
         }
-        tracing::info!("created market BTC-PERP with the embedded price-time module {embedded}");
+        tracing::info!(
+            "installed the embedded position module {embedded_positions} and created market BTC-PERP with the embedded price-time module {embedded}"
+        );
     }
 
     let state = AppState {

@@ -3,3 +3,6 @@
 
 /// The price-time priority matching module (`plugins/pricetime`).
 pub const PRICETIME_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_pricetime.wasm"));
+
+/// The perpetual-futures position module (`plugins/positions`).
+pub const POSITIONS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_positions.wasm"));

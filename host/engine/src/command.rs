@@ -5,16 +5,14 @@
 //! function of the engine state. Variants are append-only: the journal holds
 //! their index as the tag.
 
-use exhost_guest_sdk::{MarketConfig, OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
+pub use exhost_guest_sdk::MarketId;
+use exhost_guest_sdk::{
+    MarketConfig, OrderId, OrderType, PositionConfig, SelfTradePrevention, Side, TimeInForce, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Scale;
 use crate::module::ModuleHash;
-
-/// A market, numbered in creation order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MarketId(pub u32);
 
 /// Resource limits of a module instance. Part of the journaled market
 /// definition: an out-of-fuel outcome is only deterministic if the fuel is.
@@ -48,6 +46,51 @@ pub struct MarketSpec {
     pub limits: ModuleLimits,
     /// Handed to the module's `init`.
     pub config: MarketConfig,
+    /// Handed to the position module, if one is installed.
+    pub risk: RiskParams,
+}
+
+/// A market's margin and fee rates, in units of 1e-8 (`RATE_SCALE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskParams {
+    pub initial_margin_rate: u64,
+    pub maintenance_margin_rate: u64,
+    pub maker_fee_rate: u64,
+    pub taker_fee_rate: u64,
+    pub liquidation_fee_rate: u64,
+}
+
+impl Default for RiskParams {
+    /// 10% initial and 5% maintenance margin (10x leverage), 0.02% maker and
+    /// 0.05% taker fees, 0.5% liquidation fee.
+    fn default() -> Self {
+        RiskParams {
+            initial_margin_rate: 10_000_000,
+            maintenance_margin_rate: 5_000_000,
+            maker_fee_rate: 20_000,
+            taker_fee_rate: 50_000,
+            liquidation_fee_rate: 500_000,
+        }
+    }
+}
+
+impl MarketSpec {
+    /// Settlement-asset minimal units per (one tick × one lot), if that is a
+    /// positive integer: tick × lot must be a whole number of minimal units.
+    pub fn units_per_tick_lot(&self) -> Option<u64> {
+        let exponent = self.quote_decimals as i32 - self.price_scale.decimals as i32 - self.qty_scale.decimals as i32;
+        let steps = (self.price_scale.step_units as u128).checked_mul(self.qty_scale.step_units as u128)?;
+        let units = if exponent >= 0 {
+            steps.checked_mul(10u128.checked_pow(exponent as u32)?)?
+        } else {
+            let divisor = 10u128.checked_pow((-exponent) as u32)?;
+            if steps % divisor != 0 {
+                return None;
+            }
+            steps / divisor
+        };
+        u64::try_from(units).ok().filter(|&units| units > 0)
+    }
 }
 
 /// A new order as the gateway accepted it. Its id is the command's sequence number.
@@ -98,6 +141,32 @@ pub enum Command {
         market: Option<MarketId>,
         user_id: UserId,
     },
+    /// Install the exchange's position module (once).
+    InstallPositionModule {
+        module_hash: ModuleHash,
+        limits: ModuleLimits,
+        config: PositionConfig,
+    },
+    /// Money out, if the position module allows it.
+    Withdraw {
+        user_id: UserId,
+        asset: String,
+        amount_units: u64,
+    },
+    /// Money into the insurance fund.
+    FundInsurance {
+        amount_units: u64,
+    },
+    /// A new mark price; may liquidate accounts.
+    MarkPrice {
+        market: MarketId,
+        price_ticks: u64,
+    },
+    /// Funding at the current mark, rate in 1e-8 units (positive: longs pay shorts).
+    Funding {
+        market: MarketId,
+        rate: i64,
+    },
 }
 
 impl Command {
@@ -111,6 +180,11 @@ impl Command {
             Command::CancelOrder { .. } => "cancel_order",
             Command::AmendOrder { .. } => "amend_order",
             Command::MassCancel { .. } => "mass_cancel",
+            Command::InstallPositionModule { .. } => "install_position_module",
+            Command::Withdraw { .. } => "withdraw",
+            Command::FundInsurance { .. } => "fund_insurance",
+            Command::MarkPrice { .. } => "mark_price",
+            Command::Funding { .. } => "funding",
         }
     }
 }

@@ -5,27 +5,36 @@
 //! does whatever it wants with the events. Given the same commands and module
 //! bytes it reaches the same state, which is what replay and `verify` rely on.
 //!
-//! Module faults: a trap, fuel exhaustion or ABI breach while applying a
-//! command rejects that command and only that command. The instance is rebuilt
-//! from its last checkpoint (a snapshot kept in memory) plus the commands it
-//! applied since, so its state is exactly the state before the command. All of
-//! that is deterministic, so replay reaches the same outcome.
+//! An order runs the pipeline of DESIGN.md in a fixed order: the position
+//! module checks it, the market's matching module matches it, the position
+//! module settles what the book did; follow-ups the position module asks for
+//! (cancelling a liquidated user's orders, liquidation orders) run within the
+//! same command, each settled in turn, up to a named limit.
+//!
+//! Commands are atomic. If any module traps, runs out of fuel or breaks the
+//! ABI at any step, the whole command is rejected: every instance it touched
+//! is rebuilt from its in-memory checkpoint plus the commands it applied
+//! before this one, so the state is exactly the state before the command. All
+//! of that is deterministic, so replay reaches the same outcome.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use exhost_guest_sdk::{
-    CommandContext, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult, OrderId, OrderStatus,
-    OrderUpdate, PlaceOrder, Reason, UserId,
+    Abi, CommandContext, FollowUp, MarketRisk, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery,
+    MatchingQueryResult, OrderId, OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi,
+    PositionCommand, PositionOutput, PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce,
+    UserId,
 };
 
-use crate::command::{Command, MarketId, MarketSpec, NewOrder};
+use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
 use crate::event::EventBody;
-use crate::module::{LoadError, MatchingInstance, ModuleFault, ModuleLoader};
-use crate::registry::{Registry, UserRecord};
+use crate::module::{Instance, LoadError, Loader, ModuleFault, ModuleHash, ModuleLoader};
+use crate::registry::{PositionInstall, Registry, UserRecord};
 use crate::snapshot::{EngineSnapshot, MarketState, SNAPSHOT_FORMAT};
 
-/// How many commands a market instance may apply after its checkpoint before
-/// the engine takes a fresh one, bounding both memory and recovery time.
+/// How many commands an instance may apply after its checkpoint before the
+/// engine takes a fresh one, bounding both memory and rebuild time.
 pub const RETAINED_COMMANDS_MAX: usize = 100_000;
 
 /// A failure that stops the engine: the journal cannot be applied any further.
@@ -34,46 +43,134 @@ pub const RETAINED_COMMANDS_MAX: usize = 100_000;
 pub enum EngineError {
     #[error("command {got} arrived, but {expected} was expected next")]
     OutOfSequence { expected: u64, got: u64 },
-    #[error("module for market {market:?} could not be loaded: {source}")]
+    #[error("module for {target} could not be loaded: {source}")]
     Load {
-        market: MarketId,
+        target: String,
         #[source]
         source: LoadError,
     },
-    #[error("market {market:?} could not be rebuilt after a module fault: {fault}")]
-    Recovery { market: MarketId, fault: ModuleFault },
+    #[error("{target} could not be rebuilt after a module fault: {fault}")]
+    Recovery { target: String, fault: ModuleFault },
     #[error("snapshot is unusable: {0}")]
     BadSnapshot(String),
+    #[error("no market {0}")]
+    NoMarket(MarketId),
+    #[error("no position module is installed")]
+    NoPositionModule,
 }
 
-struct Market {
-    instance: Box<dyn MatchingInstance>,
-    /// Snapshot bytes the instance can be rebuilt from, and its format version.
+/// One module instance with what it takes to rebuild it.
+struct Slot<A: Abi> {
+    instance: Box<dyn Instance<A>>,
+    hash: ModuleHash,
+    limits: ModuleLimits,
+    /// Snapshot bytes the instance can be rebuilt from, and their format version.
     checkpoint: Vec<u8>,
     checkpoint_version: u32,
     /// Commands applied since the checkpoint, in order.
-    retained: Vec<(CommandContext, MatchingCommand)>,
+    retained: Vec<(CommandContext, A::Command)>,
+}
+
+impl<A: Abi> Slot<A> {
+    fn new(instance: Box<dyn Instance<A>>, hash: ModuleHash, limits: ModuleLimits) -> Result<Slot<A>, ModuleFault> {
+        let mut slot =
+            Slot { instance, hash, limits, checkpoint: Vec::new(), checkpoint_version: 0, retained: Vec::new() };
+        slot.take_checkpoint()?;
+        Ok(slot)
+    }
+
+    fn run(&mut self, ctx: CommandContext, command: A::Command) -> Result<A::Output, ModuleFault> {
+        let mut out = A::Output::default();
+        self.instance.apply(&ctx, &command, &mut out)?;
+        self.retained.push((ctx, command));
+        Ok(out)
+    }
+
+    /// Rebuild the instance as it was after its first `keep` retained commands.
+    fn rebuild(&mut self, loader: &dyn Loader<A>, keep: usize, target: &str) -> Result<(), EngineError> {
+        self.instance = loader
+            .restore(&self.hash, &self.limits, self.checkpoint_version, &self.checkpoint)
+            .map_err(|source| EngineError::Load { target: target.to_string(), source })?;
+        self.retained.truncate(keep);
+        for (ctx, command) in &self.retained {
+            let mut out = A::Output::default();
+            self.instance
+                .apply(ctx, command, &mut out)
+                .map_err(|fault| EngineError::Recovery { target: target.to_string(), fault })?;
+        }
+        Ok(())
+    }
+
+    fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {
+        let mut bytes = Vec::new();
+        self.instance.snapshot(&mut bytes)?;
+        self.checkpoint = bytes;
+        self.checkpoint_version = self.instance.state_version();
+        self.retained.clear();
+        Ok(())
+    }
+}
+
+/// Which instance a command touched.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Position,
+    Market(MarketId),
+}
+
+impl Target {
+    fn name(self) -> String {
+        match self {
+            Target::Position => "the position module".into(),
+            Target::Market(market) => format!("market {market}"),
+        }
+    }
+}
+
+/// Why a command stopped before its end.
+enum Abort {
+    /// A module faulted: undo the command and reject it with this reason.
+    Fault(Reason),
+    /// The engine cannot go on.
+    Fatal(EngineError),
+}
+
+impl From<EngineError> for Abort {
+    fn from(error: EngineError) -> Abort {
+        Abort::Fatal(error)
+    }
+}
+
+fn fault_reason(fault: &ModuleFault) -> Reason {
+    match fault {
+        ModuleFault::OutOfFuel { .. } => Reason::ModuleOutOfFuel,
+        ModuleFault::Trap { .. } => Reason::ModuleTrap,
+        _ => Reason::ModuleProtocol,
+    }
 }
 
 pub struct Engine {
-    loader: Arc<dyn ModuleLoader + Send + Sync>,
+    loader: Arc<dyn ModuleLoader>,
     registry: Registry,
-    markets: Vec<Market>,
+    markets: Vec<Slot<MatchingAbi>>,
+    position: Option<Slot<PositionAbi>>,
     last_seq: u64,
     last_ts_ns: u64,
-    scratch: Vec<MatchingEvent>,
+    /// Instances the current command touched, with their retained length before it.
+    touched: Vec<(Target, usize)>,
 }
 
 impl Engine {
     /// An empty exchange, before the first command.
-    pub fn new(loader: Arc<dyn ModuleLoader + Send + Sync>) -> Engine {
+    pub fn new(loader: Arc<dyn ModuleLoader>) -> Engine {
         Engine {
             loader,
             registry: Registry::default(),
             markets: Vec::new(),
+            position: None,
             last_seq: 0,
             last_ts_ns: 0,
-            scratch: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -99,53 +196,13 @@ impl Engine {
         let ts_ns = ts_ns.max(self.last_ts_ns);
         let ctx = CommandContext { seq, ts_ns };
         let mut events = Vec::new();
-        match command {
-            Command::CreateUser { api_key, api_secret } => {
-                let user_id =
-                    self.registry.add_user(UserRecord { api_key: api_key.clone(), api_secret: api_secret.clone() });
-                events.push(EventBody::UserCreated { user_id });
-            }
-            Command::Deposit { user_id, asset, amount_units } => {
-                if !self.registry.users.contains_key(user_id) {
-                    events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
-                } else if !self.registry.assets.contains_key(asset) {
-                    events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
-                } else {
-                    events.push(EventBody::Deposited {
-                        user_id: *user_id,
-                        asset: asset.clone(),
-                        amount_units: *amount_units,
-                    });
-                }
-            }
-            Command::CreateMarket(spec) => self.create_market(spec, &mut events)?,
-            Command::PlaceOrder(order) => self.place(ctx, order, &mut events)?,
-            Command::CancelOrder { market, user_id, order_id } => {
-                let command = MatchingCommand::Cancel { order_id: *order_id, user_id: *user_id };
-                self.to_market(ctx, *market, *user_id, command, &mut events)?;
-            }
-            Command::AmendOrder { market, user_id, order_id, price_ticks, qty_lots } => {
-                let command = MatchingCommand::Amend {
-                    order_id: *order_id,
-                    user_id: *user_id,
-                    price_ticks: *price_ticks,
-                    qty_lots: *qty_lots,
-                };
-                self.to_market(ctx, *market, *user_id, command, &mut events)?;
-            }
-            Command::MassCancel { market: Some(market), user_id } => {
-                self.to_market(ctx, *market, *user_id, MatchingCommand::MassCancel { user_id: *user_id }, &mut events)?;
-            }
-            Command::MassCancel { market: None, user_id } => {
-                if !self.registry.users.contains_key(user_id) {
-                    events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
-                } else {
-                    for index in 0..self.markets.len() {
-                        let market = MarketId(index as u32);
-                        let command = MatchingCommand::MassCancel { user_id: *user_id };
-                        self.run_matching(ctx, market, command, &mut events)?;
-                    }
-                }
+        self.touched.clear();
+        match self.dispatch(ctx, command, &mut events) {
+            Ok(()) => self.checkpoint_full_slots()?,
+            Err(Abort::Fatal(error)) => return Err(error),
+            Err(Abort::Fault(reason)) => {
+                self.undo_command()?;
+                events = rejection(ctx, command, reason);
             }
         }
         self.last_seq = seq;
@@ -153,7 +210,179 @@ impl Engine {
         Ok(events)
     }
 
-    fn create_market(&mut self, spec: &MarketSpec, events: &mut Vec<EventBody>) -> Result<(), EngineError> {
+    fn dispatch(&mut self, ctx: CommandContext, command: &Command, events: &mut Vec<EventBody>) -> Result<(), Abort> {
+        match command {
+            Command::CreateUser { api_key, api_secret } => {
+                let user_id =
+                    self.registry.add_user(UserRecord { api_key: api_key.clone(), api_secret: api_secret.clone() });
+                events.push(EventBody::UserCreated { user_id });
+            }
+            Command::Deposit { user_id, asset, amount_units } => {
+                if let Some(reason) = self.check_user_asset(*user_id, asset) {
+                    events.push(EventBody::CommandRejected { reason });
+                    return Ok(());
+                }
+                events.push(EventBody::Deposited {
+                    user_id: *user_id,
+                    asset: asset.clone(),
+                    amount_units: *amount_units,
+                });
+                if self.position.is_some() {
+                    let command = PositionCommand::Deposit { user_id: Some(*user_id), amount_units: *amount_units };
+                    self.run_position(ctx, command, events)?;
+                }
+            }
+            Command::Withdraw { user_id, asset, amount_units } => {
+                if let Some(reason) = self.check_user_asset(*user_id, asset) {
+                    events.push(EventBody::CommandRejected { reason });
+                } else if self.position.is_none() {
+                    events.push(EventBody::CommandRejected { reason: Reason::NoModule });
+                } else {
+                    let command = PositionCommand::Withdraw { user_id: *user_id, amount_units: *amount_units };
+                    self.run_position(ctx, command, events)?;
+                }
+            }
+            Command::FundInsurance { amount_units } => {
+                if self.position.is_none() {
+                    events.push(EventBody::CommandRejected { reason: Reason::NoModule });
+                } else {
+                    self.run_position(
+                        ctx,
+                        PositionCommand::Deposit { user_id: None, amount_units: *amount_units },
+                        events,
+                    )?;
+                }
+            }
+            Command::CreateMarket(spec) => self.create_market(ctx, spec, events)?,
+            Command::InstallPositionModule { module_hash, limits, config } => {
+                self.install_position(ctx, *module_hash, *limits, config, events)?
+            }
+            Command::PlaceOrder(order) => self.place(ctx, order, events)?,
+            Command::CancelOrder { market, user_id, order_id } => {
+                if let Some(reason) = self.check_market_user(*market, *user_id) {
+                    events.push(EventBody::CommandRejected { reason });
+                } else {
+                    let command = MatchingCommand::Cancel { order_id: *order_id, user_id: *user_id };
+                    self.match_and_settle(ctx, *market, command, events)?;
+                }
+            }
+            Command::AmendOrder { market, user_id, order_id, price_ticks, qty_lots } => {
+                if let Some(reason) = self.check_market_user(*market, *user_id) {
+                    events.push(EventBody::CommandRejected { reason });
+                    return Ok(());
+                }
+                if self.position.is_some() {
+                    let check = PositionCommand::CheckAmend {
+                        market: *market,
+                        order_id: *order_id,
+                        user_id: *user_id,
+                        price_ticks: *price_ticks,
+                        qty_lots: *qty_lots,
+                    };
+                    if let Some(reason) = self.run_position(ctx, check, events)?.rejection() {
+                        let event = MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason };
+                        events.push(EventBody::Matching { market: *market, event });
+                        return Ok(());
+                    }
+                }
+                let command = MatchingCommand::Amend {
+                    order_id: *order_id,
+                    user_id: *user_id,
+                    price_ticks: *price_ticks,
+                    qty_lots: *qty_lots,
+                };
+                self.match_and_settle(ctx, *market, command, events)?;
+            }
+            Command::MassCancel { market: Some(market), user_id } => {
+                if let Some(reason) = self.check_market_user(*market, *user_id) {
+                    events.push(EventBody::CommandRejected { reason });
+                } else {
+                    self.match_and_settle(ctx, *market, MatchingCommand::MassCancel { user_id: *user_id }, events)?;
+                }
+            }
+            Command::MassCancel { market: None, user_id } => {
+                if !self.registry.users.contains_key(user_id) {
+                    events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
+                } else {
+                    for index in 0..self.markets.len() {
+                        let command = MatchingCommand::MassCancel { user_id: *user_id };
+                        self.match_and_settle(ctx, MarketId(index as u32), command, events)?;
+                    }
+                }
+            }
+            Command::MarkPrice { market, price_ticks } => {
+                self.position_market_command(ctx, *market, events, |market| PositionCommand::MarkPrice {
+                    market,
+                    price_ticks: *price_ticks,
+                })?
+            }
+            Command::Funding { market, rate } => self.position_market_command(ctx, *market, events, |market| {
+                PositionCommand::Funding { market, rate: *rate }
+            })?,
+        }
+        Ok(())
+    }
+
+    fn check_user_asset(&self, user_id: UserId, asset: &str) -> Option<Reason> {
+        if !self.registry.users.contains_key(&user_id) {
+            Some(Reason::UnknownUser)
+        } else if !self.registry.assets.contains_key(asset) {
+            Some(Reason::UnknownAsset)
+        } else if self.registry.position.as_ref().is_some_and(|p| p.config.settlement_asset != asset) {
+            Some(Reason::UnknownAsset)
+        } else {
+            None
+        }
+    }
+
+    fn check_market_user(&self, market: MarketId, user_id: UserId) -> Option<Reason> {
+        if (market.0 as usize) >= self.markets.len() {
+            Some(Reason::UnknownMarket)
+        } else if !self.registry.users.contains_key(&user_id) {
+            Some(Reason::UnknownUser)
+        } else {
+            None
+        }
+    }
+
+    fn position_market_command(
+        &mut self,
+        ctx: CommandContext,
+        market: MarketId,
+        events: &mut Vec<EventBody>,
+        command: impl FnOnce(MarketId) -> PositionCommand,
+    ) -> Result<(), Abort> {
+        if (market.0 as usize) >= self.markets.len() {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
+        } else if self.position.is_none() {
+            events.push(EventBody::CommandRejected { reason: Reason::NoModule });
+        } else {
+            let output = self.run_position(ctx, command(market), events)?;
+            self.follow_ups(ctx, output.follow_ups, events)?;
+        }
+        Ok(())
+    }
+
+    /// The position module's view of a market.
+    fn market_risk(market: MarketId, spec: &MarketSpec) -> Option<MarketRisk> {
+        Some(MarketRisk {
+            market,
+            units_per_tick_lot: spec.units_per_tick_lot()?,
+            initial_margin_rate: spec.risk.initial_margin_rate,
+            maintenance_margin_rate: spec.risk.maintenance_margin_rate,
+            maker_fee_rate: spec.risk.maker_fee_rate,
+            taker_fee_rate: spec.risk.taker_fee_rate,
+            liquidation_fee_rate: spec.risk.liquidation_fee_rate,
+            price_ticks_max: spec.config.price_ticks_max,
+        })
+    }
+
+    fn create_market(
+        &mut self,
+        ctx: CommandContext,
+        spec: &MarketSpec,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
         if self.registry.market_id(&spec.symbol).is_some() {
             events.push(EventBody::CommandRejected { reason: Reason::MarketExists });
             return Ok(());
@@ -163,53 +392,119 @@ impl Engine {
             return Ok(());
         }
         let market = MarketId(self.markets.len() as u32);
-        let mut instance = match self.loader.new_matching(&spec.module_hash, &spec.limits, &spec.config) {
-            Ok(instance) => instance,
+        let risk = Self::market_risk(market, spec);
+        if let Some(install) = &self.registry.position
+            && (install.config.settlement_asset != spec.quote || risk.is_none())
+        {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
+            return Ok(());
+        }
+        let slot = match Loader::<MatchingAbi>::create(&*self.loader, &spec.module_hash, &spec.limits, &spec.config)
+            .map_err(|error| (error, None))
+            .and_then(|instance| {
+                Slot::new(instance, spec.module_hash, spec.limits)
+                    .map_err(|fault| (LoadError::Fault { hash: spec.module_hash, fault: fault.clone() }, Some(fault)))
+            }) {
+            Ok(slot) => slot,
             // Without the module's bytes nothing after this command can be replayed.
-            Err(source @ LoadError::UnknownModule(_)) => return Err(EngineError::Load { market, source }),
+            Err((source @ LoadError::UnknownModule(_), _)) => {
+                return Err(EngineError::Load { target: format!("market {}", spec.symbol), source }.into());
+            }
             // The module refused its config or failed to start: deterministic, so a rejection.
             Err(_) => {
                 events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
                 return Ok(());
             }
         };
-        let mut checkpoint = Vec::new();
-        if instance.snapshot(&mut checkpoint).is_err() {
-            events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
-            return Ok(());
+        if self.position.is_some()
+            && let Some(risk) = risk
+        {
+            // Before the market exists, so a position-module fault leaves no half-made market.
+            self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
         }
-        let checkpoint_version = instance.state_version();
-        self.markets.push(Market { instance, checkpoint, checkpoint_version, retained: Vec::new() });
+        self.markets.push(slot);
         self.registry.add_market(spec.clone());
         events.push(EventBody::MarketCreated { market, symbol: spec.symbol.clone(), module_hash: spec.module_hash });
         Ok(())
     }
 
-    fn place(&mut self, ctx: CommandContext, order: &NewOrder, events: &mut Vec<EventBody>) -> Result<(), EngineError> {
-        if (order.market.0 as usize) >= self.markets.len() {
-            events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
+    fn install_position(
+        &mut self,
+        ctx: CommandContext,
+        module_hash: ModuleHash,
+        limits: ModuleLimits,
+        config: &exhost_guest_sdk::PositionConfig,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
+        if self.position.is_some() {
+            events.push(EventBody::CommandRejected { reason: Reason::AlreadyInstalled });
             return Ok(());
         }
-        if !self.registry.users.contains_key(&order.user_id) {
-            events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
+        let risks: Option<Vec<MarketRisk>> = self
+            .registry
+            .markets
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                (spec.quote == config.settlement_asset)
+                    .then(|| Self::market_risk(MarketId(index as u32), spec))
+                    .flatten()
+            })
+            .collect();
+        let Some(risks) = risks else {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
+            return Ok(());
+        };
+        let slot = match Loader::<PositionAbi>::create(&*self.loader, &module_hash, &limits, config) {
+            Ok(instance) => match Slot::new(instance, module_hash, limits) {
+                Ok(slot) => slot,
+                Err(_) => {
+                    events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+                    return Ok(());
+                }
+            },
+            Err(source @ LoadError::UnknownModule(_)) => {
+                return Err(EngineError::Load { target: "the position module".into(), source }.into());
+            }
+            Err(_) => {
+                events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+                return Ok(());
+            }
+        };
+        self.position = Some(slot);
+        for risk in risks {
+            self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
+        }
+        self.registry.position = Some(PositionInstall { module_hash, limits, config: config.clone() });
+        self.registry.assets.entry(config.settlement_asset.clone()).or_insert(6);
+        events.push(EventBody::PositionModuleInstalled { module_hash });
+        Ok(())
+    }
+
+    fn place(&mut self, ctx: CommandContext, order: &NewOrder, events: &mut Vec<EventBody>) -> Result<(), Abort> {
+        if let Some(reason) = self.check_market_user(order.market, order.user_id) {
+            events.push(EventBody::CommandRejected { reason });
             return Ok(());
         }
         let order_id = OrderId(ctx.seq);
-        events.push(EventBody::OrderReceived {
-            market: order.market,
-            order_id,
-            user_id: order.user_id,
-            client_order_id: order.client_order_id.clone(),
-            side: order.side,
-            order_type: order.order_type,
-            price_ticks: order.price_ticks,
-            qty_lots: order.qty_lots,
-            time_in_force: order.time_in_force,
-            self_trade_prevention: order.self_trade_prevention,
-            reduce_only: order.reduce_only,
-        });
-        // The position module's pre-trade check goes here, before the book sees the order,
-        // and settlement of the fills after it.
+        events.push(received(order_id, order));
+        if self.position.is_some() {
+            let check = PositionCommand::CheckOrder(OrderIntent {
+                market: order.market,
+                order_id,
+                user_id: order.user_id,
+                side: order.side,
+                order_type: order.order_type,
+                price_ticks: order.price_ticks,
+                qty_lots: order.qty_lots,
+                reduce_only: order.reduce_only,
+            });
+            if let Some(reason) = self.run_position(ctx, check, events)?.rejection() {
+                events
+                    .push(EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) });
+                return Ok(());
+            }
+        }
         let command = MatchingCommand::Place(PlaceOrder {
             order_id,
             user_id: order.user_id,
@@ -220,178 +515,293 @@ impl Engine {
             time_in_force: order.time_in_force,
             self_trade_prevention: order.self_trade_prevention,
         });
-        self.run_matching(ctx, order.market, command, events)
+        self.match_and_settle(ctx, order.market, command, events)
     }
 
-    fn to_market(
+    /// A command to a book, then settlement of what it did, then any follow-ups.
+    fn match_and_settle(
         &mut self,
         ctx: CommandContext,
         market: MarketId,
-        user_id: UserId,
         command: MatchingCommand,
         events: &mut Vec<EventBody>,
-    ) -> Result<(), EngineError> {
-        if (market.0 as usize) >= self.markets.len() {
-            events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
-        } else if !self.registry.users.contains_key(&user_id) {
-            events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
-        } else {
-            self.run_matching(ctx, market, command, events)?;
+    ) -> Result<(), Abort> {
+        let follow_ups = self.match_and_settle_once(ctx, market, command, events)?;
+        self.follow_ups(ctx, follow_ups, events)
+    }
+
+    fn match_and_settle_once(
+        &mut self,
+        ctx: CommandContext,
+        market: MarketId,
+        command: MatchingCommand,
+        events: &mut Vec<EventBody>,
+    ) -> Result<Vec<FollowUp>, Abort> {
+        let book_events = self.run_matching(ctx, market, command)?;
+        events.extend(book_events.iter().cloned().map(|event| EventBody::Matching { market, event }));
+        if self.position.is_none() || book_events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let output = self.run_position(ctx, PositionCommand::Settle { market, events: book_events }, events)?;
+        Ok(output.follow_ups)
+    }
+
+    /// Carry out what the position module asked for, settling each in turn.
+    fn follow_ups(
+        &mut self,
+        ctx: CommandContext,
+        first: Vec<FollowUp>,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
+        let limit = self.registry.position.as_ref().map_or(0, |p| p.config.follow_ups_per_command_max);
+        let mut queue: VecDeque<FollowUp> = first.into();
+        let mut done = 0u32;
+        while let Some(follow_up) = queue.pop_front() {
+            if done == limit {
+                return Err(Abort::Fault(Reason::FollowUpLimit));
+            }
+            done += 1;
+            let (market, command) = match follow_up {
+                FollowUp::CancelOrders { market, user_id } => (market, MatchingCommand::MassCancel { user_id }),
+                FollowUp::LiquidationOrder { market, order_id, user_id, side, qty_lots, price_ticks } => (
+                    market,
+                    MatchingCommand::Place(PlaceOrder {
+                        order_id,
+                        user_id,
+                        side,
+                        order_type: OrderType::Limit,
+                        price_ticks,
+                        qty_lots,
+                        time_in_force: TimeInForce::Ioc,
+                        self_trade_prevention: SelfTradePrevention::CancelTaker,
+                    }),
+                ),
+            };
+            if (market.0 as usize) >= self.markets.len() {
+                return Err(Abort::Fault(Reason::ModuleProtocol));
+            }
+            queue.extend(self.match_and_settle_once(ctx, market, command, events)?);
         }
         Ok(())
     }
 
-    /// Run one command through a market's module; a module fault rejects it.
+    fn touch(&mut self, target: Target) {
+        if !self.touched.iter().any(|(t, _)| *t == target) {
+            let retained = match target {
+                Target::Position => self.position.as_ref().map_or(0, |slot| slot.retained.len()),
+                Target::Market(market) => self.markets[market.0 as usize].retained.len(),
+            };
+            self.touched.push((target, retained));
+        }
+    }
+
     fn run_matching(
         &mut self,
         ctx: CommandContext,
         market: MarketId,
         command: MatchingCommand,
+    ) -> Result<Vec<MatchingEvent>, Abort> {
+        self.touch(Target::Market(market));
+        self.markets[market.0 as usize].run(ctx, command).map_err(|fault| Abort::Fault(fault_reason(&fault)))
+    }
+
+    /// Run a position command, appending its events.
+    fn run_position(
+        &mut self,
+        ctx: CommandContext,
+        command: PositionCommand,
         events: &mut Vec<EventBody>,
-    ) -> Result<(), EngineError> {
-        let slot = &mut self.markets[market.0 as usize];
-        self.scratch.clear();
-        match slot.instance.apply(&ctx, &command, &mut self.scratch) {
-            Ok(()) => {
-                events.extend(self.scratch.drain(..).map(|event| EventBody::Matching { market, event }));
-                slot.retained.push((ctx, command));
-                if slot.retained.len() >= RETAINED_COMMANDS_MAX {
-                    self.checkpoint(market)?;
+    ) -> Result<PositionOutput, Abort> {
+        self.touch(Target::Position);
+        let slot = self.position.as_mut().ok_or(Abort::Fatal(EngineError::NoPositionModule))?;
+        let output = slot.run(ctx, command).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
+        events.extend(output.events.iter().cloned().map(EventBody::Position));
+        Ok(output)
+    }
+
+    /// Put every instance the current command touched back as it was before it.
+    fn undo_command(&mut self) -> Result<(), EngineError> {
+        for (target, keep) in std::mem::take(&mut self.touched) {
+            match target {
+                Target::Position => {
+                    if let Some(slot) = self.position.as_mut() {
+                        slot.rebuild(&*self.loader, keep, &target.name())?;
+                    }
+                }
+                Target::Market(market) => {
+                    let slot = &mut self.markets[market.0 as usize];
+                    slot.rebuild(&*self.loader, keep, &target.name())?;
                 }
             }
-            Err(fault) => {
-                self.recover(market)?;
-                let reason = match fault {
-                    ModuleFault::OutOfFuel { .. } => Reason::ModuleOutOfFuel,
-                    ModuleFault::Trap { .. } => Reason::ModuleTrap,
-                    _ => Reason::ModuleProtocol,
-                };
-                events.push(EventBody::Matching { market, event: rejection(&command, reason) });
-            }
         }
         Ok(())
     }
 
-    /// Rebuild a market's instance as it was after its last successful command.
-    fn recover(&mut self, market: MarketId) -> Result<(), EngineError> {
-        let spec = &self.registry.markets[market.0 as usize];
-        let slot = &mut self.markets[market.0 as usize];
-        slot.instance = self
-            .loader
-            .restore_matching(&spec.module_hash, &spec.limits, slot.checkpoint_version, &slot.checkpoint)
-            .map_err(|source| EngineError::Load { market, source })?;
-        let mut scratch = Vec::new();
-        for (ctx, command) in &slot.retained {
-            scratch.clear();
-            slot.instance.apply(ctx, command, &mut scratch).map_err(|fault| EngineError::Recovery { market, fault })?;
+    /// After a complete command, refresh the checkpoints that have grown too old.
+    fn checkpoint_full_slots(&mut self) -> Result<(), EngineError> {
+        for (target, _) in std::mem::take(&mut self.touched) {
+            let result = match target {
+                Target::Position => match self.position.as_mut() {
+                    Some(slot) if slot.retained.len() >= RETAINED_COMMANDS_MAX => slot.take_checkpoint(),
+                    _ => Ok(()),
+                },
+                Target::Market(market) => {
+                    let slot = &mut self.markets[market.0 as usize];
+                    if slot.retained.len() >= RETAINED_COMMANDS_MAX { slot.take_checkpoint() } else { Ok(()) }
+                }
+            };
+            result.map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
         }
-        Ok(())
-    }
-
-    /// Take a fresh in-memory checkpoint of one market.
-    fn checkpoint(&mut self, market: MarketId) -> Result<(), EngineError> {
-        let slot = &mut self.markets[market.0 as usize];
-        let mut bytes = Vec::new();
-        slot.instance.snapshot(&mut bytes).map_err(|fault| EngineError::Recovery { market, fault })?;
-        slot.checkpoint = bytes;
-        slot.checkpoint_version = slot.instance.state_version();
-        slot.retained.clear();
         Ok(())
     }
 
     /// Ask a market's module a read-only question.
     pub fn query(&mut self, market: MarketId, query: &MatchingQuery) -> Result<MatchingQueryResult, EngineError> {
-        let slot = self
-            .markets
-            .get_mut(market.0 as usize)
-            .ok_or_else(|| EngineError::BadSnapshot(format!("no market {market:?}")))?;
+        let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
         match slot.instance.query(query) {
             Ok(result) => Ok(result),
             Err(fault) => {
                 // A faulting query changes no state, but the instance's memory may be
                 // mid-operation: rebuild it before anyone uses it again.
-                self.recover(market)?;
-                Err(EngineError::Recovery { market, fault })
+                let keep = slot.retained.len();
+                slot.rebuild(&*self.loader, keep, &Target::Market(market).name())?;
+                Err(EngineError::Recovery { target: Target::Market(market).name(), fault })
+            }
+        }
+    }
+
+    /// Ask the position module a read-only question.
+    pub fn query_position(&mut self, query: &PositionQuery) -> Result<PositionQueryResult, EngineError> {
+        let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
+        match slot.instance.query(query) {
+            Ok(result) => Ok(result),
+            Err(fault) => {
+                let keep = slot.retained.len();
+                slot.rebuild(&*self.loader, keep, &Target::Position.name())?;
+                Err(EngineError::Recovery { target: Target::Position.name(), fault })
             }
         }
     }
 
     /// The whole state: registry and every module's snapshot. Also refreshes
-    /// each market's in-memory checkpoint, since these bytes are one.
+    /// each instance's in-memory checkpoint, since these bytes are one.
     pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
+        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<MarketState, EngineError> {
+            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
+            Ok(MarketState { state_version: slot.checkpoint_version, bytes: slot.checkpoint.clone() })
+        }
         let mut markets = Vec::with_capacity(self.markets.len());
         for (index, slot) in self.markets.iter_mut().enumerate() {
-            let market = MarketId(index as u32);
-            let mut bytes = Vec::new();
-            slot.instance.snapshot(&mut bytes).map_err(|fault| EngineError::Recovery { market, fault })?;
-            let state_version = slot.instance.state_version();
-            slot.checkpoint.clone_from(&bytes);
-            slot.checkpoint_version = state_version;
-            slot.retained.clear();
-            markets.push(MarketState { state_version, bytes });
+            markets.push(state(slot, Target::Market(MarketId(index as u32)))?);
         }
+        let position = self.position.as_mut().map(|slot| state(slot, Target::Position)).transpose()?;
         Ok(EngineSnapshot {
             format: SNAPSHOT_FORMAT,
             seq: self.last_seq,
             ts_ns: self.last_ts_ns,
             registry: self.registry.clone(),
             markets,
+            position,
         })
     }
 
     /// An engine holding the state of a snapshot.
-    pub fn restore(
-        loader: Arc<dyn ModuleLoader + Send + Sync>,
-        snapshot: EngineSnapshot,
-    ) -> Result<Engine, EngineError> {
+    pub fn restore(loader: Arc<dyn ModuleLoader>, snapshot: EngineSnapshot) -> Result<Engine, EngineError> {
         if snapshot.format != SNAPSHOT_FORMAT {
             return Err(EngineError::BadSnapshot(format!("format {} is not {SNAPSHOT_FORMAT}", snapshot.format)));
         }
-        if snapshot.markets.len() != snapshot.registry.markets.len() {
-            return Err(EngineError::BadSnapshot("market count does not match the registry".into()));
+        if snapshot.markets.len() != snapshot.registry.markets.len()
+            || snapshot.position.is_some() != snapshot.registry.position.is_some()
+        {
+            return Err(EngineError::BadSnapshot("module states do not match the registry".into()));
         }
-        let mut markets = Vec::with_capacity(snapshot.markets.len());
-        for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {
-            let market = MarketId(index as u32);
+        fn slot<A: Abi>(
+            loader: &dyn Loader<A>,
+            hash: ModuleHash,
+            limits: ModuleLimits,
+            state: MarketState,
+            target: Target,
+        ) -> Result<Slot<A>, EngineError> {
             let instance = loader
-                .restore_matching(&spec.module_hash, &spec.limits, state.state_version, &state.bytes)
-                .map_err(|source| EngineError::Load { market, source })?;
-            markets.push(Market {
+                .restore(&hash, &limits, state.state_version, &state.bytes)
+                .map_err(|source| EngineError::Load { target: target.name(), source })?;
+            Ok(Slot {
                 instance,
+                hash,
+                limits,
                 checkpoint: state.bytes,
                 checkpoint_version: state.state_version,
                 retained: Vec::new(),
-            });
+            })
         }
+        let mut markets = Vec::with_capacity(snapshot.markets.len());
+        for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {
+            let target = Target::Market(MarketId(index as u32));
+            markets.push(slot::<MatchingAbi>(&*loader, spec.module_hash, spec.limits, state, target)?);
+        }
+        let position = match (snapshot.position, &snapshot.registry.position) {
+            (Some(state), Some(install)) => {
+                Some(slot::<PositionAbi>(&*loader, install.module_hash, install.limits, state, Target::Position)?)
+            }
+            _ => None,
+        };
         Ok(Engine {
             loader,
             registry: snapshot.registry,
             markets,
+            position,
             last_seq: snapshot.seq,
             last_ts_ns: snapshot.ts_ns,
-            scratch: Vec::new(),
+            touched: Vec::new(),
         })
     }
 }
 
-/// The event that reports a command refused because its module faulted.
-fn rejection(command: &MatchingCommand, reason: Reason) -> MatchingEvent {
+fn received(order_id: OrderId, order: &NewOrder) -> EventBody {
+    EventBody::OrderReceived {
+        market: order.market,
+        order_id,
+        user_id: order.user_id,
+        client_order_id: order.client_order_id.clone(),
+        side: order.side,
+        order_type: order.order_type,
+        price_ticks: order.price_ticks,
+        qty_lots: order.qty_lots,
+        time_in_force: order.time_in_force,
+        self_trade_prevention: order.self_trade_prevention,
+        reduce_only: order.reduce_only,
+    }
+}
+
+fn refused_order(order_id: OrderId, order: &NewOrder, reason: Reason) -> MatchingEvent {
+    MatchingEvent::Order(OrderUpdate {
+        order_id,
+        user_id: order.user_id,
+        side: order.side,
+        price_ticks: order.price_ticks,
+        qty_lots: order.qty_lots,
+        filled_lots: 0,
+        status: OrderStatus::Rejected,
+        reason: Some(reason),
+    })
+}
+
+/// The events that report a command undone because a module faulted.
+fn rejection(ctx: CommandContext, command: &Command, reason: Reason) -> Vec<EventBody> {
     match command {
-        MatchingCommand::Place(order) => MatchingEvent::Order(OrderUpdate {
-            order_id: order.order_id,
-            user_id: order.user_id,
-            side: order.side,
-            price_ticks: order.price_ticks,
-            qty_lots: order.qty_lots,
-            filled_lots: 0,
-            status: OrderStatus::Rejected,
-            reason: Some(reason),
-        }),
-        MatchingCommand::Cancel { order_id, user_id } | MatchingCommand::Amend { order_id, user_id, .. } => {
-            MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason }
+        Command::PlaceOrder(order) => {
+            let order_id = OrderId(ctx.seq);
+            vec![
+                received(order_id, order),
+                EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) },
+            ]
         }
-        MatchingCommand::MassCancel { user_id } => {
-            MatchingEvent::Rejected { order_id: OrderId(0), user_id: *user_id, reason }
+        Command::CancelOrder { market, user_id, order_id } | Command::AmendOrder { market, user_id, order_id, .. } => {
+            vec![EventBody::Matching {
+                market: *market,
+                event: MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason },
+            }]
         }
+        _ => vec![EventBody::CommandRejected { reason }],
     }
 }

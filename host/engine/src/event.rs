@@ -4,7 +4,9 @@
 //! that caused it, its index within that command and the command's timestamp.
 //! The read side is built only from these. Variants are append-only.
 
-use exhost_guest_sdk::{MatchingEvent, OrderId, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, UserId};
+use exhost_guest_sdk::{
+    MatchingEvent, OrderId, OrderType, PositionEvent, Reason, SelfTradePrevention, Side, TimeInForce, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::MarketId;
@@ -44,9 +46,15 @@ pub enum EventBody {
         market: MarketId,
         event: MatchingEvent,
     },
-    /// The engine refused the command before any module saw it; nothing changed.
+    /// The engine refused the command before any module saw it, or a module
+    /// faulted and the whole command was undone; nothing changed.
     CommandRejected {
         reason: Reason,
+    },
+    /// Something the position module reported.
+    Position(PositionEvent),
+    PositionModuleInstalled {
+        module_hash: ModuleHash,
     },
 }
 

@@ -15,10 +15,13 @@ pub mod module;
 pub mod registry;
 pub mod snapshot;
 
-pub use command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
+pub use command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
 pub use engine::{Engine, EngineError};
 pub use event::{Event, EventBody};
-pub use module::{LoadError, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, NativeLoader, NativeMatching};
-pub use registry::{Registry, UserRecord};
+pub use module::{
+    Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,
+    NativeMatching, NoModule, PositionInstance,
+};
+pub use registry::{PositionInstall, Registry, UserRecord};
 pub use snapshot::{EngineSnapshot, MarketState, StateDigest};

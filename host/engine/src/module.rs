@@ -1,14 +1,20 @@
 //! The engine's view of a rule module: a trait for a live instance, a trait for
 //! whatever makes instances (the wasm runtime in production, native code in
-//! tests and benchmarks), and the typed faults a module can raise.
+//! tests and benchmarks), and the typed faults a module can raise. Both are
+//! generic over the module kind's [`Abi`], so matching and position modules
+//! share one implementation of everything.
 //!
 //! The engine never knows how an instance runs. That is what lets the same
 //! pipeline run the wasm build and the native build of the same plugin.
 
 use core::fmt;
+use core::marker::PhantomData;
 
+use exhost_guest_sdk::abi::Rules;
 use exhost_guest_sdk::{
-    CommandContext, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
+    Abi, CommandContext, MarketConfig, MatchingAbi, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
+    MatchingQueryResult, ModuleError, PositionAbi, PositionCommand, PositionConfig, PositionModule, PositionOutput,
+    PositionQuery, PositionQueryResult,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,8 +53,8 @@ impl fmt::Display for ModuleHash {
     }
 }
 
-/// A module misbehaved while running a call. Deterministic faults (trap, fuel)
-/// make the engine reject the command; the others are host problems.
+/// A module misbehaved while running a call. The engine rejects the command
+/// that caused it; the instance is rebuilt.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModuleFault {
@@ -66,43 +72,41 @@ pub enum ModuleFault {
     Refused { message: String },
 }
 
-/// A live matching-module instance.
-pub trait MatchingInstance: Send {
-    /// Apply one command, appending its events.
-    fn apply(
-        &mut self,
-        ctx: &CommandContext,
-        command: &MatchingCommand,
-        events: &mut Vec<MatchingEvent>,
-    ) -> Result<(), ModuleFault>;
+/// A live module instance of one kind.
+pub trait Instance<A: Abi>: Send {
+    /// Apply one command, writing what it produced into `out` (which starts empty).
+    fn apply(&mut self, ctx: &CommandContext, command: &A::Command, out: &mut A::Output) -> Result<(), ModuleFault>;
 
-    /// Apply several commands; `outcomes[i]` is the result of `commands[i]`,
-    /// and its events are appended to `events[i]`. The default calls `apply`
-    /// in turn; runtimes override it to cross their boundary once per batch.
-    /// On a fault at index `i`, commands before `i` were applied but `events`
-    /// is unspecified, and the instance must not be used again: the engine
-    /// rebuilds it and re-applies them one by one.
+    /// Apply several commands, pushing one output per command. The default calls
+    /// `apply` in turn; runtimes override it to cross their boundary once per
+    /// batch. On a fault at index `i`, commands before `i` were applied but
+    /// `outputs` is unspecified, and the instance must not be used again.
     fn apply_batch(
         &mut self,
-        commands: &[(CommandContext, MatchingCommand)],
-        events: &mut Vec<Vec<MatchingEvent>>,
+        commands: &[(CommandContext, A::Command)],
+        outputs: &mut Vec<A::Output>,
     ) -> Result<(), (usize, ModuleFault)> {
         for (i, (ctx, command)) in commands.iter().enumerate() {
-            let mut out = Vec::new();
+            let mut out = A::Output::default();
             self.apply(ctx, command, &mut out).map_err(|fault| (i, fault))?;
-            events.push(out);
+            outputs.push(out);
         }
         Ok(())
     }
 
-    fn query(&mut self, query: &MatchingQuery) -> Result<MatchingQueryResult, ModuleFault>;
+    fn query(&mut self, query: &A::Query) -> Result<A::QueryResult, ModuleFault>;
 
-    /// The instance's canonical snapshot bytes.
+    /// The instance's canonical snapshot bytes, appended to `out`.
     fn snapshot(&mut self, out: &mut Vec<u8>) -> Result<(), ModuleFault>;
 
     /// The snapshot format version of the module.
     fn state_version(&self) -> u32;
 }
+
+/// A matching-module instance.
+pub type MatchingInstance = dyn Instance<MatchingAbi>;
+/// A position-module instance.
+pub type PositionInstance = dyn Instance<PositionAbi>;
 
 /// Why no instance could be made.
 #[derive(Debug, thiserror::Error)]
@@ -116,101 +120,168 @@ pub enum LoadError {
     Fault { hash: ModuleHash, fault: ModuleFault },
 }
 
-/// Makes module instances.
-pub trait ModuleLoader {
-    /// A fresh instance for a new market.
-    fn new_matching(
+/// Makes instances of one module kind.
+pub trait Loader<A: Abi> {
+    /// A fresh instance, initialised with `config`.
+    fn create(
         &self,
         hash: &ModuleHash,
         limits: &ModuleLimits,
-        config: &MarketConfig,
-    ) -> Result<Box<dyn MatchingInstance>, LoadError>;
+        config: &A::Config,
+    ) -> Result<Box<dyn Instance<A>>, LoadError>;
 
-    /// An instance holding the state of a snapshot written by `state_version`.
-    fn restore_matching(
+    /// An instance holding the state of a snapshot written by `state_version`
+    /// (migrated if that is not the module's own version).
+    fn restore(
         &self,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         state_version: u32,
         bytes: &[u8],
-    ) -> Result<Box<dyn MatchingInstance>, LoadError>;
+    ) -> Result<Box<dyn Instance<A>>, LoadError>;
 }
+
+/// Makes instances of every kind.
+pub trait ModuleLoader: Loader<MatchingAbi> + Loader<PositionAbi> + Send + Sync {}
+
+impl<T: Loader<MatchingAbi> + Loader<PositionAbi> + Send + Sync> ModuleLoader for T {}
 
 /// A plugin linked natively, as an instance. Native code cannot be metered or
 /// sandboxed, so this is for tests and for the wasm-versus-native baseline only.
-pub struct NativeMatching<M: MatchingModule> {
-    module: M,
+pub struct Native<A, R> {
+    rules: R,
+    _abi: PhantomData<fn() -> A>,
 }
 
-impl<M: MatchingModule> NativeMatching<M> {
-    pub fn new(module: M) -> Self {
-        NativeMatching { module }
+impl<A: Abi, R: Rules<A>> Native<A, R> {
+    pub fn new(rules: R) -> Self {
+        Native { rules, _abi: PhantomData }
+    }
+
+    pub fn rules(&self) -> &R {
+        &self.rules
     }
 }
 
-impl<M: MatchingModule + Send> MatchingInstance for NativeMatching<M> {
-    fn apply(
-        &mut self,
-        ctx: &CommandContext,
-        command: &MatchingCommand,
-        events: &mut Vec<MatchingEvent>,
-    ) -> Result<(), ModuleFault> {
-        self.module.apply(ctx, command, events);
+/// A natively linked matching module.
+pub type NativeMatching<M> = Native<MatchingAbi, M>;
+
+impl<A: Abi, R: Rules<A> + Send> Instance<A> for Native<A, R> {
+    fn apply(&mut self, ctx: &CommandContext, command: &A::Command, out: &mut A::Output) -> Result<(), ModuleFault> {
+        self.rules.apply(ctx, command, out);
         Ok(())
     }
 
-    fn query(&mut self, query: &MatchingQuery) -> Result<MatchingQueryResult, ModuleFault> {
-        Ok(self.module.query(query))
+    fn query(&mut self, query: &A::Query) -> Result<A::QueryResult, ModuleFault> {
+        Ok(self.rules.query(query))
     }
 
     fn snapshot(&mut self, out: &mut Vec<u8>) -> Result<(), ModuleFault> {
-        self.module.snapshot(out);
+        self.rules.snapshot(out);
         Ok(())
     }
 
     fn state_version(&self) -> u32 {
-        M::STATE_VERSION
+        R::STATE_VERSION
     }
 }
 
-/// A loader for one natively linked matching module, whatever hash is asked for.
-pub struct NativeLoader<M> {
-    _module: core::marker::PhantomData<fn() -> M>,
+/// A loader of natively linked modules: `M` for every market, `P` for positions,
+/// whatever hash is asked for.
+pub struct NativeLoader<M, P = NoModule> {
+    _modules: PhantomData<fn() -> (M, P)>,
 }
 
-impl<M> Default for NativeLoader<M> {
+impl<M, P> Default for NativeLoader<M, P> {
     fn default() -> Self {
-        NativeLoader { _module: core::marker::PhantomData }
+        NativeLoader { _modules: PhantomData }
     }
 }
 
-impl<M: MatchingModule + Send + 'static> ModuleLoader for NativeLoader<M> {
-    fn new_matching(
+fn native<A: Abi, R: Rules<A> + Send + 'static>(
+    hash: &ModuleHash,
+    made: Result<R, ModuleError>,
+) -> Result<Box<dyn Instance<A>>, LoadError> {
+    let rules =
+        made.map_err(|error| LoadError::Fault { hash: *hash, fault: ModuleFault::Refused { message: error.message } })?;
+    Ok(Box::new(Native::<A, R>::new(rules)))
+}
+
+fn restore_rules<A: Abi, R: Rules<A>>(state_version: u32, bytes: &[u8]) -> Result<R, ModuleError> {
+    if state_version == R::STATE_VERSION { R::restore(bytes) } else { R::migrate(state_version, bytes) }
+}
+
+impl<M: Rules<MatchingAbi> + Send + 'static, P> Loader<MatchingAbi> for NativeLoader<M, P> {
+    fn create(
         &self,
         hash: &ModuleHash,
         _: &ModuleLimits,
         config: &MarketConfig,
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let module = M::init(config).map_err(|error| LoadError::Fault {
-            hash: *hash,
-            fault: ModuleFault::Refused { message: error.message },
-        })?;
-        Ok(Box::new(NativeMatching::new(module)))
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        native::<MatchingAbi, M>(hash, M::init(config))
     }
 
-    fn restore_matching(
+    fn restore(
         &self,
         hash: &ModuleHash,
         _: &ModuleLimits,
         state_version: u32,
         bytes: &[u8],
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let module =
-            if state_version == M::STATE_VERSION { M::restore(bytes) } else { M::migrate(state_version, bytes) }
-                .map_err(|error| LoadError::Fault {
-                    hash: *hash,
-                    fault: ModuleFault::Refused { message: error.message },
-                })?;
-        Ok(Box::new(NativeMatching::new(module)))
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        native::<MatchingAbi, M>(hash, restore_rules::<MatchingAbi, M>(state_version, bytes))
+    }
+}
+
+impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLoader<M, P> {
+    fn create(
+        &self,
+        hash: &ModuleHash,
+        _: &ModuleLimits,
+        config: &PositionConfig,
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        native::<PositionAbi, P>(hash, P::init(config))
+    }
+
+    fn restore(
+        &self,
+        hash: &ModuleHash,
+        _: &ModuleLimits,
+        state_version: u32,
+        bytes: &[u8],
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        native::<PositionAbi, P>(hash, restore_rules::<PositionAbi, P>(state_version, bytes))
+    }
+}
+
+/// Stands in for a kind of module a native loader does not link: it refuses to start.
+pub struct NoModule;
+
+impl MatchingModule for NoModule {
+    const STATE_VERSION: u32 = 0;
+    fn init(_: &MarketConfig) -> Result<Self, ModuleError> {
+        Err(ModuleError::new("no module of this kind is linked"))
+    }
+    fn apply(&mut self, _: &CommandContext, _: &MatchingCommand, _: &mut Vec<MatchingEvent>) {}
+    fn query(&self, _: &MatchingQuery) -> MatchingQueryResult {
+        MatchingQueryResult::Orders(Vec::new())
+    }
+    fn snapshot(&self, _: &mut Vec<u8>) {}
+    fn restore(_: &[u8]) -> Result<Self, ModuleError> {
+        Err(ModuleError::new("no module of this kind is linked"))
+    }
+}
+
+impl PositionModule for NoModule {
+    const STATE_VERSION: u32 = 0;
+    fn init(_: &PositionConfig) -> Result<Self, ModuleError> {
+        Err(ModuleError::new("no module of this kind is linked"))
+    }
+    fn apply(&mut self, _: &CommandContext, _: &PositionCommand, _: &mut PositionOutput) {}
+    fn query(&self, _: &PositionQuery) -> PositionQueryResult {
+        PositionQueryResult::Account(None)
+    }
+    fn snapshot(&self, _: &mut Vec<u8>) {}
+    fn restore(_: &[u8]) -> Result<Self, ModuleError> {
+        Err(ModuleError::new("no module of this kind is linked"))
     }
 }

@@ -3,10 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use exhost_guest_sdk::UserId;
+use exhost_guest_sdk::{PositionConfig, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{MarketId, MarketSpec};
+use crate::command::{MarketId, MarketSpec, ModuleLimits};
+use crate::module::ModuleHash;
+
+/// The installed position module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionInstall {
+    pub module_hash: ModuleHash,
+    pub limits: ModuleLimits,
+    pub config: PositionConfig,
+}
 
 /// A user's trading credentials. The secret is needed to check signatures, so
 /// it is kept as given; the data directory is the operator's to protect.
@@ -24,6 +33,7 @@ pub struct Registry {
     pub assets: BTreeMap<String, u8>,
     /// Indexed by [`MarketId`].
     pub markets: Vec<MarketSpec>,
+    pub position: Option<PositionInstall>,
 }
 
 impl Registry {

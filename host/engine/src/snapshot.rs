@@ -12,7 +12,7 @@ use crate::registry::Registry;
 /// The version of [`EngineSnapshot`]'s layout.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
-/// One market module's state.
+/// One module instance's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarketState {
     pub state_version: u32,
@@ -28,6 +28,8 @@ pub struct EngineSnapshot {
     pub registry: Registry,
     /// Indexed like `registry.markets`.
     pub markets: Vec<MarketState>,
+    /// The position module's state, if one is installed.
+    pub position: Option<MarketState>,
 }
 
 /// A state digest: SHA-256 of a snapshot's encoding.

@@ -7,7 +7,7 @@ use exhost_engine::*;
 use exhost_guest_sdk::*;
 use exhost_pricetime::PriceTimeBook;
 
-fn loader() -> Arc<dyn ModuleLoader + Send + Sync> {
+fn loader() -> Arc<dyn ModuleLoader> {
     Arc::new(NativeLoader::<PriceTimeBook>::default())
 }
 
@@ -22,6 +22,7 @@ fn market_spec(symbol: &str) -> MarketSpec {
         module_hash: ModuleHash([7; 32]),
         limits: ModuleLimits::default(),
         config: MarketConfig::default(),
+        risk: RiskParams::default(),
     }
 }
 
@@ -153,7 +154,7 @@ fn engine_level_rejections_change_nothing() {
 /// buggy plugin would, to exercise fault isolation.
 struct TrapOn13(NativeMatching<PriceTimeBook>);
 
-impl MatchingInstance for TrapOn13 {
+impl Instance<MatchingAbi> for TrapOn13 {
     fn apply(
         &mut self,
         ctx: &CommandContext,
@@ -176,30 +177,49 @@ impl MatchingInstance for TrapOn13 {
         self.0.snapshot(out)
     }
     fn state_version(&self) -> u32 {
-        self.0.state_version()
+        Instance::<MatchingAbi>::state_version(&self.0)
     }
 }
 
 struct TrapLoader;
 
-impl ModuleLoader for TrapLoader {
-    fn new_matching(
+impl Loader<MatchingAbi> for TrapLoader {
+    fn create(
         &self,
-        hash: &ModuleHash,
-        limits: &ModuleLimits,
+        _: &ModuleHash,
+        _: &ModuleLimits,
         config: &MarketConfig,
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let _ = (hash, limits);
+    ) -> Result<Box<MatchingInstance>, LoadError> {
         Ok(Box::new(TrapOn13(NativeMatching::new(PriceTimeBook::init(config).unwrap()))))
     }
-    fn restore_matching(
+    fn restore(
         &self,
         _: &ModuleHash,
         _: &ModuleLimits,
         _: u32,
         bytes: &[u8],
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
+    ) -> Result<Box<MatchingInstance>, LoadError> {
         Ok(Box::new(TrapOn13(NativeMatching::new(PriceTimeBook::restore(bytes).unwrap()))))
+    }
+}
+
+impl Loader<PositionAbi> for TrapLoader {
+    fn create(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        config: &PositionConfig,
+    ) -> Result<Box<PositionInstance>, LoadError> {
+        Loader::<PositionAbi>::create(&NativeLoader::<PriceTimeBook>::default(), hash, limits, config)
+    }
+    fn restore(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<Box<PositionInstance>, LoadError> {
+        Loader::<PositionAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), hash, limits, version, bytes)
     }
 }
 

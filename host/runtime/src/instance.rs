@@ -1,17 +1,17 @@
-//! A live matching-module instance: one wasmtime store, the ABI's functions
-//! looked up once as typed handles, and the memory protocol of
-//! `exhost_guest_sdk::abi` on the host side.
+//! A live module instance of either kind: one wasmtime store, the ABI's
+//! functions looked up once as typed handles, and the memory protocol of
+//! `exhost_guest_sdk::abi` on the host side, generic over the kind's [`Abi`].
 //!
 //! Fuel is set before every `exhost_apply` call, so a command's fuel budget
 //! does not depend on how many commands share a batch: the out-of-fuel outcome
 //! of a command is the same live and on every replay.
 
-use exhost_engine::{MatchingInstance, ModuleFault, ModuleLimits};
+use std::marker::PhantomData;
+
+use exhost_engine::{Instance, ModuleFault, ModuleLimits};
 use exhost_guest_sdk::abi::{ApplyInput, exports, status, unpack_region};
 use exhost_guest_sdk::codec::{decode, encode_into};
-use exhost_guest_sdk::{
-    CommandContext, MarketConfig, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult,
-};
+use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi};
 use wasmtime::{Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
 
 use crate::validate::CompiledModule;
@@ -39,8 +39,8 @@ struct Exports {
     panic_message: TypedFunc<(), u64>,
 }
 
-/// A wasm matching module instance.
-pub struct WasmMatching {
+/// A wasm module instance of the kind `A`.
+pub struct WasmModule<A: Abi> {
     store: Store<StoreState>,
     exports: Exports,
     fuel_per_command: u64,
@@ -49,15 +49,15 @@ pub struct WasmMatching {
     encoded: Vec<u8>,
     /// Byte ranges of each command within `encoded`, for batches.
     ranges: Vec<(u32, u32)>,
+    _abi: PhantomData<fn() -> A>,
 }
 
-impl WasmMatching {
+/// A wasm matching module instance.
+pub type WasmMatching = WasmModule<MatchingAbi>;
+
+impl<A: Abi> WasmModule<A> {
     /// A new instance with empty state (no `init` or `restore` yet).
-    pub fn instantiate(
-        runtime: &Runtime,
-        module: &CompiledModule,
-        limits: &ModuleLimits,
-    ) -> Result<WasmMatching, ModuleFault> {
+    pub fn instantiate(runtime: &Runtime, module: &CompiledModule, limits: &ModuleLimits) -> Result<Self, ModuleFault> {
         let memory_bytes_max = limits.memory_bytes_max.min(module.info.memory_bytes_max);
         let store_limits = StoreLimitsBuilder::new().memory_size(memory_bytes_max as usize).instances(1).build();
         let mut store = Store::new(runtime.engine(), StoreState { limits: store_limits });
@@ -84,18 +84,28 @@ impl WasmMatching {
             migrate: func!(exports::MIGRATE),
             panic_message: func!(exports::PANIC_MESSAGE),
         };
-        Ok(WasmMatching {
+        if module.info.kind != A::KIND {
+            return Err(ModuleFault::Protocol {
+                message: format!(
+                    "a {} module cannot serve as a {} module",
+                    module.info.kind.as_str(),
+                    A::KIND.as_str()
+                ),
+            });
+        }
+        Ok(WasmModule {
             store,
             exports,
             fuel_per_command: limits.fuel_per_command,
             state_version: module.info.state_version,
             encoded: Vec::new(),
             ranges: Vec::new(),
+            _abi: PhantomData,
         })
     }
 
-    /// Initialise a fresh book from a market config.
-    pub fn init(&mut self, config: &MarketConfig) -> Result<(), ModuleFault> {
+    /// Initialise fresh state from a config.
+    pub fn init(&mut self, config: &A::Config) -> Result<(), ModuleFault> {
         self.encoded.clear();
         encode_into(config, &mut self.encoded);
         let len = self.write_input()?;
@@ -179,8 +189,8 @@ impl WasmMatching {
         (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
     }
 
-    /// Decode the output's frames, one per applied command, into `events`.
-    fn read_frames(&mut self, count: usize, events: &mut Vec<Vec<MatchingEvent>>) -> Result<(), ModuleFault> {
+    /// Decode the output's frames, one per applied command, into `outputs`.
+    fn read_frames(&mut self, count: usize, outputs: &mut Vec<A::Output>) -> Result<(), ModuleFault> {
         let mut output = self.output()?;
         for _ in 0..count {
             let (len, rest) = output
@@ -189,9 +199,9 @@ impl WasmMatching {
             let len = u32::from_le_bytes(*len) as usize;
             let frame =
                 rest.get(..len).ok_or_else(|| ModuleFault::Protocol { message: "output frame is truncated".into() })?;
-            let decoded: Vec<MatchingEvent> =
-                decode(frame).map_err(|error| ModuleFault::Protocol { message: format!("events: {error}") })?;
-            events.push(decoded);
+            let decoded: A::Output =
+                decode(frame).map_err(|error| ModuleFault::Protocol { message: format!("output: {error}") })?;
+            outputs.push(decoded);
             output = &rest[len..];
         }
         if !output.is_empty() {
@@ -213,15 +223,10 @@ fn fault(error: wasmtime::Error, fuel: u64) -> ModuleFault {
     }
 }
 
-impl MatchingInstance for WasmMatching {
-    fn apply(
-        &mut self,
-        ctx: &CommandContext,
-        command: &MatchingCommand,
-        events: &mut Vec<MatchingEvent>,
-    ) -> Result<(), ModuleFault> {
+impl<A: Abi> Instance<A> for WasmModule<A> {
+    fn apply(&mut self, ctx: &CommandContext, command: &A::Command, out: &mut A::Output) -> Result<(), ModuleFault> {
         self.encoded.clear();
-        encode_into(&ApplyInput { ctx: *ctx, command: command.clone() }, &mut self.encoded);
+        encode_into(&ApplyInput { ctx: *ctx, command }, &mut self.encoded);
         let len = self.write_input()?;
         self.store.set_fuel(self.fuel_per_command).map_err(protocol)?;
         let code = match self.exports.apply.call(&mut self.store, (0, len)) {
@@ -231,20 +236,20 @@ impl MatchingInstance for WasmMatching {
         self.check_status(code)?;
         let mut frames = Vec::with_capacity(1);
         self.read_frames(1, &mut frames)?;
-        events.append(&mut frames[0]);
+        *out = frames.pop().expect("one frame was read");
         Ok(())
     }
 
     fn apply_batch(
         &mut self,
-        commands: &[(CommandContext, MatchingCommand)],
-        events: &mut Vec<Vec<MatchingEvent>>,
+        commands: &[(CommandContext, A::Command)],
+        outputs: &mut Vec<A::Output>,
     ) -> Result<(), (usize, ModuleFault)> {
         self.encoded.clear();
         self.ranges.clear();
         for (ctx, command) in commands {
             let start = self.encoded.len();
-            encode_into(&ApplyInput { ctx: *ctx, command: command.clone() }, &mut self.encoded);
+            encode_into(&ApplyInput { ctx: *ctx, command }, &mut self.encoded);
             self.ranges.push((start as u32, (self.encoded.len() - start) as u32));
         }
         self.write_input().map_err(|fault| (0, fault))?;
@@ -257,10 +262,10 @@ impl MatchingInstance for WasmMatching {
             };
             self.check_status(code).map_err(|fault| (i, fault))?;
         }
-        self.read_frames(commands.len(), events).map_err(|fault| (0, fault))
+        self.read_frames(commands.len(), outputs).map_err(|fault| (0, fault))
     }
 
-    fn query(&mut self, query: &MatchingQuery) -> Result<MatchingQueryResult, ModuleFault> {
+    fn query(&mut self, query: &A::Query) -> Result<A::QueryResult, ModuleFault> {
         self.encoded.clear();
         encode_into(query, &mut self.encoded);
         let len = self.write_input()?;

@@ -19,7 +19,7 @@ mod validate;
 use exhost_engine::ModuleHash;
 use wasmtime::{Config, Engine, OptLevel};
 
-pub use instance::WasmMatching;
+pub use instance::{WasmMatching, WasmModule};
 pub use loader::{ModuleSource, WasmLoader};
 pub use validate::{CompiledModule, ModuleInfo, Rejection};
 

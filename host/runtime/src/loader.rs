@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use exhost_engine::{LoadError, MatchingInstance, ModuleHash, ModuleLimits, ModuleLoader};
-use exhost_guest_sdk::{MarketConfig, ModuleKind};
+use exhost_engine::{Instance, LoadError, Loader, ModuleHash, ModuleLimits};
+use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, PositionAbi, PositionConfig};
 
 use crate::validate::CompiledModule;
-use crate::{Runtime, WasmMatching};
+use crate::{Runtime, WasmModule};
 
 /// Where module bytes come from (the host's module store).
 pub trait ModuleSource: Send + Sync {
@@ -57,40 +57,80 @@ impl WasmLoader {
         self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn matching_instance(&self, hash: &ModuleHash, limits: &ModuleLimits) -> Result<WasmMatching, LoadError> {
+    fn instance<A: Abi>(&self, hash: &ModuleHash, limits: &ModuleLimits) -> Result<WasmModule<A>, LoadError> {
         let compiled = self.compiled(hash)?;
-        if compiled.info.kind != ModuleKind::Matching {
+        if compiled.info.kind != A::KIND {
             return Err(LoadError::Invalid {
                 hash: *hash,
-                reason: format!("it is a {} module, a market needs a matching module", compiled.info.kind.as_str()),
+                reason: format!("it is a {} module, not a {} module", compiled.info.kind.as_str(), A::KIND.as_str()),
             });
         }
-        WasmMatching::instantiate(&self.runtime, &compiled, limits)
+        WasmModule::<A>::instantiate(&self.runtime, &compiled, limits)
             .map_err(|fault| LoadError::Fault { hash: *hash, fault })
     }
-}
 
-impl ModuleLoader for WasmLoader {
-    fn new_matching(
+    fn create_instance<A: Abi>(
         &self,
         hash: &ModuleHash,
         limits: &ModuleLimits,
-        config: &MarketConfig,
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let mut instance = self.matching_instance(hash, limits)?;
+        config: &A::Config,
+    ) -> Result<Box<dyn Instance<A>>, LoadError> {
+        let mut instance = self.instance::<A>(hash, limits)?;
         instance.init(config).map_err(|fault| LoadError::Fault { hash: *hash, fault })?;
         Ok(Box::new(instance))
     }
 
-    fn restore_matching(
+    fn restore_instance<A: Abi>(
         &self,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         state_version: u32,
         bytes: &[u8],
-    ) -> Result<Box<dyn MatchingInstance>, LoadError> {
-        let mut instance = self.matching_instance(hash, limits)?;
+    ) -> Result<Box<dyn Instance<A>>, LoadError> {
+        let mut instance = self.instance::<A>(hash, limits)?;
         instance.restore(state_version, bytes).map_err(|fault| LoadError::Fault { hash: *hash, fault })?;
         Ok(Box::new(instance))
+    }
+}
+
+impl Loader<MatchingAbi> for WasmLoader {
+    fn create(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        config: &MarketConfig,
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        self.create_instance::<MatchingAbi>(hash, limits, config)
+    }
+
+    fn restore(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        state_version: u32,
+        bytes: &[u8],
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        self.restore_instance::<MatchingAbi>(hash, limits, state_version, bytes)
+    }
+}
+
+impl Loader<PositionAbi> for WasmLoader {
+    fn create(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        config: &PositionConfig,
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        self.create_instance::<PositionAbi>(hash, limits, config)
+    }
+
+    fn restore(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        state_version: u32,
+        bytes: &[u8],
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        self.restore_instance::<PositionAbi>(hash, limits, state_version, bytes)
     }
 }

@@ -174,6 +174,7 @@ fn the_engine_rejects_a_looping_command_and_keeps_going() {
         module_hash: ModuleHash([1; 32]),
         limits: ModuleLimits { fuel_per_command: 10_000, memory_bytes_max: 1 << 20 },
         config: MarketConfig::default(),
+        risk: RiskParams::default(),
     };
     engine.apply(1, 1, &Command::CreateMarket(spec)).unwrap();
     engine.apply(2, 2, &Command::CreateUser { api_key: "k".into(), api_secret: "s".into() }).unwrap();

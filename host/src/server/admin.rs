@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, Scale};
+use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
 use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,6 +88,53 @@ struct MarketRequest {
     matching_module: String,
     params: Option<Value>,
     quote_decimals: Option<u8>,
+    risk: Option<RiskRequest>,
+}
+
+/// Margin and fee rates as decimal fractions ("0.1" is 10%); defaults in `RiskParams`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskRequest {
+    initial_margin: Option<String>,
+    maintenance_margin: Option<String>,
+    maker_fee: Option<String>,
+    taker_fee: Option<String>,
+    liquidation_fee: Option<String>,
+}
+
+fn parse_fraction(field: &str, text: &Option<String>, default: u64) -> ApiResult<u64> {
+    let Some(text) = text else { return Ok(default) };
+    let rate = Scale { decimals: 8, step_units: 1 }.parse_units(text).map_err(|error| {
+        ApiError::bad_request(format!("{field} {text:?} {error} (a fraction with at most 8 decimals)"))
+    })?;
+    if rate > 100_000_000 {
+        return Err(ApiError::bad_request(format!("{field} must be at most 1")));
+    }
+    Ok(rate)
+}
+
+fn risk_params(request: Option<&RiskRequest>) -> ApiResult<RiskParams> {
+    let defaults = RiskParams::default();
+    let Some(request) = request else { return Ok(defaults) };
+    let risk = RiskParams {
+        initial_margin_rate: parse_fraction("initial_margin", &request.initial_margin, defaults.initial_margin_rate)?,
+        maintenance_margin_rate: parse_fraction(
+            "maintenance_margin",
+            &request.maintenance_margin,
+            defaults.maintenance_margin_rate,
+        )?,
+        maker_fee_rate: parse_fraction("maker_fee", &request.maker_fee, defaults.maker_fee_rate)?,
+        taker_fee_rate: parse_fraction("taker_fee", &request.taker_fee, defaults.taker_fee_rate)?,
+        liquidation_fee_rate: parse_fraction(
+            "liquidation_fee",
+            &request.liquidation_fee,
+            defaults.liquidation_fee_rate,
+        )?,
+    };
+    if risk.maintenance_margin_rate == 0 || risk.maintenance_margin_rate >= risk.initial_margin_rate {
+        return Err(ApiError::bad_request("maintenance_margin must be above 0 and below initial_margin"));
+    }
+    Ok(risk)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -126,6 +173,7 @@ pub(super) async fn create_market(
     if quote_decimals > exhost_engine::decimal::DECIMALS_MAX {
         return Err(ApiError::bad_request("quote_decimals is at most 18"));
     }
+    let risk = risk_params(request.risk.as_ref())?;
     let spec = MarketSpec {
         symbol: request.symbol,
         base: request.base,
@@ -139,7 +187,19 @@ pub(super) async fn create_market(
             params: request.params.map(|params| params.to_string().into_bytes()).unwrap_or_default(),
             ..MarketConfig::default()
         },
+        risk,
     };
+    let settlement = state.node.directory.read().unwrap_or_else(|p| p.into_inner()).settlement_asset.clone();
+    if let Some(asset) = settlement {
+        if spec.quote != asset {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("markets settle in {asset}")));
+        }
+        if spec.units_per_tick_lot().is_none() {
+            return Err(ApiError::bad_request(format!(
+                "tick_size x lot_size must be a whole number of the quote's minimal units (10^-{quote_decimals})"
+            )));
+        }
+    }
     let symbol = spec.symbol.clone();
     let applied = state.node.submit(Command::CreateMarket(spec)).await?;
     if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|event| &event.body) {

@@ -2,6 +2,7 @@
 //! and validate, hand a command to the node, map the outcome to the API's
 //! shapes and error codes.
 
+mod accounts;
 mod admin;
 pub mod auth;
 pub mod error;
@@ -46,6 +47,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/markets/{symbol}/trades", get(market::trades))
         .route("/v1/orders", post(trading::place).get(trading::open_orders).delete(trading::mass_cancel))
         .route("/v1/orders/{order_id}", delete(trading::cancel).patch(trading::amend))
+        .route("/v1/withdrawals", post(accounts::withdraw))
+        .route("/v1/account", get(accounts::account))
+        .route("/v1/account/history", get(accounts::history))
+        .route("/admin/v1/ledger", get(accounts::ledger))
+        .route("/admin/v1/mark-prices", post(accounts::mark_price))
+        .route("/admin/v1/funding", post(accounts::funding))
+        .route("/admin/v1/insurance-fund", post(accounts::insurance_fund))
+        .route("/admin/v1/accounts/{user_id}", get(accounts::admin_account))
         .route("/admin/v1/users", post(admin::create_user))
         .route("/admin/v1/deposits", post(admin::deposit))
         .route("/admin/v1/markets", post(admin::create_market))

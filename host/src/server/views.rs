@@ -2,7 +2,9 @@
 //! Prices, quantities and money are decimal strings; `seq`, ids and `ts` are integers.
 
 use exhost_engine::{Event, EventBody, MarketSpec};
-use exhost_guest_sdk::{MatchingEvent, OrderStatus, OrderType, Reason};
+use exhost_guest_sdk::{
+    AccountState, LedgerState, MarketId, MatchingEvent, OrderStatus, OrderType, PositionEvent, Reason,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -47,6 +49,7 @@ pub struct OrderJson {
 /// order's last change); `fills_of_seq` keeps only the fills of that command.
 pub fn order_json(view: &OrderView, spec: &MarketSpec, seq: u64, fills_of_seq: Option<u64>) -> OrderJson {
     let (price, qty) = (&spec.price_scale, &spec.qty_scale);
+    let money = exhost_engine::Scale { decimals: spec.quote_decimals, step_units: 1 };
     let reason = view.reason;
     OrderJson {
         seq,
@@ -71,8 +74,7 @@ pub fn order_json(view: &OrderView, spec: &MarketSpec, seq: u64, fills_of_seq: O
                 trade_id: fill.trade_id.0,
                 price: price.format_steps(fill.price_ticks),
                 qty: qty.format_steps(fill.qty_lots),
-                // Fees are charged by the position module; without one, trading is free.
-                fee: "0".into(),
+                fee: money.format_signed_units(fill.fee_units),
                 liquidity: fill.liquidity.as_str(),
             })
             .collect(),
@@ -118,6 +120,10 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
             json!({ "type": "market_created", "symbol": symbol, "matching_module": module_hash.to_hex() })
         }
         EventBody::CommandRejected { reason } => json!({ "type": "command_rejected", "reason": reason.as_str() }),
+        EventBody::PositionModuleInstalled { module_hash } => {
+            json!({ "type": "position_module_installed", "module": module_hash.to_hex() })
+        }
+        EventBody::Position(event) => position_event_json(event, directory),
         EventBody::OrderReceived {
             market,
             order_id,
@@ -185,6 +191,13 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
                     "user_id": user_id.0,
                     "reason": reason.as_str(),
                 }),
+                MatchingEvent::Level { side, price_ticks, qty_lots } => json!({
+                    "type": "level",
+                    "symbol": symbol,
+                    "side": side.as_str(),
+                    "price": price(*price_ticks),
+                    "qty": qty(*qty_lots),
+                }),
             }
         }
     };
@@ -193,4 +206,154 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
     object.insert("idx".into(), event.idx.into());
     object.insert("ts".into(), event.ts_ns.into());
     value
+}
+
+/// How money of the settlement asset is written.
+pub fn money_scale(directory: &Directory) -> exhost_engine::Scale {
+    let decimals = directory.position_asset().and_then(|asset| directory.assets.get(asset).copied()).unwrap_or(6);
+    exhost_engine::Scale { decimals, step_units: 1 }
+}
+
+fn signed_lots(spec: Option<&MarketSpec>, size_lots: i64) -> Option<String> {
+    spec.map(|s| {
+        let text = s.qty_scale.format_steps(size_lots.unsigned_abs());
+        if size_lots < 0 { format!("-{text}") } else { text }
+    })
+}
+
+/// A rate in 1e-8 units as a decimal string.
+pub fn rate_text(rate: i128) -> String {
+    exhost_engine::Scale { decimals: 8, step_units: 1 }.format_signed_units(rate)
+}
+
+pub fn account_json(state: &AccountState, seq: u64, directory: &Directory) -> Value {
+    let money = money_scale(directory);
+    let asset = directory.position_asset().unwrap_or("USD").to_string();
+    let available = state.available_units.min(state.balance_units).max(0);
+    let positions: Vec<Value> = state
+        .positions
+        .iter()
+        .filter(|p| p.size_lots != 0 || p.realized_pnl_units != 0)
+        .map(|p| {
+            let spec = directory.markets.get(p.market.0 as usize);
+            json!({
+                "symbol": spec.map(|s| s.symbol.clone()),
+                "size": signed_lots(spec, p.size_lots),
+                "entry_price": spec.map(|s| s.price_scale.format_steps(p.entry_price_ticks)),
+                "mark_price": spec.map(|s| s.price_scale.format_steps(p.mark_price_ticks)),
+                "unrealized_pnl": money.format_signed_units(p.unrealized_pnl_units),
+                "realized_pnl": money.format_signed_units(p.realized_pnl_units),
+                "liquidation_price": p.liquidation_price_ticks.and_then(|t| spec.map(|s| s.price_scale.format_steps(t))),
+            })
+        })
+        .collect();
+    json!({
+        "user_id": state.user_id.0,
+        "seq": seq,
+        "balances": { asset: {
+            "total": money.format_signed_units(state.balance_units),
+            "available": money.format_signed_units(available),
+            "reserved": money.format_signed_units(state.initial_margin_units),
+        }},
+        "positions": positions,
+        "equity": money.format_signed_units(state.equity_units),
+        "unrealized_pnl": money.format_signed_units(state.unrealized_pnl_units),
+        "initial_margin": money.format_signed_units(state.initial_margin_units),
+        "maintenance_margin": money.format_signed_units(state.maintenance_margin_units),
+        "margin_ratio": state.margin_ratio.map(rate_text),
+    })
+}
+
+pub fn ledger_json(ledger: &LedgerState, seq: u64, directory: &Directory) -> Value {
+    let money = money_scale(directory);
+    let asset = directory.position_asset().unwrap_or("USD").to_string();
+    json!({
+        "seq": seq,
+        asset: {
+            "deposits": money.format_signed_units(ledger.deposits_units),
+            "withdrawals": money.format_signed_units(ledger.withdrawals_units),
+            "fees": money.format_signed_units(ledger.fees_units),
+            "insurance_fund": money.format_signed_units(ledger.insurance_fund_units),
+            "user_balances": money.format_signed_units(ledger.user_balances_units),
+            "unrealized_pnl": money.format_signed_units(ledger.unrealized_pnl_units),
+            "imbalance": money.format_signed_units(ledger.imbalance()),
+        }
+    })
+}
+
+fn position_event_json(event: &PositionEvent, directory: &Directory) -> Value {
+    let money = money_scale(directory);
+    let spec = |market: MarketId| directory.markets.get(market.0 as usize);
+    let symbol = |market: MarketId| spec(market).map(|s| s.symbol.clone());
+    let price = |market: MarketId, ticks: u64| spec(market).map(|s| s.price_scale.format_steps(ticks));
+    let qty = |market: MarketId, lots: u64| spec(market).map(|s| s.qty_scale.format_steps(lots));
+    match event {
+        PositionEvent::Balance { user_id, balance_units, delta_units, cause } => json!({
+            "type": "balance", "user_id": user_id.0, "balance": money.format_signed_units(*balance_units),
+            "delta": money.format_signed_units(*delta_units), "cause": cause.as_str(),
+        }),
+        PositionEvent::Position { user_id, market, size_lots, cost, realized_pnl_units } => {
+            let entry = if *size_lots == 0 { 0 } else { (cost / *size_lots as i128).unsigned_abs() as u64 };
+            json!({
+                "type": "position", "user_id": user_id.0, "symbol": symbol(*market),
+                "size": signed_lots(spec(*market), *size_lots), "entry_price": price(*market, entry),
+                "cost": cost.to_string(), "realized_pnl": money.format_signed_units(*realized_pnl_units),
+            })
+        }
+        PositionEvent::Account(state) => {
+            let mut value = account_json(state, 0, directory);
+            let object = value.as_object_mut().expect("an object");
+            object.remove("seq");
+            object.insert("type".into(), "account".into());
+            value
+        }
+        PositionEvent::MarkPrice { market, price_ticks } => {
+            json!({ "type": "mark_price", "symbol": symbol(*market), "price": price(*market, *price_ticks) })
+        }
+        PositionEvent::LiquidationStarted { user_id, equity_units, maintenance_margin_units } => json!({
+            "type": "liquidation", "user_id": user_id.0, "equity": money.format_signed_units(*equity_units),
+            "maintenance_margin": money.format_signed_units(*maintenance_margin_units),
+        }),
+        PositionEvent::LiquidationOrder { user_id, market, order_id, side, qty_lots, bankruptcy_price_ticks } => {
+            json!({
+                "type": "liquidation_order", "user_id": user_id.0, "symbol": symbol(*market), "order_id": order_id.0,
+                "side": side.as_str(), "qty": qty(*market, *qty_lots), "bankruptcy_price": price(*market, *bankruptcy_price_ticks),
+            })
+        }
+        PositionEvent::AutoDeleverage {
+            market,
+            liquidated_user_id,
+            counterparty_user_id,
+            liquidated_side,
+            qty_lots,
+            price_ticks,
+        } => json!({
+            "type": "auto_deleverage", "symbol": symbol(*market), "liquidated_user_id": liquidated_user_id.0,
+            "counterparty_user_id": counterparty_user_id.0, "liquidated_side": liquidated_side.as_str(),
+            "qty": qty(*market, *qty_lots), "price": price(*market, *price_ticks),
+        }),
+        PositionEvent::InsuranceFund { balance_units, delta_units, user_id } => json!({
+            "type": "insurance_fund", "balance": money.format_signed_units(*balance_units),
+            "delta": money.format_signed_units(*delta_units), "user_id": user_id.map(|u| u.0),
+        }),
+        PositionEvent::Funding { market, rate, mark_price_ticks, paid_units, received_units } => json!({
+            "type": "funding", "symbol": symbol(*market), "rate": rate_text(*rate as i128),
+            "mark_price": price(*market, *mark_price_ticks), "paid": money.format_signed_units(*paid_units),
+            "received": money.format_signed_units(*received_units),
+        }),
+        PositionEvent::Ledger(ledger) => {
+            let mut value = ledger_json(ledger, 0, directory);
+            let object = value.as_object_mut().expect("an object");
+            object.remove("seq");
+            object.insert("type".into(), "ledger".into());
+            value
+        }
+        PositionEvent::Fee { user_id, market, trade_id, fee_units } => json!({
+            "type": "fee", "user_id": user_id.0, "symbol": symbol(*market), "trade_id": trade_id.0,
+            "fee": money.format_signed_units(*fee_units),
+        }),
+        PositionEvent::Rejected { user_id, order_id, reason } => json!({
+            "type": "position_rejected", "user_id": user_id.0, "order_id": order_id.map(|o| o.0), "reason": reason.as_str(),
+        }),
+    }
 }

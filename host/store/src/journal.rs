@@ -90,6 +90,31 @@ impl Store {
         }
     }
 
+    /// The timestamp of one record (checked).
+    pub fn journal_ts(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+        match self.get(Family::Journal, &seq_key(seq))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(decode_record(seq, &bytes)?.ts_ns)),
+        }
+    }
+
+    /// The last sequence number whose timestamp is at or before `ts_ns` (0 if
+    /// none). Timestamps never decrease along the journal, so this is a binary
+    /// search: O(log n) reads.
+    pub fn journal_seq_at_time(&self, ts_ns: u64) -> Result<u64, StoreError> {
+        let Some(last) = self.journal_last_seq()? else { return Ok(0) };
+        let (mut low, mut high) = (0u64, last);
+        // Invariant: ts(low) <= ts_ns (or low == 0), and every seq above high is later.
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            match self.journal_ts(middle)? {
+                Some(ts) if ts <= ts_ns => low = middle,
+                _ => high = middle - 1,
+            }
+        }
+        Ok(low)
+    }
+
     /// Records from `from_seq` on, checked, in order, with no gap allowed.
     pub fn journal_from(&self, from_seq: u64) -> impl Iterator<Item = Result<JournalRecord, StoreError>> + '_ {
         let mut expected = from_seq;

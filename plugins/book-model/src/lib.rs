@@ -230,8 +230,33 @@ impl ModelBook {
         self.resting.iter().position(|o| o.order_id == order_id && o.user_id == user_id)
     }
 
-    /// Apply one command, returning the events a matching module must emit.
+    /// Apply one command, returning the events a matching module must emit,
+    /// level changes included (found by comparing the depth before and after).
     pub fn apply(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
+        let before = self.depth();
+        let mut events = self.apply_command(command);
+        let after = self.depth();
+        let mut changed: Vec<(Side, u64, u64)> = Vec::new();
+        for (side, old, new) in [(Side::Buy, &before.0, &after.0), (Side::Sell, &before.1, &after.1)] {
+            let mut prices: Vec<u64> = old.iter().chain(new.iter()).map(|l| l.price_ticks).collect();
+            prices.sort_unstable();
+            prices.dedup();
+            for price in prices {
+                let qty = |levels: &[Level]| levels.iter().find(|l| l.price_ticks == price).map_or(0, |l| l.qty_lots);
+                if qty(old) != qty(new) {
+                    changed.push((side, price, qty(new)));
+                }
+            }
+        }
+        events.extend(changed.into_iter().map(|(side, price_ticks, qty_lots)| MatchingEvent::Level {
+            side,
+            price_ticks,
+            qty_lots,
+        }));
+        events
+    }
+
+    fn apply_command(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
         match command {
             MatchingCommand::Place(p) => self.place(p),
             MatchingCommand::Cancel { order_id, user_id } => match self.position(*order_id, *user_id) {

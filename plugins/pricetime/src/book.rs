@@ -65,9 +65,39 @@ pub struct Book {
     by_user: BTreeSet<(UserId, OrderId)>,
     bids: BTreeMap<u64, Level>,
     asks: BTreeMap<u64, Level>,
+    /// Levels changed by the current command, with their total before it.
+    /// Scratch, not state: empty between commands.
+    touched: Vec<(Side, u64, u64)>,
 }
 
 impl Book {
+    /// Remember a level's total before the command first changes it.
+    fn touch(&mut self, side: Side, price: u64) {
+        if !self.touched.iter().any(|&(s, p, _)| s == side && p == price) {
+            let before = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
+            self.touched.push((side, price, before));
+        }
+    }
+
+    /// Forget recorded level changes (after building a book from a snapshot).
+    pub fn forget_changes(&mut self) {
+        self.touched.clear();
+    }
+
+    /// The levels whose total the command changed, with their new totals, bids
+    /// then asks, each by ascending price; and forget them.
+    pub fn take_changed_levels(&mut self) -> Vec<(Side, u64, u64)> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable_by_key(|&(side, price, _)| (side, price));
+        touched
+            .into_iter()
+            .filter_map(|(side, price, before)| {
+                let after = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
+                (after != before).then_some((side, price, after))
+            })
+            .collect()
+    }
+
     pub fn resting_count(&self) -> usize {
         self.index.len()
     }
@@ -156,6 +186,7 @@ impl Book {
         debug_assert!(order.remaining_lots() > 0);
         debug_assert!(!self.index.contains_key(&order.order_id));
         let (side, price, remaining) = (order.side, order.price_ticks, order.remaining_lots());
+        self.touch(side, price);
         self.by_user.insert((order.user_id, order.order_id));
         let slot = Slot { order, prev: NIL, next: NIL };
         let slot_id = match self.free.pop() {
@@ -194,6 +225,7 @@ impl Book {
             let order = &self.slots[slot_id as usize].order;
             (order.side, order.price_ticks, order.remaining_lots(), order.order_id, order.user_id)
         };
+        self.touch(side, price);
         if prev != NIL {
             self.slots[prev as usize].next = next;
         }
@@ -229,6 +261,7 @@ impl Book {
             order.filled_lots += qty_lots;
             (order.side, order.price_ticks)
         };
+        self.touch(side, price);
         self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= qty_lots;
         &self.slots[handle.0 as usize].order
     }
@@ -242,6 +275,7 @@ impl Book {
             order.qty_lots = new_qty_lots;
             (order.side, order.price_ticks, reduction)
         };
+        self.touch(side, price);
         self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= reduction;
         &self.slots[handle.0 as usize].order
     }

@@ -82,6 +82,17 @@ impl PriceTimeBook {
         self.book.check_invariants()
     }
 
+    fn apply_command(&mut self, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
+        match command {
+            MatchingCommand::Place(order) => self.place(order, events),
+            MatchingCommand::Cancel { order_id, user_id } => self.cancel(*order_id, *user_id, events),
+            MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
+                self.amend(*order_id, *user_id, *price_ticks, *qty_lots, events)
+            }
+            MatchingCommand::MassCancel { user_id } => self.mass_cancel(*user_id, events),
+        }
+    }
+
     fn take_trade_id(&mut self) -> TradeId {
         self.last_trade_id += 1;
         TradeId(self.last_trade_id)
@@ -411,13 +422,9 @@ impl MatchingModule for PriceTimeBook {
     }
 
     fn apply(&mut self, _ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
-        match command {
-            MatchingCommand::Place(order) => self.place(order, events),
-            MatchingCommand::Cancel { order_id, user_id } => self.cancel(*order_id, *user_id, events),
-            MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
-                self.amend(*order_id, *user_id, *price_ticks, *qty_lots, events)
-            }
-            MatchingCommand::MassCancel { user_id } => self.mass_cancel(*user_id, events),
+        self.apply_command(command, events);
+        for (side, price_ticks, qty_lots) in self.book.take_changed_levels() {
+            events.push(MatchingEvent::Level { side, price_ticks, qty_lots });
         }
     }
 

@@ -83,6 +83,7 @@ pub fn read(bytes: &[u8]) -> Result<(MarketConfig, u64, Book), ModuleError> {
         }
         book.insert(order);
     }
+    book.forget_changes();
     book.check_invariants().map_err(|error| ModuleError::new(format!("snapshot is inconsistent: {error}")))?;
     Ok((snapshot.config, snapshot.last_trade_id, book))
 }

@@ -22,10 +22,13 @@ impl Fixture {
         Fixture { book: PriceTimeBook::init(&config).unwrap(), next_id: 0 }
     }
 
+    /// Apply a command; returns its events without the trailing level changes
+    /// (checked on their own in `level_changes_are_reported_once_in_canonical_order`).
     fn apply(&mut self, command: MatchingCommand) -> Vec<MatchingEvent> {
         let mut events = Vec::new();
         self.book.apply(&CTX, &command, &mut events);
         self.book.check_invariants().unwrap();
+        events.retain(|event| !matches!(event, MatchingEvent::Level { .. }));
         events
     }
 
@@ -368,6 +371,44 @@ fn snapshot_restore_round_trips_the_exact_queues() {
     let mut restored = restored;
     assert_eq!(sweep(&mut f.book), sweep(&mut restored));
     assert!(PriceTimeBook::restore(&bytes[..bytes.len() - 1]).is_err());
+}
+
+#[test]
+fn level_changes_are_reported_once_in_canonical_order() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 101, 5);
+    f.limit(1, Side::Sell, 102, 5);
+    f.limit(2, Side::Buy, 99, 5);
+    let mut events = Vec::new();
+    // Sweeps 101 completely and 102 partly, then rests the remainder at 103: three
+    // levels change, the bid side not at all.
+    f.book.apply(
+        &CTX,
+        &MatchingCommand::Place(PlaceOrder {
+            order_id: OrderId(50),
+            user_id: UserId(3),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            price_ticks: 103,
+            qty_lots: 12,
+            time_in_force: TimeInForce::Gtc,
+            self_trade_prevention: SelfTradePrevention::CancelTaker,
+        }),
+        &mut events,
+    );
+    let levels: Vec<(Side, u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            MatchingEvent::Level { side, price_ticks, qty_lots } => Some((*side, *price_ticks, *qty_lots)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(levels, vec![(Side::Buy, 103, 2), (Side::Sell, 101, 0), (Side::Sell, 102, 0)]);
+    assert!(matches!(events.last(), Some(MatchingEvent::Level { .. })), "level changes come last");
+    // A refused command changes no level.
+    let mut events = Vec::new();
+    f.book.apply(&CTX, &MatchingCommand::Cancel { order_id: OrderId(999), user_id: UserId(1) }, &mut events);
+    assert_eq!(events.len(), 1);
 }
 
 // ---- property test against the model ----

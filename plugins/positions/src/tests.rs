@@ -1,0 +1,376 @@
+//! Scenario tests per rule, with the book's part played by hand-made events,
+//! and a property test that checks the invariants after every step of random
+//! flows with marks, liquidations, ADL and funding.
+
+use exhost_guest_sdk::*;
+use proptest::prelude::*;
+
+use super::Positions;
+
+const BTC: MarketId = MarketId(0);
+/// tick 0.1 USD × lot 0.001 BTC = 0.0001 USD = 100 micro-dollars.
+const K: u64 = 100;
+const USD: i128 = 1_000_000;
+
+fn risk() -> MarketRisk {
+    MarketRisk {
+        market: BTC,
+        units_per_tick_lot: K,
+        initial_margin_rate: 10_000_000,
+        maintenance_margin_rate: 5_000_000,
+        maker_fee_rate: 20_000,
+        taker_fee_rate: 50_000,
+        liquidation_fee_rate: 500_000,
+        price_ticks_max: 1 << 40,
+    }
+}
+
+struct Harness {
+    module: Positions,
+    seq: u64,
+    next_trade: u64,
+    next_order: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let config =
+            PositionConfig { settlement_asset: "USD".into(), follow_ups_per_command_max: 1000, params: vec![] };
+        let mut h = Harness { module: Positions::init(&config).unwrap(), seq: 0, next_trade: 0, next_order: 0 };
+        h.run(PositionCommand::AddMarket(risk()));
+        h
+    }
+
+    fn run(&mut self, command: PositionCommand) -> PositionOutput {
+        self.seq += 1;
+        let mut out = PositionOutput::default();
+        self.module.apply(&CommandContext { seq: self.seq, ts_ns: self.seq }, &command, &mut out);
+        out
+    }
+
+    fn deposit(&mut self, user: u64, usd: i128) {
+        self.run(PositionCommand::Deposit { user_id: Some(UserId(user)), amount_units: (usd * USD) as u64 });
+    }
+
+    /// A trade on the book: taker `taker` buys or sells `qty` lots at `price` ticks from `maker`.
+    fn trade(&mut self, taker: u64, maker: u64, taker_side: Side, qty: u64, price: u64) -> PositionOutput {
+        self.next_trade += 1;
+        self.next_order += 2;
+        let trade = Trade {
+            trade_id: TradeId(self.next_trade),
+            price_ticks: price,
+            qty_lots: qty,
+            taker_side,
+            maker_order_id: OrderId(self.next_order),
+            maker_user_id: UserId(maker),
+            taker_order_id: OrderId(self.next_order + 1),
+            taker_user_id: UserId(taker),
+        };
+        let out = self.run(PositionCommand::Settle { market: BTC, events: vec![MatchingEvent::Trade(trade)] });
+        self.module.check_invariants().unwrap();
+        out
+    }
+
+    fn account(&self, user: u64) -> AccountState {
+        match self.module.query(&PositionQuery::Account { user_id: UserId(user) }) {
+            PositionQueryResult::Account(Some(state)) => state,
+            other => panic!("no account {user}: {other:?}"),
+        }
+    }
+
+    fn size(&self, user: u64) -> i64 {
+        self.account(user).positions.iter().find(|p| p.market == BTC).map_or(0, |p| p.size_lots)
+    }
+
+    /// Play the book for follow-ups: cancels cancel nothing, liquidation orders
+    /// fill `fill_lots` against `maker` at their limit price, the rest is cancelled.
+    /// Follow-ups of the answers are carried out in turn, like the engine does.
+    fn book_answers(&mut self, follow_ups: Vec<FollowUp>, maker: u64, fill_lots: u64) -> Vec<PositionOutput> {
+        let mut outputs = Vec::new();
+        let mut queue: std::collections::VecDeque<FollowUp> = follow_ups.into();
+        while let Some(follow_up) = queue.pop_front() {
+            if let FollowUp::LiquidationOrder { order_id, user_id, side, qty_lots, price_ticks, .. } = follow_up {
+                let mut events = Vec::new();
+                let filled = fill_lots.min(qty_lots);
+                if filled > 0 {
+                    self.next_trade += 1;
+                    events.push(MatchingEvent::Trade(Trade {
+                        trade_id: TradeId(self.next_trade),
+                        price_ticks,
+                        qty_lots: filled,
+                        taker_side: side,
+                        maker_order_id: OrderId(999_999),
+                        maker_user_id: UserId(maker),
+                        taker_order_id: order_id,
+                        taker_user_id: user_id,
+                    }));
+                }
+                events.push(MatchingEvent::Order(OrderUpdate {
+                    order_id,
+                    user_id,
+                    side,
+                    price_ticks,
+                    qty_lots,
+                    filled_lots: filled,
+                    status: if filled == qty_lots { OrderStatus::Filled } else { OrderStatus::Cancelled },
+                    reason: None,
+                }));
+                let out = self.run(PositionCommand::Settle { market: BTC, events });
+                queue.extend(out.follow_ups.iter().cloned());
+                outputs.push(out);
+            }
+        }
+        self.module.check_invariants().unwrap();
+        outputs
+    }
+}
+
+fn events_of<T>(out: &PositionOutput, pick: impl Fn(&PositionEvent) -> Option<T>) -> Vec<T> {
+    out.events.iter().filter_map(pick).collect()
+}
+
+#[test]
+fn deposits_withdrawals_and_the_ledger() {
+    let mut h = Harness::new();
+    h.deposit(1, 1_000);
+    let out = h.run(PositionCommand::Withdraw { user_id: UserId(1), amount_units: (2_000 * USD) as u64 });
+    assert_eq!(out.rejection(), Some(Reason::InsufficientMargin));
+    let out = h.run(PositionCommand::Withdraw { user_id: UserId(1), amount_units: (400 * USD) as u64 });
+    assert_eq!(out.rejection(), None);
+    assert_eq!(h.account(1).balance_units, 600 * USD);
+    let ledger = h.module.ledger();
+    assert_eq!(
+        (ledger.deposits_units, ledger.withdrawals_units, ledger.user_balances_units),
+        (1_000 * USD, 400 * USD, 600 * USD)
+    );
+    h.module.check_invariants().unwrap();
+}
+
+#[test]
+fn fills_move_positions_fees_and_realized_pnl_exactly() {
+    let mut h = Harness::new();
+    h.deposit(1, 10_000);
+    h.deposit(2, 10_000);
+    // User 1 buys 1 BTC (1000 lots) at 27,000.0 (270,000 ticks) from maker 2.
+    h.trade(1, 2, Side::Buy, 1_000, 270_000);
+    let notional = 27_000 * USD;
+    let (taker_fee, maker_fee) = (notional * 5 / 10_000, notional * 2 / 10_000);
+    assert_eq!(h.account(1).balance_units, 10_000 * USD - taker_fee);
+    assert_eq!(h.account(2).balance_units, 10_000 * USD - maker_fee);
+    assert_eq!((h.size(1), h.size(2)), (1_000, -1_000));
+    // Half closed at 28,000: +500 USD realized for 1, -500 for 2.
+    h.trade(1, 2, Side::Sell, 500, 280_000);
+    let a1 = h.account(1);
+    let p1 = &a1.positions[0];
+    assert_eq!(p1.realized_pnl_units, 500 * USD);
+    assert_eq!(p1.entry_price_ticks, 270_000);
+    // Mark is 27,000 (the first trade); upnl of the remaining 0.5 BTC is 0.
+    assert_eq!(p1.unrealized_pnl_units, 0);
+    assert_eq!(h.account(2).positions[0].realized_pnl_units, -500 * USD);
+    // Flip through zero: user 1 sells 1.5 BTC, ends short 1 BTC at 26,000.
+    h.trade(1, 2, Side::Sell, 1_500, 260_000);
+    assert_eq!((h.size(1), h.size(2)), (-1_000, 1_000));
+    assert_eq!(h.account(1).positions[0].entry_price_ticks, 260_000);
+    assert_eq!(h.account(1).positions[0].realized_pnl_units, 500 * USD - 500 * USD);
+    assert_eq!(h.module.ledger().fees_units > 0, true);
+}
+
+#[test]
+fn pre_trade_checks_margin_and_reduce_only() {
+    let mut h = Harness::new();
+    h.deposit(1, 1_000);
+    let intent = |qty: u64, reduce_only: bool, side: Side, order_type: OrderType| {
+        PositionCommand::CheckOrder(OrderIntent {
+            market: BTC,
+            order_id: OrderId(1),
+            user_id: UserId(1),
+            side,
+            order_type,
+            price_ticks: 270_000,
+            qty_lots: qty,
+            reduce_only,
+        })
+    };
+    // 10% initial margin: 1,000 USD carries 10,000 USD of notional = 0.370 BTC at 27,000.
+    assert_eq!(h.run(intent(370, false, Side::Buy, OrderType::Limit)).rejection(), None);
+    assert_eq!(h.run(intent(371, false, Side::Buy, OrderType::Limit)).rejection(), Some(Reason::InsufficientMargin));
+    assert_eq!(h.run(intent(1, true, Side::Sell, OrderType::Limit)).rejection(), Some(Reason::ReduceOnlyViolation));
+    assert_eq!(h.run(intent(1, false, Side::Buy, OrderType::Market)).rejection(), Some(Reason::NoMarkPrice));
+    // A resting order uses margin too.
+    h.run(PositionCommand::Settle {
+        market: BTC,
+        events: vec![MatchingEvent::Order(OrderUpdate {
+            order_id: OrderId(7),
+            user_id: UserId(1),
+            side: Side::Buy,
+            price_ticks: 270_000,
+            qty_lots: 300,
+            filled_lots: 0,
+            status: OrderStatus::New,
+            reason: None,
+        })],
+    });
+    assert_eq!(h.run(intent(71, false, Side::Buy, OrderType::Limit)).rejection(), Some(Reason::InsufficientMargin));
+    assert_eq!(h.account(1).initial_margin_units, 810 * USD);
+}
+
+#[test]
+fn liquidation_through_the_book_then_adl_and_the_fee_to_the_fund() {
+    let mut h = Harness::new();
+    h.deposit(1, 3_000); // the victim: long 1 BTC at 27,000 with 3,000 USD
+    h.deposit(2, 50_000); // short against 1
+    h.deposit(3, 50_000); // a second short, less profitable
+    h.deposit(4, 50_000); // the book's buyer
+    h.trade(1, 2, Side::Buy, 600, 270_000);
+    h.trade(1, 3, Side::Buy, 400, 270_000);
+    // Mark 25,000: equity about 3,000 - 2,000 - fees = ~986; maintenance 5% of 25,000 = 1,250.
+    let out = h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: 250_000 });
+    assert!(events_of(&out, |e| matches!(e, PositionEvent::LiquidationStarted { .. }).then_some(())).len() == 1);
+    let bankruptcy = events_of(&out, |e| match e {
+        PositionEvent::LiquidationOrder { bankruptcy_price_ticks, qty_lots, side, .. } => {
+            Some((*bankruptcy_price_ticks, *qty_lots, *side))
+        }
+        _ => None,
+    });
+    let (bankruptcy, qty, side) = bankruptcy[0];
+    assert_eq!((qty, side), (1_000, Side::Sell));
+    assert!(bankruptcy < 250_000 && bankruptcy > 240_000, "bankruptcy price {bankruptcy}");
+    // The book takes 0.3 BTC at the bankruptcy price; 0.7 BTC is deleveraged.
+    let outputs = h.book_answers(out.follow_ups, 4, 300);
+    let adl = events_of(&outputs[0], |e| match e {
+        PositionEvent::AutoDeleverage { counterparty_user_id, qty_lots, price_ticks, .. } => {
+            Some((counterparty_user_id.0, *qty_lots, *price_ticks))
+        }
+        _ => None,
+    });
+    // Users 2 and 3 are equally profitable per unit; 2 is more leveraged (larger
+    // position, same equity), so 2 goes first and absorbs all 0.6 BTC it has.
+    assert_eq!(adl, vec![(2, 600, 250_000), (3, 100, 250_000)]);
+    assert_eq!((h.size(1), h.size(2), h.size(3), h.size(4)), (0, 0, -300, 300));
+    // The fund took the liquidation fee out of what was left.
+    let fund = h.module.ledger().insurance_fund_units;
+    assert!(fund > 0, "fund {fund}");
+    assert_eq!(fund, (25_000 * USD) * 5 / 1_000);
+    h.module.check_invariants().unwrap();
+}
+
+#[test]
+fn an_insolvent_account_is_covered_by_the_fund_then_socialised() {
+    let mut h = Harness::new();
+    h.run(PositionCommand::Deposit { user_id: None, amount_units: (100 * USD) as u64 });
+    h.deposit(1, 3_000);
+    h.deposit(2, 50_000);
+    h.trade(1, 2, Side::Buy, 1_000, 270_000);
+    // A gap to 20,000: equity 3,000 - 7,000 = -4,000 (minus fees). The fund has 100.
+    let out = h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: 200_000 });
+    let outputs = h.book_answers(out.follow_ups, 4, 0);
+    let adl = events_of(&outputs[0], |e| match e {
+        PositionEvent::AutoDeleverage { price_ticks, .. } => Some(*price_ticks),
+        _ => None,
+    });
+    // Closed above the mark: the counterparty bears what the fund could not.
+    assert!(adl[0] > 200_000, "{adl:?}");
+    let ledger = h.module.ledger().clone();
+    assert_eq!(ledger.insurance_fund_units, 0, "the fund paid all it had");
+    assert_eq!(h.account(1).balance_units, 0, "the liquidated account ends at zero");
+    h.module.check_invariants().unwrap();
+}
+
+#[test]
+fn funding_is_zero_sum_with_the_rounding_to_the_fund() {
+    let mut h = Harness::new();
+    h.deposit(1, 10_000);
+    h.deposit(2, 10_000);
+    h.deposit(3, 10_000);
+    h.trade(1, 2, Side::Buy, 3, 270_001);
+    h.trade(3, 2, Side::Buy, 7, 270_001);
+    let before: Vec<i128> = (1..=3).map(|u| h.account(u).balance_units).collect();
+    // 0.01% at mark 27,000.1: longs (1, 3) pay, the short (2) receives.
+    let out = h.run(PositionCommand::Funding { market: BTC, rate: 10_000 });
+    let after: Vec<i128> = (1..=3).map(|u| h.account(u).balance_units).collect();
+    let paid = (before[0] - after[0]) + (before[2] - after[2]);
+    let received = after[1] - before[1];
+    assert!(paid > 0 && received > 0);
+    assert!(paid - received >= 0 && paid - received <= 2, "rounding at most one unit per payer");
+    assert_eq!(h.module.ledger().insurance_fund_units, paid - received);
+    assert!(matches!(out.events.iter().find(|e| matches!(e, PositionEvent::Funding { .. })), Some(_)));
+    h.module.check_invariants().unwrap();
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let mut h = Harness::new();
+    h.deposit(1, 10_000);
+    h.deposit(2, 10_000);
+    h.trade(1, 2, Side::Buy, 123, 270_005);
+    let mut bytes = Vec::new();
+    h.module.snapshot(&mut bytes);
+    let restored = Positions::restore(&bytes).unwrap();
+    assert_eq!(restored, h.module);
+    assert!(Positions::restore(&bytes[..bytes.len() - 2]).is_err());
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Trade { taker: u64, maker: u64, buy: bool, qty: u64, price: u64 },
+    Mark { price: u64 },
+    Funding { rate: i64 },
+    Withdraw { user: u64, usd: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u64..=5, 1u64..=5, any::<bool>(), 1u64..=400, 240_000u64..=300_000)
+            .prop_filter("two users", |(a, b, ..)| a != b)
+            .prop_map(|(taker, maker, buy, qty, price)| Step::Trade { taker, maker, buy, qty, price }),
+        2 => (200_000u64..=340_000).prop_map(|price| Step::Mark { price }),
+        1 => (-50_000i64..=50_000).prop_map(|rate| Step::Funding { rate }),
+        1 => (1u64..=5, 1u64..=3_000).prop_map(|(user, usd)| Step::Withdraw { user, usd }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Sizes sum to zero, the books balance to the unit, no liquidation
+    /// outlives its command, and nobody is left below maintenance margin after
+    /// a mark update, over random flows including liquidations, ADL, funding.
+    #[test]
+    fn invariants_hold_at_every_step(steps in proptest::collection::vec(step(), 1..120), fills in 0u64..300) {
+        let mut h = Harness::new();
+        h.run(PositionCommand::Deposit { user_id: None, amount_units: (500 * USD) as u64 });
+        for user in 1..=5 {
+            h.deposit(user, 2_000 + 1_000 * user as i128);
+        }
+        for step in steps {
+            match step {
+                Step::Trade { taker, maker, buy, qty, price } => {
+                    h.trade(taker, maker, if buy { Side::Buy } else { Side::Sell }, qty, price);
+                }
+                Step::Mark { price } => {
+                    let out = h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: price });
+                    // Liquidation orders fill partly against user 6, who has no position to start with.
+                    let outputs = h.book_answers(out.follow_ups.clone(), 6, fills);
+                    let victims: Vec<u64> = std::iter::once(&out).chain(outputs.iter()).flat_map(|o| o.events.iter()).filter_map(|e| match e {
+                        PositionEvent::LiquidationStarted { user_id, .. } => Some(user_id.0),
+                        _ => None,
+                    }).collect();
+                    for user in 1..=5 {
+                        if let PositionQueryResult::Account(Some(account)) = h.module.query(&PositionQuery::Account { user_id: UserId(user) })
+                            && victims.contains(&user)
+                        {
+                            prop_assert!(account.positions.iter().all(|p| p.size_lots == 0), "liquidated in full");
+                        }
+                    }
+                }
+                Step::Funding { rate } => {
+                    h.run(PositionCommand::Funding { market: BTC, rate });
+                }
+                Step::Withdraw { user, usd } => {
+                    h.run(PositionCommand::Withdraw { user_id: UserId(user), amount_units: usd * USD as u64 });
+                }
+            }
+            prop_assert_eq!(h.module.check_invariants(), Ok(()));
+        }
+    }
+}
