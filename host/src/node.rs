@@ -167,8 +167,14 @@ pub struct SnapshotTaken {
     pub size_bytes: u64,
 }
 
+/// How many applied batches live subscribers may fall behind before they are
+/// told to resubscribe (they then resume from the stored event log).
+pub const LIVE_BATCHES_BUFFERED: usize = 4_096;
+
 pub struct Node {
     submit_tx: Mutex<Option<mpsc::Sender<Submission>>>,
+    /// Every applied batch's events, after they are durable and stored.
+    pub live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     engine_tx: mpsc::Sender<EngineInput>,
     pub directory: Arc<RwLock<Directory>>,
     pub store: Store,
@@ -181,6 +187,7 @@ impl Node {
     pub fn start(store: Store, engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
         let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry())));
         let health = Arc::new(Health::default());
+        let (live, _) = tokio::sync::broadcast::channel(LIVE_BATCHES_BUFFERED);
         let (submit_tx, submit_rx) = mpsc::channel(settings.submit_queue_max.max(1));
         // A few batches in flight between the threads: enough to overlap, bounded for memory.
         let (engine_tx, engine_rx) = mpsc::channel(64);
@@ -196,16 +203,17 @@ impl Node {
                 .expect("the sequencer thread starts")
         };
         let engine_thread = {
-            let (store, health, directory) = (store.clone(), health.clone(), directory.clone());
+            let (store, health, directory, live) = (store.clone(), health.clone(), directory.clone(), live.clone());
             std::thread::Builder::new()
                 .name("exhost-engine".into())
                 .spawn(move || {
-                    EngineLoop { engine, store, health, directory, settings, last_snapshot_seq }.run(engine_rx)
+                    EngineLoop { engine, store, health, directory, settings, last_snapshot_seq, live }.run(engine_rx)
                 })
                 .expect("the engine thread starts")
         };
         Node {
             submit_tx: Mutex::new(Some(submit_tx)),
+            live,
             engine_tx,
             directory,
             store,
@@ -349,6 +357,7 @@ struct EngineLoop {
     directory: Arc<RwLock<Directory>>,
     settings: NodeSettings,
     last_snapshot_seq: u64,
+    live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
 }
 
 impl EngineLoop {
@@ -417,6 +426,12 @@ impl EngineLoop {
         }
         metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
+        // Published only now: durable, applied and stored, so a subscriber that
+        // reads the stored log and then follows this stream misses nothing.
+        if self.live.receiver_count() > 0 {
+            let events: Vec<Event> = replies.iter().flat_map(|(_, applied)| applied.events.iter().cloned()).collect();
+            let _ = self.live.send(Arc::new(events));
+        }
         for (reply, applied) in replies {
             let _ = reply.send(Ok(applied));
         }

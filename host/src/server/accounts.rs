@@ -72,6 +72,9 @@ pub(super) async fn withdraw(State(state): State<AppState>, trader: Trader) -> A
 pub(super) struct AsOf {
     at_seq: Option<u64>,
     at_time: Option<u64>,
+    /// `replay`: answer from the position module rebuilt at that point (snapshot
+    /// plus journal) instead of the read model, to cross-check the two.
+    source: Option<String>,
 }
 
 impl AsOf {
@@ -91,10 +94,28 @@ impl AsOf {
     }
 }
 
-fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiResult<Json<Value>> {
+async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiResult<Json<Value>> {
     settlement(state)?;
     let seq = as_of.resolve(state)?;
-    let found = readmodel::account_at(&state.store, user_id, seq).map_err(internal)?;
+    let found = match as_of.source.as_deref() {
+        None | Some("read_model") => readmodel::account_at(&state.store, user_id, seq).map_err(internal)?,
+        Some("replay") => {
+            let (store, loader) = (state.store.clone(), state.loader.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut engine = crate::recovery::engine_at(&store, loader, seq)?;
+                Ok(match engine.query_position(&exhost_guest_sdk::PositionQuery::Account { user_id })? {
+                    exhost_guest_sdk::PositionQueryResult::Account(account) => account.map(|a| (seq, a)),
+                    _ => None,
+                })
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|error| ApiError::internal(format!("{error:#}")))?
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("source must be read_model or replay, not {other:?}")));
+        }
+    };
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
     let account = found.map(|(_, account)| account).unwrap_or_else(|| exhost_guest_sdk::AccountState {
         user_id,
@@ -115,7 +136,7 @@ pub(super) async fn account(
     Query(as_of): Query<AsOf>,
     trader: Trader,
 ) -> ApiResult<Json<Value>> {
-    account_answer(&state, trader.user_id, &as_of)
+    account_answer(&state, trader.user_id, &as_of).await
 }
 
 pub(super) async fn admin_account(
@@ -128,7 +149,7 @@ pub(super) async fn admin_account(
     if !state.node.directory.read().unwrap_or_else(|p| p.into_inner()).user_ids.contains_key(&UserId(user_id)) {
         return Err(ApiError::not_found(format!("no user {user_id}")));
     }
-    account_answer(&state, UserId(user_id), &as_of)
+    account_answer(&state, UserId(user_id), &as_of).await
 }
 
 #[derive(Deserialize)]

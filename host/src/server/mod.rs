@@ -9,6 +9,7 @@ pub mod error;
 mod market;
 mod trading;
 pub mod views;
+mod ws;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/v1/markets", get(market::list_markets))
         .route("/v1/markets/{symbol}/book", get(market::book))

@@ -1,0 +1,358 @@
+//! The WebSocket API (`/ws`): public `trades` and `book` channels, the
+//! authenticated `user` channel, and the operator's `events` channel that
+//! follows the whole event log from any sequence number, then live.
+//!
+//! No gap, no duplicate: a connection subscribes to the live stream before it
+//! reads anything stored, the node publishes a batch only after it is durable,
+//! applied and stored, and the connection drops live events at or below the
+//! last sequence it already sent. A book subscription starts with a snapshot
+//! taken after every command applied so far and its `seq`; every later diff
+//! carries the `seq` that caused it.
+//!
+//! A subscriber that falls more than `LIVE_BATCHES_BUFFERED` batches behind is
+//! told `lagged` with the sequence to resume from, and the socket is closed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use exhost_engine::{Event, EventBody, MarketId};
+use exhost_guest_sdk::{Level, MatchingEvent, MatchingQuery, MatchingQueryResult, PositionEvent, Side, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::views::{event_json, trade_json};
+use crate::readmodel::{self, TradeView};
+
+/// Largest message a client may send.
+const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
+/// Stored events sent per read while catching up.
+const CATCH_UP_PAGE_EVENTS: usize = 2_000;
+
+pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    // Operators may authenticate with the same bearer header as the HTTP API.
+    let operator = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())));
+    upgrade
+        .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| Connection::new(state, socket, operator).run())
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe { channel: String, symbol: Option<String>, from_seq: Option<u64> },
+    Auth { api_key: String, timestamp: String, signature: String },
+    AuthOperator { token: String },
+    Ping,
+}
+
+struct Connection {
+    state: AppState,
+    socket: WebSocket,
+    operator: bool,
+    user: Option<UserId>,
+    trades: BTreeSet<MarketId>,
+    /// Book subscriptions, with the sequence of their snapshot.
+    books: Vec<(MarketId, u64)>,
+    user_channel: bool,
+    /// The operator's event stream: the last sequence already sent.
+    events_through: Option<u64>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    fn new(state: AppState, socket: WebSocket, operator: bool) -> Connection {
+        Connection {
+            state,
+            socket,
+            operator,
+            user: None,
+            trades: BTreeSet::new(),
+            books: Vec::new(),
+            user_channel: false,
+            events_through: None,
+        }
+    }
+
+    async fn send(&mut self, value: Value) -> Flow {
+        match self.socket.send(Message::Text(value.to_string().into())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn error(&mut self, code: &str, message: impl Into<String>) -> Flow {
+        self.send(json!({ "type": "error", "error": { "code": code, "message": message.into() } })).await
+    }
+
+    async fn run(mut self) {
+        let mut live = self.state.node.live.subscribe();
+        loop {
+            let flow = tokio::select! {
+                incoming = self.socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => self.on_message(text.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => self.error("bad_request", "messages are JSON text").await,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Flow::Close,
+                },
+                batch = live.recv() => match batch {
+                    Ok(events) => self.on_live(&events).await,
+                    Err(RecvError::Lagged(_)) => {
+                        let resume = self.events_through.map_or(0, |seq| seq + 1);
+                        let _ = self.error("lagged", format!("this connection fell behind; resubscribe from_seq {resume}")).await;
+                        Flow::Close
+                    }
+                    Err(RecvError::Closed) => Flow::Close,
+                },
+            };
+            if matches!(flow, Flow::Close) {
+                let _ = self.socket.send(Message::Close(None)).await;
+                return;
+            }
+        }
+    }
+
+    async fn on_message(&mut self, text: &str) -> Flow {
+        let message: ClientMessage = match serde_json::from_str(text) {
+            Ok(message) => message,
+            Err(error) => return self.error("bad_request", format!("invalid message: {error}")).await,
+        };
+        match message {
+            ClientMessage::Ping => self.send(json!({ "type": "pong" })).await,
+            ClientMessage::AuthOperator { token } => {
+                if bool::from(token.as_bytes().ct_eq(self.state.admin_token.as_bytes())) {
+                    self.operator = true;
+                    self.send(json!({ "type": "authenticated", "role": "operator" })).await
+                } else {
+                    self.error("forbidden", "the operator token is not valid").await
+                }
+            }
+            ClientMessage::Auth { api_key, timestamp, signature } => {
+                match self.state.verify_signature(&api_key, &timestamp, &signature, "GET", "/ws", b"") {
+                    Ok(user_id) => {
+                        self.user = Some(user_id);
+                        self.send(json!({ "type": "authenticated", "role": "user", "user_id": user_id.0 })).await
+                    }
+                    Err(error) => self.error(error.code, error.message).await,
+                }
+            }
+            ClientMessage::Subscribe { channel, symbol, from_seq } => self.subscribe(&channel, symbol, from_seq).await,
+        }
+    }
+
+    fn market(&self, symbol: Option<&str>) -> Option<MarketId> {
+        let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        symbol.and_then(|symbol| directory.symbols.get(symbol).copied())
+    }
+
+    async fn subscribe(&mut self, channel: &str, symbol: Option<String>, from_seq: Option<u64>) -> Flow {
+        match channel {
+            "trades" | "book" => {
+                let Some(market) = self.market(symbol.as_deref()) else {
+                    return self.error("unknown_market", format!("no market {symbol:?}")).await;
+                };
+                if channel == "trades" {
+                    self.trades.insert(market);
+                    return self.send(json!({ "type": "subscribed", "channel": "trades", "symbol": symbol })).await;
+                }
+                match self.state.node.query(market, MatchingQuery::Depth { levels_max: u32::MAX }).await {
+                    Ok((seq, MatchingQueryResult::Depth { bids, asks })) => {
+                        self.books.push((market, seq));
+                        let snapshot = self.levels_json(market, &bids, &asks);
+                        self.send(json!({
+                            "channel": "book", "type": "snapshot", "symbol": symbol, "seq": seq,
+                            "bids": snapshot.0, "asks": snapshot.1,
+                        }))
+                        .await
+                    }
+                    Ok(_) => self.error("internal", "unexpected answer to a depth query").await,
+                    Err(error) => self.error("unavailable", error).await,
+                }
+            }
+            "user" => match self.user {
+                None => self.error("unauthorized", "send {\"op\":\"auth\", ...} first").await,
+                Some(_) => {
+                    self.user_channel = true;
+                    self.send(json!({ "type": "subscribed", "channel": "user" })).await
+                }
+            },
+            "events" => {
+                if !self.operator {
+                    return self.error("forbidden", "the events channel is for operators").await;
+                }
+                self.catch_up(from_seq.unwrap_or(1)).await
+            }
+            other => self.error("bad_request", format!("no channel {other:?}")).await,
+        }
+    }
+
+    /// Send the stored event log from `from_seq` to its end, then live follows.
+    async fn catch_up(&mut self, from_seq: u64) -> Flow {
+        self.events_through = Some(from_seq.saturating_sub(1));
+        if let Flow::Close = self.send(json!({ "type": "subscribed", "channel": "events", "from_seq": from_seq })).await
+        {
+            return Flow::Close;
+        }
+        let mut next = from_seq;
+        loop {
+            let store = self.state.store.clone();
+            let page =
+                tokio::task::spawn_blocking(move || readmodel::events_from(&store, next, CATCH_UP_PAGE_EVENTS)).await;
+            let (events, next_seq) = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(error)) => return self.error("internal", error.to_string()).await,
+                Err(error) => return self.error("internal", error.to_string()).await,
+            };
+            if events.is_empty() {
+                return Flow::Continue;
+            }
+            for event in &events {
+                if let Flow::Close = self.send_event(event).await {
+                    return Flow::Close;
+                }
+            }
+            next = next_seq;
+        }
+    }
+
+    async fn send_event(&mut self, event: &Event) -> Flow {
+        let value = {
+            let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+            event_json(event, &directory)
+        };
+        self.events_through = Some(event.seq);
+        self.send(json!({ "channel": "events", "event": value })).await
+    }
+
+    fn levels_json(&self, market: MarketId, bids: &[Level], asks: &[Level]) -> (Value, Value) {
+        let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        let Some(spec) = directory.markets.get(market.0 as usize) else { return (json!([]), json!([])) };
+        let render = |levels: &[Level]| -> Value {
+            levels
+                .iter()
+                .map(|l| json!([spec.price_scale.format_steps(l.price_ticks), spec.qty_scale.format_steps(l.qty_lots)]))
+                .collect()
+        };
+        (render(bids), render(asks))
+    }
+
+    async fn on_live(&mut self, events: &Arc<Vec<Event>>) -> Flow {
+        let mut out: Vec<Value> = Vec::new();
+        // Book diffs: one message per (market, seq), levels in the module's order.
+        let mut diffs: Vec<(MarketId, u64, Vec<Level>, Vec<Level>)> = Vec::new();
+        {
+            let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+            for event in events.iter() {
+                if let Some(through) = self.events_through
+                    && event.seq > through
+                {
+                    out.push(json!({ "channel": "events", "event": event_json(event, &directory) }));
+                }
+                match &event.body {
+                    EventBody::Matching { market, event: MatchingEvent::Trade(trade) }
+                        if self.trades.contains(market) =>
+                    {
+                        if let Some(spec) = directory.markets.get(market.0 as usize) {
+                            let view = TradeView {
+                                seq: event.seq,
+                                idx: event.idx,
+                                ts_ns: event.ts_ns,
+                                trade_id: trade.trade_id,
+                                price_ticks: trade.price_ticks,
+                                qty_lots: trade.qty_lots,
+                                taker_side: trade.taker_side,
+                            };
+                            let mut value = trade_json(&view, spec);
+                            value["symbol"] = json!(spec.symbol);
+                            out.push(json!({ "channel": "trades", "data": value }));
+                        }
+                    }
+                    EventBody::Matching { market, event: MatchingEvent::Level { side, price_ticks, qty_lots } } => {
+                        if self.books.iter().any(|(m, since)| m == market && event.seq > *since) {
+                            let level = Level { price_ticks: *price_ticks, qty_lots: *qty_lots };
+                            match diffs.last_mut() {
+                                Some((m, seq, bids, asks)) if m == market && *seq == event.seq => {
+                                    if *side == Side::Buy { bids.push(level) } else { asks.push(level) }
+                                }
+                                _ => {
+                                    let (bids, asks) =
+                                        if *side == Side::Buy { (vec![level], vec![]) } else { (vec![], vec![level]) };
+                                    diffs.push((*market, event.seq, bids, asks));
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if self.user_channel
+                    && let Some(user_id) = self.user
+                    && concerns(&event.body, user_id)
+                {
+                    out.push(json!({ "channel": "user", "event": event_json(event, &directory) }));
+                }
+            }
+        }
+        if let Some(last) = events.last()
+            && self.events_through.is_some_and(|through| last.seq > through)
+        {
+            self.events_through = Some(last.seq);
+        }
+        for (market, seq, bids, asks) in diffs {
+            let (bids, asks) = self.levels_json(market, &bids, &asks);
+            let symbol = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner()).markets[market.0 as usize]
+                .symbol
+                .clone();
+            out.push(
+                json!({ "channel": "book", "type": "diff", "symbol": symbol, "seq": seq, "bids": bids, "asks": asks }),
+            );
+        }
+        for value in out {
+            if let Flow::Close = self.send(value).await {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// Whether an event belongs on a user's own channel.
+fn concerns(body: &EventBody, user_id: UserId) -> bool {
+    match body {
+        EventBody::OrderReceived { user_id: owner, .. } => *owner == user_id,
+        EventBody::Matching { event, .. } => match event {
+            MatchingEvent::Order(update) => update.user_id == user_id,
+            MatchingEvent::Trade(trade) => trade.maker_user_id == user_id || trade.taker_user_id == user_id,
+            MatchingEvent::Rejected { user_id: owner, .. } => *owner == user_id,
+            MatchingEvent::Level { .. } => false,
+        },
+        EventBody::Position(event) => match event {
+            PositionEvent::Balance { user_id: owner, .. }
+            | PositionEvent::Position { user_id: owner, .. }
+            | PositionEvent::LiquidationStarted { user_id: owner, .. }
+            | PositionEvent::LiquidationOrder { user_id: owner, .. }
+            | PositionEvent::Fee { user_id: owner, .. }
+            | PositionEvent::Rejected { user_id: owner, .. } => *owner == user_id,
+            PositionEvent::Account(state) => state.user_id == user_id,
+            PositionEvent::AutoDeleverage { liquidated_user_id, counterparty_user_id, .. } => {
+                *liquidated_user_id == user_id || *counterparty_user_id == user_id
+            }
+            _ => false,
+        },
+        EventBody::Deposited { user_id: owner, .. } => *owner == user_id,
+        _ => false,
+    }
+}
