@@ -137,7 +137,15 @@ impl Host {
             builder = builder.header(*name, value);
         }
         let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).unwrap();
-        let mut response = self.agent.run(request).unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        let mut response = match self.agent.run(request.clone()) {
+            Ok(response) => response,
+            // A pooled connection the server closed meanwhile: reads are retried once
+            // on a fresh one (never writes, which could then be applied twice).
+            Err(ureq::Error::Io(_)) if method == "GET" => {
+                self.agent.run(request).unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+            }
+            Err(error) => panic!("{method} {path}: {error}"),
+        };
         let status = response.status().as_u16();
         let text = response.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
         Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
@@ -147,9 +155,14 @@ impl Host {
         self.request("GET", path, &[], None)
     }
 
+    /// An operator request; a `Null` body sends no body at all.
     pub fn admin(&self, method: &str, path: &str, body: Value) -> Answer {
+        let headers = [("Authorization", format!("Bearer {ADMIN_TOKEN}"))];
+        if body.is_null() {
+            return self.request(method, path, &headers, None);
+        }
         let body = body.to_string();
-        self.request(method, path, &[("Authorization", format!("Bearer {ADMIN_TOKEN}"))], Some(body.as_bytes()))
+        self.request(method, path, &headers, Some(body.as_bytes()))
     }
 
     /// A new user with some money.
@@ -232,6 +245,9 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("exhost had already exited: {status}; its log:\n{}", self.log());
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

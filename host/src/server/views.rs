@@ -95,14 +95,23 @@ pub fn trade_json(trade: &TradeView, spec: &MarketSpec) -> Value {
 }
 
 pub fn market_json(spec: &MarketSpec) -> Value {
+    let rate = |rate: u64| rate_text(rate as i128);
     json!({
         "symbol": spec.symbol,
         "base": spec.base,
         "quote": spec.quote,
         "tick_size": spec.price_scale.to_string(),
         "lot_size": spec.qty_scale.to_string(),
+        "quote_decimals": spec.quote_decimals,
         "matching_module": spec.module_hash.to_hex(),
         "status": "active",
+        "risk": {
+            "initial_margin": rate(spec.risk.initial_margin_rate),
+            "maintenance_margin": rate(spec.risk.maintenance_margin_rate),
+            "maker_fee": rate(spec.risk.maker_fee_rate),
+            "taker_fee": rate(spec.risk.taker_fee_rate),
+            "liquidation_fee": rate(spec.risk.liquidation_fee_rate),
+        },
     })
 }
 

@@ -38,7 +38,9 @@ impl Positions {
                     self.fill(market, trade.taker_user_id, trade.taker_side, qty, price, (taker_fee, id), call, out);
                 }
                 MatchingEvent::Order(update) => {
+                    // Resting exposure is margined: its owner's account message changes too.
                     self.follow_order(market, update);
+                    call.touched.insert(update.user_id);
                     if !update.status.is_open()
                         && self
                             .liquidating
