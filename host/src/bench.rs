@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use exhost_engine::{Command, Engine, ModuleHash, ModuleLoader, NativeLoader, NewOrder};
 use exhost_guest_sdk::codec::encode_into;
 use exhost_guest_sdk::{OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
+use exhost_positions::Positions;
 use exhost_pricetime::PriceTimeBook;
 use exhost_runtime::{ModuleSource, Runtime, WasmLoader};
 use exhost_store::journal::encode_record;
@@ -31,6 +32,8 @@ use crate::serve::default_market;
 /// The shape of a benchmark order flow.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowShape {
+    /// Run the position module in the pipeline (margin check and settlement of every order).
+    pub positions: bool,
     /// Orders resting in the book before the measured flow starts.
     pub resting: u64,
     /// Price levels per side the resting orders spread over.
@@ -64,9 +67,21 @@ const MID_TICKS: u64 = 300_000;
 /// orders, 10% market or IOC orders. Sequence numbers start at 1.
 pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Command>) {
     let mut rng = Rng(shape.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut setup = vec![Command::CreateMarket(default_market(module_hash))];
+    let mut setup = Vec::new();
+    if shape.positions {
+        setup.push(crate::serve::default_position_install(ModuleHash::of(exhost_embedded::POSITIONS_WASM)));
+    }
+    setup.push(Command::CreateMarket(default_market(module_hash)));
     for user in 0..shape.users {
         setup.push(Command::CreateUser { api_key: format!("bench-key-{user}"), api_secret: format!("bench-{user}") });
+        if shape.positions {
+            // Deep pockets: the benchmark measures the pipeline, not margin refusals.
+            let amount_units = 1_000_000_000_000_000;
+            setup.push(Command::Deposit { user_id: UserId(user + 1), asset: "USD".into(), amount_units });
+        }
+    }
+    if shape.positions {
+        setup.push(Command::MarkPrice { market: exhost_engine::MarketId(0), price_ticks: MID_TICKS });
     }
     // Order ids are sequence numbers; remember which are likely resting, to cancel them.
     let mut resting: Vec<u64> = Vec::new();
@@ -130,12 +145,15 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
     (setup, measured)
 }
 
-/// The embedded module's bytes, whatever hash is asked for.
+/// The embedded modules, by hash.
 struct Embedded;
 
 impl ModuleSource for Embedded {
-    fn module_bytes(&self, _: &ModuleHash) -> Option<Vec<u8>> {
-        Some(exhost_embedded::PRICETIME_WASM.to_vec())
+    fn module_bytes(&self, hash: &ModuleHash) -> Option<Vec<u8>> {
+        [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM]
+            .into_iter()
+            .find(|bytes| ModuleHash::of(bytes) == *hash)
+            .map(<[u8]>::to_vec)
     }
 }
 
@@ -159,7 +177,7 @@ pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
     let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
     let (setup, measured) = flow(shape, hash);
     let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded)));
-    let native: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook>::default());
+    let native: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook, Positions>::default());
     let mut best = [f64::MAX; 2];
     let mut events = [0usize; 2];
     for round in 0..rounds {
@@ -178,7 +196,7 @@ pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({
-                "bench": "engine", "impl": name, "commands": measured.len(), "resting_orders": shape.resting,
+                "bench": "engine", "impl": name, "positions": shape.positions, "commands": measured.len(), "resting_orders": shape.resting,
                 "levels_per_side": shape.levels, "events": events[0], "best_of": rounds,
                 "seconds": seconds, "commands_per_sec": rate(seconds).round(),
             })

@@ -81,6 +81,9 @@ pub struct FlowArgs {
     pub users: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Put the position module in the pipeline (margin check and settlement of every order).
+    #[arg(long)]
+    pub positions: bool,
 }
 
 impl FlowArgs {
@@ -91,6 +94,7 @@ impl FlowArgs {
             commands: self.commands,
             users: self.users.max(1),
             seed: self.seed,
+            positions: self.positions,
         }
     }
 }
