@@ -118,6 +118,7 @@ pub struct PositionState {
     pub cost: i128,
     /// `cost / size`, rounded toward zero; zero when flat.
     pub entry_price_ticks: u64,
+    /// The mark this position is valued at; zero when the position is flat.
     pub mark_price_ticks: u64,
     pub unrealized_pnl_units: i128,
     /// Realized PnL of this market since the account opened (fees excluded).

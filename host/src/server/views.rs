@@ -248,8 +248,8 @@ pub fn account_json(state: &AccountState, seq: u64, directory: &Directory) -> Va
             json!({
                 "symbol": spec.map(|s| s.symbol.clone()),
                 "size": signed_lots(spec, p.size_lots),
-                "entry_price": spec.map(|s| s.price_scale.format_steps(p.entry_price_ticks)),
-                "mark_price": spec.map(|s| s.price_scale.format_steps(p.mark_price_ticks)),
+                "entry_price": (p.size_lots != 0).then(|| spec.map(|s| s.price_scale.format_steps(p.entry_price_ticks))).flatten(),
+                "mark_price": (p.size_lots != 0).then(|| spec.map(|s| s.price_scale.format_steps(p.mark_price_ticks))).flatten(),
                 "unrealized_pnl": money.format_signed_units(p.unrealized_pnl_units),
                 "realized_pnl": money.format_signed_units(p.realized_pnl_units),
                 "liquidation_price": p.liquidation_price_ticks.and_then(|t| spec.map(|s| s.price_scale.format_steps(t))),

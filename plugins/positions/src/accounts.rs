@@ -247,7 +247,8 @@ impl Positions {
                 } else {
                     (position.cost / position.size_lots as i128).unsigned_abs() as u64
                 },
-                mark_price_ticks: mark,
+                // A flat position's message must not change with marks it no longer follows.
+                mark_price_ticks: if position.size_lots == 0 { 0 } else { mark },
                 unrealized_pnl_units: upnl,
                 realized_pnl_units: position.realized_units,
                 liquidation_price_ticks,

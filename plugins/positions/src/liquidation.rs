@@ -50,9 +50,30 @@ impl Positions {
         id
     }
 
-    /// Start liquidating the next queued user who is still below maintenance margin.
+    /// Start liquidating the next queued user who is still below maintenance
+    /// margin. When the queue runs dry, the users this call touched are checked
+    /// again: a liquidation order may have filled resting orders far from the
+    /// mark, and deleveraging may have moved counterparties, so the cascade
+    /// goes on until nobody holding a position is below maintenance margin.
     fn next_liquidation(&mut self, call: &mut Call, out: &mut PositionOutput) {
-        while self.liquidating.is_none() && !self.liquidation_queue.is_empty() {
+        while self.liquidating.is_none() {
+            if self.liquidation_queue.is_empty() {
+                let breached: Vec<UserId> = call
+                    .touched
+                    .iter()
+                    .copied()
+                    .filter(|user_id| {
+                        let holds =
+                            self.accounts.get(user_id).is_some_and(|a| a.positions.values().any(|p| p.size_lots != 0));
+                        let margin = self.margin(*user_id, None);
+                        holds && margin.equity_units < margin.maintenance_units
+                    })
+                    .collect();
+                if breached.is_empty() {
+                    return;
+                }
+                self.liquidation_queue.extend(breached);
+            }
             let user_id = self.liquidation_queue.remove(0);
             let margin = self.margin(user_id, None);
             // An earlier liquidation's deleveraging may have changed this account.
