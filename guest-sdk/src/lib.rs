@@ -7,6 +7,7 @@
 //! - [`matching`]: the matching-module commands, events, queries and trait.
 //! - [`position`]: the position-module commands, events, queries and trait.
 //! - [`codec`]: the one deterministic binary encoding.
+//! - [`book`]: "book v1", a snapshot format order books share, so they can swap.
 //! - [`abi`]: export names, the memory protocol, `ABI_VERSION`.
 //! - [`export_matching_module!`], [`export_position_module!`]: one macro line
 //!   turns your type into a module.
@@ -17,6 +18,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod book;
 pub mod codec;
 mod export;
 pub mod guest;

@@ -13,6 +13,12 @@ use std::process::Command;
 /// The plugins to embed: (package, wasm file stem).
 const PLUGINS: &[(&str, &str)] = &[("exhost-pricetime", "exhost_pricetime"), ("exhost-positions", "exhost_positions")];
 
+/// Built only with the `test-plugins` feature, each group by its own cargo run:
+/// the testbed links the reference book without its exports, and features are
+/// unified within one run.
+const TEST_PLUGINS: &[&[(&str, &str)]] =
+    &[&[("exhost-prorata", "exhost_prorata")], &[("exhost-testbed", "exhost_testbed")]];
+
 const TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {
@@ -20,19 +26,38 @@ fn main() {
     let workspace = manifest_dir.ancestors().nth(2).expect("host/embedded sits two levels below the workspace");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    for watched in ["guest-sdk", "plugins", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
+    let mut groups: Vec<&[(&str, &str)]> = vec![PLUGINS];
+    if env::var_os("CARGO_FEATURE_TEST_PLUGINS").is_some() {
+        groups.extend_from_slice(TEST_PLUGINS);
+    }
+    for watched in ["guest-sdk", "plugins", "examples/prorata", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
     check_wasm_target();
-    let target_dir = outer_target_dir(&out_dir).join("wasm-plugins");
+    for (index, plugins) in groups.into_iter().enumerate() {
+        // A target directory per group: the same crate built with other features in
+        // another group must never replace this group's artifacts.
+        let target_dir = outer_target_dir(&out_dir).join(format!("wasm-plugins-{index}"));
+        build(workspace, &target_dir, plugins);
+        for (_, stem) in plugins {
+            let built = target_dir.join(TARGET).join("wasm-plugin").join(format!("{stem}.wasm"));
+            let embedded = out_dir.join(format!("{stem}.wasm"));
+            std::fs::copy(&built, &embedded)
+                .unwrap_or_else(|error| panic!("copy {} to {}: {error}", built.display(), embedded.display()));
+        }
+    }
+}
+
+/// One nested `cargo build` of some plugins for wasm32.
+fn build(workspace: &Path, target_dir: &Path, plugins: &[(&str, &str)]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
         .args(["build", "--target", TARGET, "--profile", "wasm-plugin", "--target-dir"])
-        .arg(&target_dir);
-    for (package, _) in PLUGINS {
+        .arg(target_dir);
+    for (package, _) in plugins {
         command.args(["-p", package]);
     }
     // The outer build's flags are for the host; the wasm build takes its own from
@@ -54,13 +79,7 @@ fn main() {
     }
     let status = command.status().expect("cargo can be started for the wasm plugins");
     if !status.success() {
-        panic!("building the reference plugins for {TARGET} failed (see the output above)");
-    }
-    for (_, stem) in PLUGINS {
-        let built = target_dir.join(TARGET).join("wasm-plugin").join(format!("{stem}.wasm"));
-        let embedded = out_dir.join(format!("{stem}.wasm"));
-        std::fs::copy(&built, &embedded)
-            .unwrap_or_else(|error| panic!("copy {} to {}: {error}", built.display(), embedded.display()));
+        panic!("building the plugins {plugins:?} for {TARGET} failed (see the output above)");
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Directory {
     pub symbols: HashMap<String, MarketId>,
     pub assets: BTreeMap<String, u8>,
     pub settlement_asset: Option<String>,
+    pub position_module: Option<exhost_engine::ModuleHash>,
+    pub activations: Vec<exhost_engine::Activation>,
 }
 
 impl Directory {
@@ -86,6 +88,12 @@ impl Directory {
         }
         self.assets.clone_from(&registry.assets);
         self.settlement_asset = registry.position.as_ref().map(|p| p.config.settlement_asset.clone());
+        self.position_module = registry.position.as_ref().map(|p| p.module_hash);
+        // Hot swaps change a market's module.
+        for (spec, live) in self.markets.iter_mut().zip(&registry.markets) {
+            spec.module_hash = live.module_hash;
+        }
+        self.activations.clone_from(&registry.activations);
     }
 
     /// The settlement asset, if a position module is installed.
@@ -154,6 +162,10 @@ enum EngineInput {
     },
     Snapshot {
         reply: oneshot::Sender<Result<SnapshotTaken, String>>,
+    },
+    /// The engine's whole state right now (for dry runs of uploaded modules).
+    State {
+        reply: oneshot::Sender<Result<exhost_engine::EngineSnapshot, String>>,
     },
     /// The sequencer has stopped: apply nothing more, snapshot, and end.
     Shutdown,
@@ -244,6 +256,13 @@ impl Node {
             .send(EngineInput::Query { market, query, reply })
             .await
             .map_err(|_| "the engine has stopped".to_string())?;
+        answer.await.map_err(|_| "the engine has stopped".to_string())?
+    }
+
+    /// The engine's whole state after every command applied so far.
+    pub async fn state(&self) -> Result<exhost_engine::EngineSnapshot, String> {
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx.send(EngineInput::State { reply }).await.map_err(|_| "the engine has stopped".to_string())?;
         answer.await.map_err(|_| "the engine has stopped".to_string())?
     }
 
@@ -372,6 +391,9 @@ impl EngineLoop {
                 EngineInput::Snapshot { reply } => {
                     let _ = reply.send(self.take_snapshot());
                 }
+                EngineInput::State { reply } => {
+                    let _ = reply.send(self.engine.snapshot().map_err(|error| error.to_string()));
+                }
                 EngineInput::Shutdown => break,
             }
         }
@@ -394,7 +416,15 @@ impl EngineLoop {
                 let _ = item.reply.send(Err(SubmitError::Halted(problem)));
                 continue;
             }
-            match self.engine.apply(item.seq, item.ts_ns, &item.command) {
+            let command_started = Instant::now();
+            let applied = self.engine.apply(item.seq, item.ts_ns, &item.command);
+            if matches!(item.command, Command::ActivateModule { .. }) {
+                // The swap pause: the time the engine, and so every market, takes no other command.
+                let pause = command_started.elapsed();
+                metrics::histogram!("exhost_module_swap_seconds").record(pause.as_secs_f64());
+                tracing::info!(seq = item.seq, pause_us = pause.as_micros() as u64, "module activation applied");
+            }
+            match applied {
                 Ok(bodies) => {
                     let events = stamp(item.seq, item.ts_ns, bodies);
                     writer.cover(item.seq);
@@ -404,6 +434,7 @@ impl EngineLoop {
                             EventBody::UserCreated { .. }
                                 | EventBody::MarketCreated { .. }
                                 | EventBody::PositionModuleInstalled { .. }
+                                | EventBody::ModuleActivated { .. }
                         );
                         if let Err(error) = writer.apply(event) {
                             self.health.halt(format!("read model read failed at seq {}: {error}", item.seq));

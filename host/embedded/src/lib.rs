@@ -6,3 +6,11 @@ pub const PRICETIME_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exho
 
 /// The perpetual-futures position module (`plugins/positions`).
 pub const POSITIONS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_positions.wasm"));
+
+/// Test-only: the reference book with a version-2 state and deliberate faults (`plugins/testbed`).
+#[cfg(feature = "test-plugins")]
+pub const TESTBED_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_testbed.wasm"));
+
+/// The pro-rata example plugin (`examples/prorata`).
+#[cfg(feature = "test-plugins")]
+pub const PRORATA_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exhost_prorata.wasm"));

@@ -108,6 +108,13 @@ pub struct NewOrder {
     pub reduce_only: bool,
 }
 
+/// Which instance a module activation replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleTarget {
+    Market(MarketId),
+    Position,
+}
+
 /// A command, as journaled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -167,6 +174,12 @@ pub enum Command {
         market: MarketId,
         rate: i64,
     },
+    /// Hot swap: hand the live state of `target` to the module `module_hash`
+    /// (restore, or migrate from an older state version) and run it from now on.
+    ActivateModule {
+        target: ModuleTarget,
+        module_hash: ModuleHash,
+    },
 }
 
 impl Command {
@@ -185,6 +198,7 @@ impl Command {
             Command::FundInsurance { .. } => "fund_insurance",
             Command::MarkPrice { .. } => "mark_price",
             Command::Funding { .. } => "funding",
+            Command::ActivateModule { .. } => "activate_module",
         }
     }
 }

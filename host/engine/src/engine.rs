@@ -27,10 +27,10 @@ use exhost_guest_sdk::{
     UserId,
 };
 
-use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
+use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder};
 use crate::event::EventBody;
 use crate::module::{Instance, LoadError, Loader, ModuleFault, ModuleHash, ModuleLoader};
-use crate::registry::{PositionInstall, Registry, UserRecord};
+use crate::registry::{Activation, PositionInstall, Registry, UserRecord};
 use crate::snapshot::{EngineSnapshot, MarketState, SNAPSHOT_FORMAT};
 
 /// How many commands an instance may apply after its checkpoint before the
@@ -316,6 +316,7 @@ impl Engine {
                     price_ticks: *price_ticks,
                 })?
             }
+            Command::ActivateModule { target, module_hash } => self.activate(ctx, *target, *module_hash, events)?,
             Command::Funding { market, rate } => self.position_market_command(ctx, *market, events, |market| {
                 PositionCommand::Funding { market, rate: *rate }
             })?,
@@ -478,6 +479,112 @@ impl Engine {
         self.registry.position = Some(PositionInstall { module_hash, limits, config: config.clone() });
         self.registry.assets.entry(config.settlement_asset.clone()).or_insert(6);
         events.push(EventBody::PositionModuleInstalled { module_hash });
+        Ok(())
+    }
+
+    /// Hot swap: the old instance's snapshot goes into the new module (restore,
+    /// or migrate when the state versions differ), which replaces it from this
+    /// sequence on. A module that cannot take the state is refused, with its
+    /// own message, and the old one stays.
+    fn activate(
+        &mut self,
+        ctx: CommandContext,
+        target: ModuleTarget,
+        module_hash: ModuleHash,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
+        let (from, from_version, bytes) = match target {
+            ModuleTarget::Market(market) => {
+                if (market.0 as usize) >= self.markets.len() {
+                    events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
+                    return Ok(());
+                }
+                // A snapshot that faults leaves the instance to be rebuilt like any fault.
+                self.touch(Target::Market(market));
+                let slot = &mut self.markets[market.0 as usize];
+                let mut bytes = Vec::new();
+                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
+                (slot.hash, slot.instance.state_version(), bytes)
+            }
+            ModuleTarget::Position => {
+                if self.position.is_none() {
+                    events.push(EventBody::CommandRejected { reason: Reason::NoModule });
+                    return Ok(());
+                }
+                self.touch(Target::Position);
+                let slot = self.position.as_mut().expect("checked above");
+                let mut bytes = Vec::new();
+                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
+                (slot.hash, slot.instance.state_version(), bytes)
+            }
+        };
+        if from == module_hash {
+            events.push(EventBody::CommandRejected { reason: Reason::AlreadyInstalled });
+            return Ok(());
+        }
+        let refused = |reason: String, events: &mut Vec<EventBody>| {
+            events.push(EventBody::ModuleActivationRefused { target, module_hash, reason });
+        };
+        let to_version = match target {
+            ModuleTarget::Market(market) => {
+                let limits = self.markets[market.0 as usize].limits;
+                let made = Loader::<MatchingAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
+                    .and_then(|instance| {
+                        Slot::new(instance, module_hash, limits)
+                            .map_err(|fault| LoadError::Fault { hash: module_hash, fault })
+                    });
+                match made {
+                    Ok(slot) => {
+                        let version = slot.checkpoint_version;
+                        self.markets[market.0 as usize] = slot;
+                        self.registry.markets[market.0 as usize].module_hash = module_hash;
+                        version
+                    }
+                    Err(source @ LoadError::UnknownModule(_)) => {
+                        return Err(EngineError::Load { target: Target::Market(market).name(), source }.into());
+                    }
+                    Err(error) => return Ok(refused(error.to_string(), events)),
+                }
+            }
+            ModuleTarget::Position => {
+                let limits = self.position.as_ref().map(|slot| slot.limits).unwrap_or_default();
+                let made = Loader::<PositionAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
+                    .and_then(|instance| {
+                        Slot::new(instance, module_hash, limits)
+                            .map_err(|fault| LoadError::Fault { hash: module_hash, fault })
+                    });
+                match made {
+                    Ok(slot) => {
+                        let version = slot.checkpoint_version;
+                        self.position = Some(slot);
+                        if let Some(install) = self.registry.position.as_mut() {
+                            install.module_hash = module_hash;
+                        }
+                        version
+                    }
+                    Err(source @ LoadError::UnknownModule(_)) => {
+                        return Err(EngineError::Load { target: Target::Position.name(), source }.into());
+                    }
+                    Err(error) => return Ok(refused(error.to_string(), events)),
+                }
+            }
+        };
+        // The swapped slot starts with a fresh checkpoint and nothing retained: this
+        // command cannot be undone by rebuilding, and needs not be (nothing follows).
+        let swapped = match target {
+            ModuleTarget::Market(market) => Target::Market(market),
+            ModuleTarget::Position => Target::Position,
+        };
+        self.touched.retain(|(touched, _)| *touched != swapped);
+        self.registry.activations.push(Activation {
+            seq: ctx.seq,
+            target,
+            from,
+            to: module_hash,
+            from_state_version: from_version,
+            to_state_version: to_version,
+        });
+        events.push(EventBody::ModuleActivated { target, from, to: module_hash, migrated: from_version != to_version });
         Ok(())
     }
 

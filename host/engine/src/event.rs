@@ -9,7 +9,7 @@ use exhost_guest_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::command::MarketId;
+use crate::command::{MarketId, ModuleTarget};
 use crate::module::ModuleHash;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,19 @@ pub enum EventBody {
     Position(PositionEvent),
     PositionModuleInstalled {
         module_hash: ModuleHash,
+    },
+    /// A hot swap happened at this sequence.
+    ModuleActivated {
+        target: ModuleTarget,
+        from: ModuleHash,
+        to: ModuleHash,
+        migrated: bool,
+    },
+    /// A hot swap was refused (the new module could not take the state); the old module stays.
+    ModuleActivationRefused {
+        target: ModuleTarget,
+        module_hash: ModuleHash,
+        reason: String,
     },
 }
 

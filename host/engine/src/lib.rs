@@ -15,7 +15,7 @@ pub mod module;
 pub mod registry;
 pub mod snapshot;
 
-pub use command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder, RiskParams};
+pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
 pub use engine::{Engine, EngineError};
 pub use event::{Event, EventBody};
@@ -23,5 +23,5 @@ pub use module::{
     Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,
     NativeMatching, NoModule, PositionInstance,
 };
-pub use registry::{PositionInstall, Registry, UserRecord};
+pub use registry::{Activation, PositionInstall, Registry, UserRecord};
 pub use snapshot::{EngineSnapshot, MarketState, StateDigest};

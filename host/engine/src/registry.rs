@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use exhost_guest_sdk::{PositionConfig, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{MarketId, MarketSpec, ModuleLimits};
+use crate::command::{MarketId, MarketSpec, ModuleLimits, ModuleTarget};
 use crate::module::ModuleHash;
 
 /// The installed position module.
@@ -34,6 +34,20 @@ pub struct Registry {
     /// Indexed by [`MarketId`].
     pub markets: Vec<MarketSpec>,
     pub position: Option<PositionInstall>,
+    /// Every module activation (hot swap), in order.
+    pub activations: Vec<Activation>,
+}
+
+/// One hot swap, as history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    pub seq: u64,
+    pub target: ModuleTarget,
+    pub from: ModuleHash,
+    pub to: ModuleHash,
+    /// The state version handed over, and the new module's own.
+    pub from_state_version: u32,
+    pub to_state_version: u32,
 }
 
 impl Registry {

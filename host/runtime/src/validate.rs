@@ -71,8 +71,17 @@ const VALIDATION_FUEL: u64 = 10_000_000;
 
 pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Result<CompiledModule, Rejection> {
     // from_binary, not new: text format must not sneak in through the upload endpoint.
-    let module =
-        Module::from_binary(runtime.engine(), bytes).map_err(|error| Rejection::NotWasm(format!("{error:#}")))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(Rejection::NotWasm(
+            "the bytes do not start with the WebAssembly magic number (upload the .wasm file the compiler wrote)"
+                .into(),
+        ));
+    }
+    let module = Module::from_binary(runtime.engine(), bytes).map_err(|error| {
+        // wasmtime's first line says what is wrong; the rest is context.
+        let text = format!("{error:#}");
+        Rejection::NotWasm(text.lines().next().unwrap_or_default().to_string())
+    })?;
 
     let imports: Vec<String> =
         module.imports().map(|import| format!("`{}::{}`", import.module(), import.name())).collect();

@@ -208,23 +208,6 @@ pub(super) async fn create_market(
     Ok(Json(json!({ "seq": applied.seq, "symbol": symbol })))
 }
 
-pub(super) async fn list_modules(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
-    let modules = state.store.modules().map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut listed = Vec::new();
-    for (hash, size) in modules {
-        let hash = ModuleHash(hash);
-        let (kind, abi_version, state_version) = match state.loader.compiled(&hash) {
-            Ok(compiled) => (compiled.info.kind.as_str(), compiled.info.abi_version, compiled.info.state_version),
-            Err(_) => ("invalid", 0, 0),
-        };
-        listed.push(json!({
-            "hash": hash.to_hex(), "kind": kind, "abi_version": abi_version,
-            "state_version": state_version, "size": size,
-        }));
-    }
-    Ok(Json(json!({ "modules": listed, "activations": [] })))
-}
-
 pub(super) async fn snapshot(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
     let taken = state.node.snapshot().await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "seq": taken.seq, "digest": taken.digest_hex, "size_bytes": taken.size_bytes })))

@@ -7,6 +7,7 @@ mod admin;
 pub mod auth;
 pub mod error;
 mod market;
+mod modules;
 mod trading;
 pub mod views;
 mod ws;
@@ -60,7 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/users", post(admin::create_user))
         .route("/admin/v1/deposits", post(admin::deposit))
         .route("/admin/v1/markets", post(admin::create_market))
-        .route("/admin/v1/modules", get(admin::list_modules))
+        .route("/admin/v1/modules", get(modules::list).post(modules::upload))
+        .route("/admin/v1/markets/{symbol}/module", post(modules::activate_market))
+        .route("/admin/v1/position-module", post(modules::activate_position))
         .route("/admin/v1/snapshots", post(admin::snapshot))
         .route("/admin/v1/events", get(admin::events))
         .fallback(not_found)

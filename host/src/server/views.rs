@@ -133,6 +133,14 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
             json!({ "type": "position_module_installed", "module": module_hash.to_hex() })
         }
         EventBody::Position(event) => position_event_json(event, directory),
+        EventBody::ModuleActivated { target, from, to, migrated } => json!({
+            "type": "module_activated", "target": target_json(target, directory), "from": from.to_hex(),
+            "to": to.to_hex(), "migrated": migrated,
+        }),
+        EventBody::ModuleActivationRefused { target, module_hash, reason } => json!({
+            "type": "module_activation_refused", "target": target_json(target, directory),
+            "module": module_hash.to_hex(), "reason": reason,
+        }),
         EventBody::OrderReceived {
             market,
             order_id,
@@ -215,6 +223,15 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
     object.insert("idx".into(), event.idx.into());
     object.insert("ts".into(), event.ts_ns.into());
     value
+}
+
+fn target_json(target: &exhost_engine::ModuleTarget, directory: &Directory) -> Value {
+    match target {
+        exhost_engine::ModuleTarget::Market(market) => {
+            json!(directory.markets.get(market.0 as usize).map(|s| s.symbol.clone()))
+        }
+        exhost_engine::ModuleTarget::Position => json!("positions"),
+    }
 }
 
 /// How money of the settlement asset is written.

@@ -13,30 +13,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exhost_guest_sdk::{OrderId, SelfTradePrevention, Side, TimeInForce, UserId};
-use serde::{Deserialize, Serialize};
+use exhost_guest_sdk::{OrderId, Side, UserId};
 
 /// The end of a queue.
 const NIL: u32 = u32::MAX;
 
-/// An order resting in the book.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestingOrder {
-    pub order_id: OrderId,
-    pub user_id: UserId,
-    pub side: Side,
-    pub price_ticks: u64,
-    pub qty_lots: u64,
-    pub filled_lots: u64,
-    pub time_in_force: TimeInForce,
-    pub self_trade_prevention: SelfTradePrevention,
-}
-
-impl RestingOrder {
-    pub fn remaining_lots(&self) -> u64 {
-        self.qty_lots - self.filled_lots
-    }
-}
+/// An order resting in the book: the SDK's shared layout.
+pub use exhost_guest_sdk::book::BookOrder as RestingOrder;
 
 struct Slot {
     order: RestingOrder,

@@ -25,8 +25,8 @@ use exhost_guest_sdk::{
 
 use book::{Book, Handle, RestingOrder};
 
-/// The snapshot format version of this module.
-pub const STATE_VERSION: u32 = 1;
+/// The snapshot format version of this module: the shared "book v1".
+pub const STATE_VERSION: u32 = exhost_guest_sdk::book::BOOK_STATE_V1;
 
 /// A price-time priority order book.
 pub struct PriceTimeBook {
@@ -463,6 +463,7 @@ impl MatchingModule for PriceTimeBook {
     }
 }
 
+#[cfg(feature = "export")]
 export_matching_module!(PriceTimeBook);
 
 #[cfg(test)]

@@ -1,17 +1,13 @@
-//! The snapshot format of the price-time book, version 1.
-//!
-//! Layout (postcard): the market config, the last trade id, then the resting
-//! orders as a length-prefixed sequence: bids then asks, each by ascending
-//! price, each level in queue order. That order is canonical, so equal books
-//! give equal bytes whatever the slab layout, and restoring by appending each
-//! order to its level's tail reproduces every queue exactly.
+//! The price-time book's snapshot: the SDK's shared "book v1" format (see
+//! `exhost_guest_sdk::book`), so other book modules can take over its state.
+//! Its order is canonical, so equal books give equal bytes whatever the slab
+//! layout, and restoring by appending each order to its level's tail
+//! reproduces every queue exactly.
 
-use exhost_guest_sdk::codec::{decode, encode_into};
+use exhost_guest_sdk::book::{read_book_v1, write_book_v1};
 use exhost_guest_sdk::{MarketConfig, ModuleError};
-use serde::ser::{SerializeSeq, SerializeTuple};
-use serde::{Deserialize, Serialize, Serializer};
 
-use crate::book::{Book, RestingOrder};
+use crate::book::Book;
 
 /// Refuse a configuration whose limits cannot work.
 pub fn check_config(config: &MarketConfig) -> Result<(), ModuleError> {
@@ -29,58 +25,15 @@ pub fn check_config(config: &MarketConfig) -> Result<(), ModuleError> {
     Ok(())
 }
 
-/// Serializes the book's orders in canonical order without copying them.
-struct Orders<'a>(&'a Book);
-
-impl Serialize for Orders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.resting_count()))?;
-        for order in self.0.all_orders() {
-            seq.serialize_element(order)?;
-        }
-        seq.end()
-    }
-}
-
-struct SnapshotRef<'a> {
-    config: &'a MarketConfig,
-    last_trade_id: u64,
-    orders: Orders<'a>,
-}
-
-impl Serialize for SnapshotRef<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(3)?;
-        tuple.serialize_element(self.config)?;
-        tuple.serialize_element(&self.last_trade_id)?;
-        tuple.serialize_element(&self.orders)?;
-        tuple.end()
-    }
-}
-
-#[derive(Deserialize)]
-struct SnapshotOwned {
-    config: MarketConfig,
-    last_trade_id: u64,
-    orders: Vec<RestingOrder>,
-}
-
 pub fn write(config: &MarketConfig, last_trade_id: u64, book: &Book, out: &mut Vec<u8>) {
-    encode_into(&SnapshotRef { config, last_trade_id, orders: Orders(book) }, out);
+    write_book_v1(config, last_trade_id, book.resting_count(), book.all_orders(), out);
 }
 
 pub fn read(bytes: &[u8]) -> Result<(MarketConfig, u64, Book), ModuleError> {
-    let snapshot: SnapshotOwned =
-        decode(bytes).map_err(|error| ModuleError::new(format!("price-time snapshot v1: {error}")))?;
+    let snapshot = read_book_v1(bytes)?;
     check_config(&snapshot.config)?;
     let mut book = Book::default();
     for order in snapshot.orders {
-        if order.remaining_lots() == 0 || order.filled_lots > order.qty_lots {
-            return Err(ModuleError::new(format!("snapshot order {} has nothing left", order.order_id)));
-        }
-        if book.contains(order.order_id) {
-            return Err(ModuleError::new(format!("snapshot repeats order {}", order.order_id)));
-        }
         book.insert(order);
     }
     book.forget_changes();
