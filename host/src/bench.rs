@@ -145,16 +145,106 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
     (setup, measured)
 }
 
-/// The embedded modules, by hash.
-struct Embedded;
+/// The embedded modules, and any others added, by hash.
+#[derive(Default)]
+struct Embedded {
+    extra: std::sync::Mutex<Vec<Vec<u8>>>,
+}
 
 impl ModuleSource for Embedded {
     fn module_bytes(&self, hash: &ModuleHash) -> Option<Vec<u8>> {
+        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
         [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM]
             .into_iter()
+            .chain(extra.iter().map(Vec::as_slice))
             .find(|bytes| ModuleHash::of(bytes) == *hash)
             .map(<[u8]>::to_vec)
     }
+}
+
+/// The same module under another hash: a custom section changes the bytes, not the code.
+pub fn rebuilt(wasm: &[u8], tag: u32) -> Vec<u8> {
+    let name = b"exhost-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(&tag.to_le_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// `exhost bench swap`: with a book of `shape.resting` orders, the time an
+/// upload takes (validate and compile, then the dry run that restores the live
+/// state into the new module) and the pause of the activation itself, during
+/// which the engine (every market) takes no other command.
+pub fn swap(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
+    let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
+    let (setup, _) = flow(FlowShape { commands: 0, ..shape }, hash);
+    let source = Arc::new(Embedded::default());
+    let loader = Arc::new(WasmLoader::new(Runtime::new()?, source.clone()));
+    let mut engine = Engine::new(loader.clone());
+    for (i, command) in setup.iter().enumerate() {
+        engine.apply(i as u64 + 1, i as u64, command)?;
+    }
+    let mut seq = setup.len() as u64;
+    let (mut compiles, mut dry_runs, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+    let mut current = hash;
+    for round in 0..rounds.max(1) {
+        let bytes = rebuilt(exhost_embedded::PRICETIME_WASM, round);
+        source.extra.lock().unwrap_or_else(|p| p.into_inner()).push(bytes.clone());
+        let started = Instant::now();
+        let compiled = loader.runtime().compile(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        compiles.push(started.elapsed().as_secs_f64());
+        let state = engine.snapshot()?;
+        let started = Instant::now();
+        let mut scratch = exhost_runtime::WasmMatching::instantiate(
+            loader.runtime(),
+            &compiled,
+            &exhost_engine::ModuleLimits::default(),
+        )?;
+        scratch.restore(state.markets[0].state_version, &state.markets[0].bytes)?;
+        dry_runs.push(started.elapsed().as_secs_f64());
+        let new_hash = compiled.info.hash;
+        loader.insert(compiled);
+        seq += 1;
+        let started = Instant::now();
+        let events = engine.apply(
+            seq,
+            seq,
+            &Command::ActivateModule {
+                target: exhost_engine::ModuleTarget::Market(exhost_engine::MarketId(0)),
+                module_hash: new_hash,
+            },
+        )?;
+        pauses.push(started.elapsed().as_secs_f64());
+        if !events.iter().any(|e| matches!(e, exhost_engine::EventBody::ModuleActivated { .. })) {
+            bail!("the activation did not happen: {events:?}");
+        }
+        current = new_hash;
+    }
+    let _ = current;
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(|a, b| a.total_cmp(b));
+        values[values.len() / 2]
+    };
+    let resting = match engine
+        .query(exhost_engine::MarketId(0), &exhost_guest_sdk::MatchingQuery::Depth { levels_max: u32::MAX })?
+    {
+        exhost_guest_sdk::MatchingQueryResult::Depth { bids, asks } => bids.len() + asks.len(),
+        _ => 0,
+    };
+    let (compile, dry_run, pause) = (median(&mut compiles), median(&mut dry_runs), median(&mut pauses));
+    println!(
+        "{}",
+        json!({
+            "bench": "swap", "resting_orders": shape.resting, "price_levels": resting, "rounds": rounds,
+            "upload_compile_seconds": compile, "upload_dry_run_seconds": dry_run,
+            "swap_pause_seconds": pause, "upload_to_active_seconds": compile + dry_run + pause,
+        })
+    );
+    Ok(())
 }
 
 fn run_engine(loader: Arc<dyn ModuleLoader>, setup: &[Command], measured: &[Command]) -> anyhow::Result<(f64, usize)> {
@@ -176,7 +266,7 @@ fn run_engine(loader: Arc<dyn ModuleLoader>, setup: &[Command], measured: &[Comm
 pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
     let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
     let (setup, measured) = flow(shape, hash);
-    let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded)));
+    let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded::default())));
     let native: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook, Positions>::default());
     let mut best = [f64::MAX; 2];
     let mut events = [0usize; 2];
@@ -218,7 +308,9 @@ pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&db)?;
     let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
-    store.put_module(&hash.0, exhost_embedded::PRICETIME_WASM)?;
+    for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
+        store.put_module(&ModuleHash::of(bytes).0, bytes)?;
+    }
     let loader = crate::cli::loader_for(&store)?;
     let mut engine = Engine::new(loader);
     let (setup, measured) = flow(shape, hash);

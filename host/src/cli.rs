@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use exhost_engine::{Command, EngineSnapshot, ModuleHash};
 use exhost_guest_sdk::codec::decode;
-use exhost_runtime::{ModuleSource, Runtime, WasmLoader};
+use exhost_runtime::{ArtifactCache, ModuleSource, Runtime, WasmLoader};
 use exhost_store::Store;
 
 use crate::config::Config;
@@ -64,6 +64,79 @@ pub enum Commands {
     /// Measurements; each figure is printed as one JSON line.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Rule modules: upload, activate (hot swap), start a new plugin, record a test fixture.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+}
+
+#[derive(Args, Clone)]
+pub struct HostArgs {
+    /// The running host.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "EXHOST_URL")]
+    pub url: String,
+    /// The operator token (default: EXHOST_ADMIN_TOKEN, then ./exhost-data/admin.token).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+impl HostArgs {
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        if let Ok(token) = std::env::var("EXHOST_ADMIN_TOKEN") {
+            return Ok(token);
+        }
+        let path = Config::default().token_path();
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .with_context(|| format!("no --token, no EXHOST_ADMIN_TOKEN, and no {}", path.display()))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a .wasm module to a running host (validated and dry-run there).
+    Upload {
+        file: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Dry-run against this market only, and refuse the module if that fails.
+        #[arg(long)]
+        market: Option<String>,
+    },
+    /// Activate an uploaded module on a market or as the position module (hot swap).
+    Activate {
+        hash: String,
+        #[arg(long, conflicts_with = "position", required_unless_present = "position")]
+        market: Option<String>,
+        #[arg(long)]
+        position: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Create a new matching-plugin crate that builds on the first try.
+    New {
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to exhost's guest-sdk (default: the one this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Record the commands a market's module received, from a data directory, as a test fixture.
+    Fixture {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        market: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this sequence number.
+        #[arg(long)]
+        to_seq: Option<u64>,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -119,6 +192,13 @@ pub enum BenchCommand {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Hot swap at a given book size: upload (compile, dry run) and the activation pause.
+    Swap {
+        #[command(flatten)]
+        flow: FlowArgs,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Time the recovery of a data directory (snapshot restore and journal replay).
     Startup {
         #[command(flatten)]
@@ -170,10 +250,31 @@ impl ModuleSource for StoreModules {
     }
 }
 
-/// A loader over the store's modules.
+/// Compiled module code kept in the store, so a restart does not recompile.
+pub struct StoreArtifacts(pub Store);
+
+impl ArtifactCache for StoreArtifacts {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(exhost_store::Family::Artifacts, key).ok().flatten()
+    }
+
+    fn put(&self, key: &[u8], artifact: &[u8]) {
+        let mut batch = exhost_store::Batch::default();
+        batch.put(exhost_store::Family::Artifacts, key.to_vec(), artifact.to_vec());
+        // A cache: losing a write only costs a compile at the next start.
+        if let Err(error) = self.0.write(batch, exhost_store::Durability::None) {
+            tracing::warn!(%error, "could not keep a compiled module");
+        }
+    }
+}
+
+/// A loader over the store's modules, with compiled code cached in the store.
 pub fn loader_for(store: &Store) -> anyhow::Result<Arc<WasmLoader>> {
     let runtime = Runtime::new().context("configuring wasmtime")?;
-    Ok(Arc::new(WasmLoader::new(runtime, Arc::new(StoreModules(store.clone())))))
+    Ok(Arc::new(
+        WasmLoader::new(runtime, Arc::new(StoreModules(store.clone())))
+            .with_artifact_cache(Arc::new(StoreArtifacts(store.clone()))),
+    ))
 }
 
 fn open_existing(config: &Config, read_only: bool) -> anyhow::Result<Store> {
@@ -255,7 +356,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench(BenchCommand::Fill { data, flow, snapshot }) => {
             crate::bench::fill(&data.config()?.data_dir, flow.shape(), snapshot)
         }
+        Commands::Bench(BenchCommand::Swap { flow, rounds }) => crate::bench::swap(flow.shape(), rounds),
         Commands::Bench(BenchCommand::Startup { data }) => crate::bench::startup(&data.config()?.data_dir),
+        Commands::Module(command) => crate::modules_cli::run(command),
         Commands::Verify { data } => verify(&open_existing(&data.config()?, true)?),
         Commands::Snapshot { data } => {
             let store = open_existing(&data.config()?, false)?;

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod modules_cli;
 pub mod node;
 pub mod readmodel;
 pub mod recovery;

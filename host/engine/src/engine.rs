@@ -43,7 +43,7 @@ pub const RETAINED_COMMANDS_MAX: usize = 100_000;
 pub enum EngineError {
     #[error("command {got} arrived, but {expected} was expected next")]
     OutOfSequence { expected: u64, got: u64 },
-    #[error("module for {target} could not be loaded: {source}")]
+    #[error("module for {target} could not be loaded")]
     Load {
         target: String,
         #[source]
@@ -77,6 +77,12 @@ impl<A: Abi> Slot<A> {
             Slot { instance, hash, limits, checkpoint: Vec::new(), checkpoint_version: 0, retained: Vec::new() };
         slot.take_checkpoint()?;
         Ok(slot)
+    }
+
+    /// A slot whose instance was just restored from `bytes` (same format): they are its checkpoint.
+    fn restored(instance: Box<dyn Instance<A>>, hash: ModuleHash, limits: ModuleLimits, bytes: Vec<u8>) -> Slot<A> {
+        let checkpoint_version = instance.state_version();
+        Slot { instance, hash, limits, checkpoint: bytes, checkpoint_version, retained: Vec::new() }
     }
 
     fn run(&mut self, ctx: CommandContext, command: A::Command) -> Result<A::Output, ModuleFault> {
@@ -529,10 +535,7 @@ impl Engine {
             ModuleTarget::Market(market) => {
                 let limits = self.markets[market.0 as usize].limits;
                 let made = Loader::<MatchingAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| {
-                        Slot::new(instance, module_hash, limits)
-                            .map_err(|fault| LoadError::Fault { hash: module_hash, fault })
-                    });
+                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
                 match made {
                     Ok(slot) => {
                         let version = slot.checkpoint_version;
@@ -549,10 +552,7 @@ impl Engine {
             ModuleTarget::Position => {
                 let limits = self.position.as_ref().map(|slot| slot.limits).unwrap_or_default();
                 let made = Loader::<PositionAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| {
-                        Slot::new(instance, module_hash, limits)
-                            .map_err(|fault| LoadError::Fault { hash: module_hash, fault })
-                    });
+                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
                 match made {
                     Ok(slot) => {
                         let version = slot.checkpoint_version;
@@ -861,6 +861,23 @@ impl Engine {
             last_ts_ns: snapshot.ts_ns,
             touched: Vec::new(),
         })
+    }
+}
+
+/// The slot of a module that just took over a state. When it kept the state
+/// format, the handed-over bytes are its checkpoint (no second snapshot during
+/// the swap pause); after a migration it takes its own.
+fn swapped_slot<A: Abi>(
+    instance: Box<dyn Instance<A>>,
+    hash: ModuleHash,
+    limits: ModuleLimits,
+    from_version: u32,
+    bytes: Vec<u8>,
+) -> Result<Slot<A>, LoadError> {
+    if instance.state_version() == from_version {
+        Ok(Slot::restored(instance, hash, limits, bytes))
+    } else {
+        Slot::new(instance, hash, limits).map_err(|fault| LoadError::Fault { hash, fault })
     }
 }
 

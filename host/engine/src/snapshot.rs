@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::registry::Registry;
 
 /// The version of [`EngineSnapshot`]'s layout.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// One module instance's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

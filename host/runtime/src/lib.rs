@@ -21,7 +21,7 @@ use wasmtime::{Config, Engine, OptLevel};
 
 pub use instance::{WasmMatching, WasmModule};
 pub use loader::{ModuleSource, WasmLoader};
-pub use validate::{CompiledModule, ModuleInfo, Rejection};
+pub use validate::{ArtifactCache, CompiledModule, ModuleInfo, Rejection};
 
 /// Failures of the runtime itself (not of a module).
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use exhost_engine::{Instance, LoadError, Loader, ModuleHash, ModuleLimits};
 use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, PositionAbi, PositionConfig};
 
-use crate::validate::CompiledModule;
+use crate::Rejection;
+use crate::validate::{ArtifactCache, CompiledModule};
 use crate::{Runtime, WasmModule};
 
 /// Where module bytes come from (the host's module store).
@@ -18,12 +19,28 @@ pub trait ModuleSource: Send + Sync {
 pub struct WasmLoader {
     runtime: Runtime,
     source: Arc<dyn ModuleSource>,
+    artifacts: Option<Arc<dyn ArtifactCache>>,
     compiled: Mutex<BTreeMap<ModuleHash, Arc<CompiledModule>>>,
 }
 
 impl WasmLoader {
     pub fn new(runtime: Runtime, source: Arc<dyn ModuleSource>) -> WasmLoader {
-        WasmLoader { runtime, source, compiled: Mutex::new(BTreeMap::new()) }
+        WasmLoader { runtime, source, artifacts: None, compiled: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Keep compiled code in `cache`, so a restart does not compile again.
+    pub fn with_artifact_cache(mut self, cache: Arc<dyn ArtifactCache>) -> WasmLoader {
+        self.artifacts = Some(cache);
+        self
+    }
+
+    /// Validate and compile bytes, through the artifact cache if there is one.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, Rejection> {
+        let hash = ModuleHash::of(bytes);
+        match &self.artifacts {
+            Some(cache) => crate::validate::compile_cached(&self.runtime, hash, bytes, cache.as_ref()),
+            None => self.runtime.compile(bytes),
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -36,10 +53,11 @@ impl WasmLoader {
             return Ok(compiled.clone());
         }
         let bytes = self.source.module_bytes(hash).ok_or(LoadError::UnknownModule(*hash))?;
+        let started = std::time::Instant::now();
         let compiled = self
-            .runtime
             .compile(&bytes)
             .map_err(|rejection| LoadError::Invalid { hash: *hash, reason: rejection.to_string() })?;
+        tracing::info!(module = %hash, ms = started.elapsed().as_millis() as u64, "module ready");
         let compiled = Arc::new(compiled);
         self.lock().insert(*hash, compiled.clone());
         Ok(compiled)

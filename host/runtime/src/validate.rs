@@ -69,6 +69,58 @@ pub const MODULE_MEMORY_BYTES_LIMIT: u64 = 1 << 32;
 /// Fuel for the metadata calls made while validating.
 const VALIDATION_FUEL: u64 = 10_000_000;
 
+/// Where compiled machine code is kept between runs.
+pub trait ArtifactCache: Send + Sync {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    fn put(&self, key: &[u8], artifact: &[u8]);
+}
+
+/// The cache key of a module's compiled artifact: its hash, the wasmtime
+/// version and a hash of everything in the engine configuration that affects
+/// compiled code. Any change to one of them misses the cache and recompiles.
+fn artifact_key(runtime: &Runtime, hash: &ModuleHash) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    // SipHash with its fixed default keys: stable within a toolchain; a new
+    // toolchain at worst misses the cache.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    runtime.engine().precompile_compatibility_hash().hash(&mut hasher);
+    let mut key = Vec::with_capacity(64);
+    key.extend_from_slice(&hash.0);
+    key.extend_from_slice(wasmtime_version().as_bytes());
+    key.extend_from_slice(&hasher.finish().to_be_bytes());
+    key
+}
+
+fn wasmtime_version() -> &'static str {
+    // The workspace pins wasmtime exactly; this names the pin in cache keys.
+    "wasmtime-48.0.8"
+}
+
+/// Like [`compile`], but loads the compiled code from `cache` when an artifact
+/// for this module and engine is there, and stores it there otherwise.
+pub(crate) fn compile_cached(
+    runtime: &Runtime,
+    hash: ModuleHash,
+    bytes: &[u8],
+    cache: &dyn ArtifactCache,
+) -> Result<CompiledModule, Rejection> {
+    let key = artifact_key(runtime, &hash);
+    if let Some(artifact) = cache.get(&key) {
+        // SAFETY: wasmtime runs deserialized code without verifying it. The
+        // artifact was serialized by this engine configuration and version (the
+        // key says so) and read back from the operator's own data directory,
+        // which is trusted like the binary: whoever can write it can run code.
+        if let Ok(module) = unsafe { Module::deserialize(runtime.engine(), &artifact) } {
+            return check(runtime, hash, bytes.len() as u64, module);
+        }
+    }
+    let compiled = compile(runtime, hash, bytes)?;
+    if let Ok(artifact) = compiled.pre.module().serialize() {
+        cache.put(&key, &artifact);
+    }
+    Ok(compiled)
+}
+
 pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Result<CompiledModule, Rejection> {
     // from_binary, not new: text format must not sneak in through the upload endpoint.
     if !bytes.starts_with(b"\0asm") {
@@ -82,7 +134,11 @@ pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Resu
         let text = format!("{error:#}");
         Rejection::NotWasm(text.lines().next().unwrap_or_default().to_string())
     })?;
+    check(runtime, hash, bytes.len() as u64, module)
+}
 
+/// Everything checked on a compiled module before it may hold state.
+fn check(runtime: &Runtime, hash: ModuleHash, size_bytes: u64, module: Module) -> Result<CompiledModule, Rejection> {
     let imports: Vec<String> =
         module.imports().map(|import| format!("`{}::{}`", import.module(), import.name())).collect();
     if !imports.is_empty() {
@@ -117,7 +173,7 @@ pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Resu
     }
     let kind = ModuleKind::from_code(kind_code).ok_or(Rejection::UnknownKind(kind_code))?;
     Ok(CompiledModule {
-        info: ModuleInfo { hash, kind, abi_version, state_version, size_bytes: bytes.len() as u64, memory_bytes_max },
+        info: ModuleInfo { hash, kind, abi_version, state_version, size_bytes, memory_bytes_max },
         pre,
     })
 }

@@ -69,9 +69,9 @@ pub(super) async fn upload(
     Query(query): Query<UploadQuery>,
     ModuleBytes(bytes): ModuleBytes,
 ) -> ApiResult<Json<Value>> {
-    let runtime = state.loader.runtime().clone();
+    let loader = state.loader.clone();
     let compile_bytes = bytes.clone();
-    let compiled = tokio::task::spawn_blocking(move || runtime.compile(&compile_bytes))
+    let compiled = tokio::task::spawn_blocking(move || loader.compile(&compile_bytes))
         .await
         .map_err(|error| ApiError::internal(error.to_string()))?
         .map_err(|rejection| rejected(rejection.to_string()))?;

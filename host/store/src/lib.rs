@@ -12,6 +12,7 @@
 //! | `modules` | SHA-256 of the bytes | module bytes |
 //! | `read` | namespaced read-model keys | read-model values |
 //! | `meta` | name | small values (positions of background writers) |
+//! | `artifacts` | module hash, engine version and configuration | compiled machine code |
 //!
 //! Big-endian keys make RocksDB's byte order the numeric order, so "from
 //! sequence N" is a seek and "newest first" is a reverse iteration.
@@ -46,10 +47,11 @@ pub enum Family {
     Modules,
     Read,
     Meta,
+    Artifacts,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Journal,
         Family::Events,
         Family::Snapshots,
@@ -57,6 +59,7 @@ impl Family {
         Family::Modules,
         Family::Read,
         Family::Meta,
+        Family::Artifacts,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl Family {
             Family::Modules => "modules",
             Family::Read => "read",
             Family::Meta => "meta",
+            Family::Artifacts => "artifacts",
         }
     }
 }

@@ -49,16 +49,17 @@ pub struct Book {
     bids: BTreeMap<u64, Level>,
     asks: BTreeMap<u64, Level>,
     /// Levels changed by the current command, with their total before it.
-    /// Scratch, not state: empty between commands.
-    touched: Vec<(Side, u64, u64)>,
+    /// Scratch, not state: empty between commands. Ordered, and keyed so a
+    /// restore of a large book (which touches every level) stays linear.
+    touched: BTreeMap<(Side, u64), u64>,
 }
 
 impl Book {
     /// Remember a level's total before the command first changes it.
     fn touch(&mut self, side: Side, price: u64) {
-        if !self.touched.iter().any(|&(s, p, _)| s == side && p == price) {
+        if !self.touched.contains_key(&(side, price)) {
             let before = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
-            self.touched.push((side, price, before));
+            self.touched.insert((side, price), before);
         }
     }
 
@@ -70,11 +71,10 @@ impl Book {
     /// The levels whose total the command changed, with their new totals, bids
     /// then asks, each by ascending price; and forget them.
     pub fn take_changed_levels(&mut self) -> Vec<(Side, u64, u64)> {
-        let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_unstable_by_key(|&(side, price, _)| (side, price));
+        let touched = std::mem::take(&mut self.touched);
         touched
             .into_iter()
-            .filter_map(|(side, price, before)| {
+            .filter_map(|((side, price), before)| {
                 let after = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
                 (after != before).then_some((side, price, after))
             })
