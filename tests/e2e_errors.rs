@@ -107,3 +107,30 @@ fn bad_input_is_refused_precisely_and_changes_nothing() {
     assert_eq!(host.last_event_seq(), fok["seq"].as_u64().unwrap());
     host.stop();
 }
+
+#[test]
+fn every_documented_operation_is_routed() {
+    let dir = TempDir::new("openapi");
+    let host = Host::start(dir.path());
+    let document = host.get("/openapi.json").ok();
+    assert_eq!(document["info"]["title"], "exhost");
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25, "{} paths", paths.len());
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{symbol}", "BTC-PERP").replace("{order_id}", "1").replace("{user_id}", "1");
+        for method in
+            item.as_object().unwrap().keys().filter(|m| ["get", "post", "patch", "delete"].contains(&m.as_str()))
+        {
+            let answer = host.request(&method.to_uppercase(), &concrete, &[], None);
+            assert_ne!(answer.status, 405, "{method} {path} is documented but not routed");
+            assert!(
+                !(answer.status == 404 && answer.body["error"]["message"] == "no such endpoint"),
+                "{method} {path} is documented but not routed"
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 29, "{operations} operations");
+    host.stop();
+}

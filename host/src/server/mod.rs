@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 mod market;
 mod modules;
+pub mod openapi;
 mod trading;
 pub mod views;
 mod ws;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document().clone()) }))
         .route("/v1/markets", get(market::list_markets))
         .route("/v1/markets/{symbol}/book", get(market::book))
         .route("/v1/markets/{symbol}/trades", get(market::trades))
