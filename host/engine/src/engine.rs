@@ -21,17 +21,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use exhost_guest_sdk::{
-    Abi, CommandContext, FollowUp, MarketRisk, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery,
+    CommandContext, FollowUp, MarketRisk, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery,
     MatchingQueryResult, OrderId, OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi,
     PositionCommand, PositionOutput, PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce,
     UserId,
 };
 
-use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder};
+use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
 use crate::event::EventBody;
-use crate::module::{Instance, LoadError, Loader, ModuleFault, ModuleHash, ModuleLoader};
-use crate::registry::{Activation, PositionInstall, Registry, UserRecord};
-use crate::snapshot::{EngineSnapshot, MarketState, SNAPSHOT_FORMAT};
+use crate::module::{LoadError, Loader, ModuleFault, ModuleHash, ModuleLoader};
+use crate::registry::{PositionInstall, Registry, UserRecord};
+use crate::slot::Slot;
 
 /// How many commands an instance may apply after its checkpoint before the
 /// engine takes a fresh one, bounding both memory and rebuild time.
@@ -59,73 +59,15 @@ pub enum EngineError {
     NoPositionModule,
 }
 
-/// One module instance with what it takes to rebuild it.
-struct Slot<A: Abi> {
-    instance: Box<dyn Instance<A>>,
-    hash: ModuleHash,
-    limits: ModuleLimits,
-    /// Snapshot bytes the instance can be rebuilt from, and their format version.
-    checkpoint: Vec<u8>,
-    checkpoint_version: u32,
-    /// Commands applied since the checkpoint, in order.
-    retained: Vec<(CommandContext, A::Command)>,
-}
-
-impl<A: Abi> Slot<A> {
-    fn new(instance: Box<dyn Instance<A>>, hash: ModuleHash, limits: ModuleLimits) -> Result<Slot<A>, ModuleFault> {
-        let mut slot =
-            Slot { instance, hash, limits, checkpoint: Vec::new(), checkpoint_version: 0, retained: Vec::new() };
-        slot.take_checkpoint()?;
-        Ok(slot)
-    }
-
-    /// A slot whose instance was just restored from `bytes` (same format): they are its checkpoint.
-    fn restored(instance: Box<dyn Instance<A>>, hash: ModuleHash, limits: ModuleLimits, bytes: Vec<u8>) -> Slot<A> {
-        let checkpoint_version = instance.state_version();
-        Slot { instance, hash, limits, checkpoint: bytes, checkpoint_version, retained: Vec::new() }
-    }
-
-    fn run(&mut self, ctx: CommandContext, command: A::Command) -> Result<A::Output, ModuleFault> {
-        let mut out = A::Output::default();
-        self.instance.apply(&ctx, &command, &mut out)?;
-        self.retained.push((ctx, command));
-        Ok(out)
-    }
-
-    /// Rebuild the instance as it was after its first `keep` retained commands.
-    fn rebuild(&mut self, loader: &dyn Loader<A>, keep: usize, target: &str) -> Result<(), EngineError> {
-        self.instance = loader
-            .restore(&self.hash, &self.limits, self.checkpoint_version, &self.checkpoint)
-            .map_err(|source| EngineError::Load { target: target.to_string(), source })?;
-        self.retained.truncate(keep);
-        for (ctx, command) in &self.retained {
-            let mut out = A::Output::default();
-            self.instance
-                .apply(ctx, command, &mut out)
-                .map_err(|fault| EngineError::Recovery { target: target.to_string(), fault })?;
-        }
-        Ok(())
-    }
-
-    fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {
-        let mut bytes = Vec::new();
-        self.instance.snapshot(&mut bytes)?;
-        self.checkpoint = bytes;
-        self.checkpoint_version = self.instance.state_version();
-        self.retained.clear();
-        Ok(())
-    }
-}
-
 /// Which instance a command touched.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Target {
+pub(crate) enum Target {
     Position,
     Market(MarketId),
 }
 
 impl Target {
-    fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             Target::Position => "the position module".into(),
             Target::Market(market) => format!("market {market}"),
@@ -134,7 +76,7 @@ impl Target {
 }
 
 /// Why a command stopped before its end.
-enum Abort {
+pub(crate) enum Abort {
     /// A module faulted: undo the command and reject it with this reason.
     Fault(Reason),
     /// The engine cannot go on.
@@ -147,7 +89,7 @@ impl From<EngineError> for Abort {
     }
 }
 
-fn fault_reason(fault: &ModuleFault) -> Reason {
+pub(crate) fn fault_reason(fault: &ModuleFault) -> Reason {
     match fault {
         ModuleFault::OutOfFuel { .. } => Reason::ModuleOutOfFuel,
         ModuleFault::Trap { .. } => Reason::ModuleTrap,
@@ -156,14 +98,14 @@ fn fault_reason(fault: &ModuleFault) -> Reason {
 }
 
 pub struct Engine {
-    loader: Arc<dyn ModuleLoader>,
-    registry: Registry,
-    markets: Vec<Slot<MatchingAbi>>,
-    position: Option<Slot<PositionAbi>>,
-    last_seq: u64,
-    last_ts_ns: u64,
+    pub(crate) loader: Arc<dyn ModuleLoader>,
+    pub(crate) registry: Registry,
+    pub(crate) markets: Vec<Slot<MatchingAbi>>,
+    pub(crate) position: Option<Slot<PositionAbi>>,
+    pub(crate) last_seq: u64,
+    pub(crate) last_ts_ns: u64,
     /// Instances the current command touched, with their retained length before it.
-    touched: Vec<(Target, usize)>,
+    pub(crate) touched: Vec<(Target, usize)>,
 }
 
 impl Engine {
@@ -488,106 +430,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Hot swap: the old instance's snapshot goes into the new module (restore,
-    /// or migrate when the state versions differ), which replaces it from this
-    /// sequence on. A module that cannot take the state is refused, with its
-    /// own message, and the old one stays.
-    fn activate(
-        &mut self,
-        ctx: CommandContext,
-        target: ModuleTarget,
-        module_hash: ModuleHash,
-        events: &mut Vec<EventBody>,
-    ) -> Result<(), Abort> {
-        let (from, from_version, bytes) = match target {
-            ModuleTarget::Market(market) => {
-                if (market.0 as usize) >= self.markets.len() {
-                    events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
-                    return Ok(());
-                }
-                // A snapshot that faults leaves the instance to be rebuilt like any fault.
-                self.touch(Target::Market(market));
-                let slot = &mut self.markets[market.0 as usize];
-                let mut bytes = Vec::new();
-                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
-                (slot.hash, slot.instance.state_version(), bytes)
-            }
-            ModuleTarget::Position => {
-                if self.position.is_none() {
-                    events.push(EventBody::CommandRejected { reason: Reason::NoModule });
-                    return Ok(());
-                }
-                self.touch(Target::Position);
-                let slot = self.position.as_mut().expect("checked above");
-                let mut bytes = Vec::new();
-                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
-                (slot.hash, slot.instance.state_version(), bytes)
-            }
-        };
-        if from == module_hash {
-            events.push(EventBody::CommandRejected { reason: Reason::AlreadyInstalled });
-            return Ok(());
-        }
-        let refused = |reason: String, events: &mut Vec<EventBody>| {
-            events.push(EventBody::ModuleActivationRefused { target, module_hash, reason });
-        };
-        let to_version = match target {
-            ModuleTarget::Market(market) => {
-                let limits = self.markets[market.0 as usize].limits;
-                let made = Loader::<MatchingAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
-                match made {
-                    Ok(slot) => {
-                        let version = slot.checkpoint_version;
-                        self.markets[market.0 as usize] = slot;
-                        self.registry.markets[market.0 as usize].module_hash = module_hash;
-                        version
-                    }
-                    Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: Target::Market(market).name(), source }.into());
-                    }
-                    Err(error) => return Ok(refused(error.to_string(), events)),
-                }
-            }
-            ModuleTarget::Position => {
-                let limits = self.position.as_ref().map(|slot| slot.limits).unwrap_or_default();
-                let made = Loader::<PositionAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
-                match made {
-                    Ok(slot) => {
-                        let version = slot.checkpoint_version;
-                        self.position = Some(slot);
-                        if let Some(install) = self.registry.position.as_mut() {
-                            install.module_hash = module_hash;
-                        }
-                        version
-                    }
-                    Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: Target::Position.name(), source }.into());
-                    }
-                    Err(error) => return Ok(refused(error.to_string(), events)),
-                }
-            }
-        };
-        // The swapped slot starts with a fresh checkpoint and nothing retained: this
-        // command cannot be undone by rebuilding, and needs not be (nothing follows).
-        let swapped = match target {
-            ModuleTarget::Market(market) => Target::Market(market),
-            ModuleTarget::Position => Target::Position,
-        };
-        self.touched.retain(|(touched, _)| *touched != swapped);
-        self.registry.activations.push(Activation {
-            seq: ctx.seq,
-            target,
-            from,
-            to: module_hash,
-            from_state_version: from_version,
-            to_state_version: to_version,
-        });
-        events.push(EventBody::ModuleActivated { target, from, to: module_hash, migrated: from_version != to_version });
-        Ok(())
-    }
-
     fn place(&mut self, ctx: CommandContext, order: &NewOrder, events: &mut Vec<EventBody>) -> Result<(), Abort> {
         if let Some(reason) = self.check_market_user(order.market, order.user_id) {
             events.push(EventBody::CommandRejected { reason });
@@ -692,7 +534,7 @@ impl Engine {
         Ok(())
     }
 
-    fn touch(&mut self, target: Target) {
+    pub(crate) fn touch(&mut self, target: Target) {
         if !self.touched.iter().any(|(t, _)| *t == target) {
             let retained = match target {
                 Target::Position => self.position.as_ref().map_or(0, |slot| slot.retained.len()),
@@ -788,96 +630,6 @@ impl Engine {
                 Err(EngineError::Recovery { target: Target::Position.name(), fault })
             }
         }
-    }
-
-    /// The whole state: registry and every module's snapshot. Also refreshes
-    /// each instance's in-memory checkpoint, since these bytes are one.
-    pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
-        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<MarketState, EngineError> {
-            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
-            Ok(MarketState { state_version: slot.checkpoint_version, bytes: slot.checkpoint.clone() })
-        }
-        let mut markets = Vec::with_capacity(self.markets.len());
-        for (index, slot) in self.markets.iter_mut().enumerate() {
-            markets.push(state(slot, Target::Market(MarketId(index as u32)))?);
-        }
-        let position = self.position.as_mut().map(|slot| state(slot, Target::Position)).transpose()?;
-        Ok(EngineSnapshot {
-            format: SNAPSHOT_FORMAT,
-            seq: self.last_seq,
-            ts_ns: self.last_ts_ns,
-            registry: self.registry.clone(),
-            markets,
-            position,
-        })
-    }
-
-    /// An engine holding the state of a snapshot.
-    pub fn restore(loader: Arc<dyn ModuleLoader>, snapshot: EngineSnapshot) -> Result<Engine, EngineError> {
-        if snapshot.format != SNAPSHOT_FORMAT {
-            return Err(EngineError::BadSnapshot(format!("format {} is not {SNAPSHOT_FORMAT}", snapshot.format)));
-        }
-        if snapshot.markets.len() != snapshot.registry.markets.len()
-            || snapshot.position.is_some() != snapshot.registry.position.is_some()
-        {
-            return Err(EngineError::BadSnapshot("module states do not match the registry".into()));
-        }
-        fn slot<A: Abi>(
-            loader: &dyn Loader<A>,
-            hash: ModuleHash,
-            limits: ModuleLimits,
-            state: MarketState,
-            target: Target,
-        ) -> Result<Slot<A>, EngineError> {
-            let instance = loader
-                .restore(&hash, &limits, state.state_version, &state.bytes)
-                .map_err(|source| EngineError::Load { target: target.name(), source })?;
-            Ok(Slot {
-                instance,
-                hash,
-                limits,
-                checkpoint: state.bytes,
-                checkpoint_version: state.state_version,
-                retained: Vec::new(),
-            })
-        }
-        let mut markets = Vec::with_capacity(snapshot.markets.len());
-        for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {
-            let target = Target::Market(MarketId(index as u32));
-            markets.push(slot::<MatchingAbi>(&*loader, spec.module_hash, spec.limits, state, target)?);
-        }
-        let position = match (snapshot.position, &snapshot.registry.position) {
-            (Some(state), Some(install)) => {
-                Some(slot::<PositionAbi>(&*loader, install.module_hash, install.limits, state, Target::Position)?)
-            }
-            _ => None,
-        };
-        Ok(Engine {
-            loader,
-            registry: snapshot.registry,
-            markets,
-            position,
-            last_seq: snapshot.seq,
-            last_ts_ns: snapshot.ts_ns,
-            touched: Vec::new(),
-        })
-    }
-}
-
-/// The slot of a module that just took over a state. When it kept the state
-/// format, the handed-over bytes are its checkpoint (no second snapshot during
-/// the swap pause); after a migration it takes its own.
-fn swapped_slot<A: Abi>(
-    instance: Box<dyn Instance<A>>,
-    hash: ModuleHash,
-    limits: ModuleLimits,
-    from_version: u32,
-    bytes: Vec<u8>,
-) -> Result<Slot<A>, LoadError> {
-    if instance.state_version() == from_version {
-        Ok(Slot::restored(instance, hash, limits, bytes))
-    } else {
-        Slot::new(instance, hash, limits).map_err(|fault| LoadError::Fault { hash, fault })
     }
 }
 

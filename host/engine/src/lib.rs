@@ -13,7 +13,9 @@ pub mod engine;
 pub mod event;
 pub mod module;
 pub mod registry;
+mod slot;
 pub mod snapshot;
+mod swap;
 
 pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};

@@ -3,11 +3,18 @@
 //! canonical encoding, so two engines agree on a digest exactly when they agree
 //! on every byte of state.
 
+use std::sync::Arc;
+
 use exhost_guest_sdk::codec::{self, DecodeError};
+use exhost_guest_sdk::{Abi, MatchingAbi, PositionAbi};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::command::{MarketId, ModuleLimits};
+use crate::engine::{Engine, EngineError, Target};
+use crate::module::{Loader, ModuleHash, ModuleLoader};
 use crate::registry::Registry;
+use crate::slot::Slot;
 
 /// The version of [`EngineSnapshot`]'s layout.
 pub const SNAPSHOT_FORMAT: u32 = 2;
@@ -60,5 +67,80 @@ impl EngineSnapshot {
     /// The digest of encoded snapshot bytes.
     pub fn digest_of(encoded: &[u8]) -> StateDigest {
         StateDigest(Sha256::digest(encoded).into())
+    }
+}
+
+impl Engine {
+    /// The whole state: registry and every module's snapshot. Also refreshes
+    /// each instance's in-memory checkpoint, since these bytes are one.
+    pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
+        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<MarketState, EngineError> {
+            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
+            Ok(MarketState { state_version: slot.checkpoint_version, bytes: slot.checkpoint.clone() })
+        }
+        let mut markets = Vec::with_capacity(self.markets.len());
+        for (index, slot) in self.markets.iter_mut().enumerate() {
+            markets.push(state(slot, Target::Market(MarketId(index as u32)))?);
+        }
+        let position = self.position.as_mut().map(|slot| state(slot, Target::Position)).transpose()?;
+        Ok(EngineSnapshot {
+            format: SNAPSHOT_FORMAT,
+            seq: self.last_seq,
+            ts_ns: self.last_ts_ns,
+            registry: self.registry.clone(),
+            markets,
+            position,
+        })
+    }
+
+    /// An engine holding the state of a snapshot.
+    pub fn restore(loader: Arc<dyn ModuleLoader>, snapshot: EngineSnapshot) -> Result<Engine, EngineError> {
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(EngineError::BadSnapshot(format!("format {} is not {SNAPSHOT_FORMAT}", snapshot.format)));
+        }
+        if snapshot.markets.len() != snapshot.registry.markets.len()
+            || snapshot.position.is_some() != snapshot.registry.position.is_some()
+        {
+            return Err(EngineError::BadSnapshot("module states do not match the registry".into()));
+        }
+        fn slot<A: Abi>(
+            loader: &dyn Loader<A>,
+            hash: ModuleHash,
+            limits: ModuleLimits,
+            state: MarketState,
+            target: Target,
+        ) -> Result<Slot<A>, EngineError> {
+            let instance = loader
+                .restore(&hash, &limits, state.state_version, &state.bytes)
+                .map_err(|source| EngineError::Load { target: target.name(), source })?;
+            Ok(Slot {
+                instance,
+                hash,
+                limits,
+                checkpoint: state.bytes,
+                checkpoint_version: state.state_version,
+                retained: Vec::new(),
+            })
+        }
+        let mut markets = Vec::with_capacity(snapshot.markets.len());
+        for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {
+            let target = Target::Market(MarketId(index as u32));
+            markets.push(slot::<MatchingAbi>(&*loader, spec.module_hash, spec.limits, state, target)?);
+        }
+        let position = match (snapshot.position, &snapshot.registry.position) {
+            (Some(state), Some(install)) => {
+                Some(slot::<PositionAbi>(&*loader, install.module_hash, install.limits, state, Target::Position)?)
+            }
+            _ => None,
+        };
+        Ok(Engine {
+            loader,
+            registry: snapshot.registry,
+            markets,
+            position,
+            last_seq: snapshot.seq,
+            last_ts_ns: snapshot.ts_ns,
+            touched: Vec::new(),
+        })
     }
 }
