@@ -192,6 +192,31 @@ pub enum BenchCommand {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Every figure, one JSON line each (`--quick`: small sizes, for CI's smoke run).
+    All {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Bytes per resting order in module memory and snapshots, and host resident memory.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        resting: u64,
+        #[arg(long, default_value_t = 1_000)]
+        levels: u64,
+    },
+    /// The journal against the raw disk (append + fsync), and the write path end to end.
+    Journal {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Concurrent submitters for the write-path figure.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
     /// Hot swap at a given book size: upload (compile, dry run) and the activation pause.
     Swap {
         #[command(flatten)]
@@ -355,6 +380,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench(BenchCommand::Engine { flow, rounds }) => crate::bench::engine(flow.shape(), rounds.max(1)),
         Commands::Bench(BenchCommand::Fill { data, flow, snapshot }) => {
             crate::bench::fill(&data.config()?.data_dir, flow.shape(), snapshot)
+        }
+        Commands::Bench(BenchCommand::All { data, quick }) => {
+            crate::bench::all(&data.config()?.data_dir.join("bench-all"), quick)
+        }
+        Commands::Bench(BenchCommand::Memory { resting, levels }) => crate::bench::memory::run(resting, levels.max(1)),
+        Commands::Bench(BenchCommand::Journal { data, seconds, clients }) => {
+            crate::bench::journal::run(&data.config()?.data_dir.join("bench-journal"), seconds, clients.max(1))
         }
         Commands::Bench(BenchCommand::Swap { flow, rounds }) => crate::bench::swap(flow.shape(), rounds),
         Commands::Bench(BenchCommand::Startup { data }) => crate::bench::startup(&data.config()?.data_dir),

@@ -104,6 +104,11 @@ impl<A: Abi> WasmModule<A> {
         })
     }
 
+    /// The size of the instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.exports.memory.data_size(&self.store)
+    }
+
     /// Initialise fresh state from a config.
     pub fn init(&mut self, config: &A::Config) -> Result<(), ModuleFault> {
         self.encoded.clear();

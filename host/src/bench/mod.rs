@@ -8,8 +8,14 @@
 //!   same engine and read-model code as the live path (journal writes unsynced,
 //!   since this is data generation, not a durability figure).
 //! - `startup`: how long recovery of a data directory takes.
+//! - `journal`: synced group commit against the raw disk, and the write path.
+//! - `swap`: the hot-swap pause at a given book size.
+
+pub mod journal;
+pub mod memory;
 
 use std::path::Path;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -384,5 +390,44 @@ pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
             "replayed_per_sec": if replayed > 0 { (replayed as f64 / replay.as_secs_f64()).round() } else { 0.0 },
         })
     );
+    Ok(())
+}
+
+/// `exhost bench all`: every figure in one run. `quick` shrinks every size so
+/// the whole suite runs in seconds (CI runs it that way, so it cannot rot;
+/// nothing asserts on the numbers there).
+pub fn all(dir: &Path, quick: bool) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let scale = |full: u64, small: u64| if quick { small } else { full };
+    let shape = |resting: u64, commands: u64, positions: bool| FlowShape {
+        positions,
+        resting,
+        levels: 1_000,
+        commands,
+        users: 16,
+        seed: 1,
+    };
+    let rounds = if quick { 1 } else { 3 };
+    // Engine: matching only and the full pipeline, and how it grows with the book.
+    for resting in [scale(10_000, 1_000), scale(100_000, 5_000), scale(1_000_000, 10_000)] {
+        engine(shape(resting, scale(1_000_000, 20_000), false), rounds)?;
+    }
+    engine(shape(scale(100_000, 5_000), scale(1_000_000, 20_000), true), rounds)?;
+    journal::run(&dir.join("journal"), if quick { 0.2 } else { 3.0 }, 64)?;
+    memory::run(scale(1_000_000, 10_000), 1_000)?;
+    swap(shape(scale(100_000, 5_000), 0, false), if quick { 2 } else { 7 })?;
+    // Recovery: a filled data directory, started from the journal and from a snapshot.
+    let filled = dir.join("fill");
+    fill(&filled, shape(scale(100_000, 2_000), scale(1_000_000, 20_000), true), false)?;
+    startup(&filled)?;
+    let store = Store::open(&filled.join("db"))?;
+    let loader = crate::cli::loader_for(&store)?;
+    let (mut engine, _) = recovery::recover(&store, loader)?;
+    crate::node::take_snapshot(&mut engine, &store).map_err(anyhow::Error::msg)?;
+    drop(engine);
+    drop(store);
+    startup(&filled)?;
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

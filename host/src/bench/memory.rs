@@ -1,0 +1,74 @@
+//! `exhost bench memory`: bytes per resting order inside the matching
+//! module's linear memory, snapshot bytes per order, and the host's resident
+//! memory with that many orders resting.
+
+use std::time::Instant;
+
+use exhost_engine::{Instance, ModuleLimits};
+use exhost_guest_sdk::{
+    CommandContext, MarketConfig, MatchingCommand, OrderId, OrderType, PlaceOrder, SelfTradePrevention, Side,
+    TimeInForce, UserId,
+};
+use exhost_runtime::{Runtime, WasmMatching};
+use serde_json::json;
+
+/// Resident memory of this process, from /proc (Linux), in bytes.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `resting` non-crossing orders over `levels` price levels per side.
+pub fn run(resting: u64, levels: u64) -> anyhow::Result<()> {
+    let runtime = Runtime::new()?;
+    let compiled = runtime.compile(exhost_embedded::PRICETIME_WASM).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rss_before = resident_bytes().unwrap_or(0);
+    let mut book = WasmMatching::instantiate(&runtime, &compiled, &ModuleLimits::default())?;
+    let config = MarketConfig { resting_orders_max: u32::MAX, ..MarketConfig::default() };
+    book.init(&config)?;
+    let empty = book.memory_bytes();
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    let mut outputs = Vec::with_capacity(10_000);
+    for i in 0..resting {
+        let seq = i + 1;
+        let buy = i % 2 == 0;
+        let offset = 1 + (i / 2) % levels;
+        batch.push((
+            CommandContext { seq, ts_ns: seq },
+            MatchingCommand::Place(PlaceOrder {
+                order_id: OrderId(seq),
+                user_id: UserId(1 + i % 1_000),
+                side: if buy { Side::Buy } else { Side::Sell },
+                order_type: OrderType::Limit,
+                price_ticks: if buy { 1_000_000 - offset } else { 1_000_000 + offset },
+                qty_lots: 1 + i % 10,
+                time_in_force: TimeInForce::Gtc,
+                self_trade_prevention: SelfTradePrevention::CancelTaker,
+            }),
+        ));
+        if batch.len() == batch.capacity() || i + 1 == resting {
+            outputs.clear();
+            book.apply_batch(&batch, &mut outputs).map_err(|(_, fault)| fault)?;
+            batch.clear();
+        }
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let full = book.memory_bytes();
+    let mut snapshot = Vec::new();
+    book.snapshot(&mut snapshot)?;
+    let rss_after = resident_bytes().unwrap_or(0);
+    println!(
+        "{}",
+        json!({
+            "bench": "memory", "resting_orders": resting, "levels_per_side": levels,
+            "module_memory_bytes": full, "module_bytes_per_order": ((full - empty) as f64 / resting.max(1) as f64).round(),
+            "snapshot_bytes": snapshot.len(), "snapshot_bytes_per_order": (snapshot.len() as f64 / resting.max(1) as f64 * 10.0).round() / 10.0,
+            "host_resident_bytes": rss_after, "host_resident_growth_bytes": rss_after.saturating_sub(rss_before),
+            "load_orders_per_sec": (resting as f64 / load_seconds).round(),
+        })
+    );
+    Ok(())
+}

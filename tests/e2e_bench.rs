@@ -1,0 +1,37 @@
+//! The benchmark suite's smoke run: `exhost bench all --quick` must run end to
+//! end and print one well-formed JSON figure per line for every part of the
+//! suite. Nothing here asserts on speed (speed belongs in the benchmarks, not
+//! in tests); this keeps the suite from rotting.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn the_benchmark_suite_runs_and_reports_every_figure() {
+    let dir = TempDir::new("bench");
+    let output = exhost(&["bench", "all", "--quick"], dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let figures: Vec<Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect();
+    let kinds: BTreeSet<&str> = figures.iter().filter_map(|f| f["bench"].as_str()).collect();
+    for kind in ["engine", "journal", "write_path", "memory", "swap", "fill", "startup"] {
+        assert!(kinds.contains(kind), "no {kind} figure in:\n{stdout}");
+    }
+    for figure in &figures {
+        for (name, value) in figure.as_object().unwrap() {
+            if let Some(number) = value.as_f64() {
+                assert!(number.is_finite() && number >= 0.0, "{name} = {number} in {figure}");
+            }
+        }
+    }
+    let engine_wasm = figures.iter().find(|f| f["bench"] == "engine" && f["impl"] == "wasm").unwrap();
+    assert!(engine_wasm["commands_per_sec"].as_f64().unwrap() > 0.0);
+    let startups: Vec<&Value> = figures.iter().filter(|f| f["bench"] == "startup").collect();
+    assert_eq!(startups.len(), 2, "from the journal and from a snapshot");
+    assert_eq!(startups[1]["replayed"], 0, "the second start-up begins at the snapshot");
+}
