@@ -411,41 +411,58 @@ impl EngineLoop {
         let mut writer = ReadModelWriter::new(&self.store);
         let mut replies = Vec::with_capacity(items.len());
         let mut registry_changed = false;
-        for item in items {
+        // Activations are applied on their own, to measure the swap pause; every
+        // other run of commands goes to the engine as one batch.
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut segment: Vec<Sequenced> = Vec::new();
+            while let Some(item) = items.next_if(|item| !matches!(item.command, Command::ActivateModule { .. })) {
+                segment.push(item);
+            }
+            if segment.is_empty() {
+                segment.extend(items.next());
+            }
             if let Some(problem) = self.health.problem() {
-                let _ = item.reply.send(Err(SubmitError::Halted(problem)));
+                for item in segment {
+                    let _ = item.reply.send(Err(SubmitError::Halted(problem.clone())));
+                }
                 continue;
             }
+            let first_seq = segment[0].seq;
+            let activation = matches!(segment[0].command, Command::ActivateModule { .. });
+            let commands: Vec<(u64, &Command)> = segment.iter().map(|item| (item.ts_ns, &item.command)).collect();
             let command_started = Instant::now();
-            let applied = self.engine.apply(item.seq, item.ts_ns, &item.command);
-            if matches!(item.command, Command::ActivateModule { .. }) {
+            let (results, error) = self.engine.apply_batch_partial(first_seq, &commands);
+            if activation {
                 // The swap pause: the time the engine, and so every market, takes no other command.
                 let pause = command_started.elapsed();
                 metrics::histogram!("exhost_module_swap_seconds").record(pause.as_secs_f64());
-                tracing::info!(seq = item.seq, pause_us = pause.as_micros() as u64, "module activation applied");
+                tracing::info!(seq = first_seq, pause_us = pause.as_micros() as u64, "module activation applied");
             }
-            match applied {
-                Ok(bodies) => {
-                    let events = stamp(item.seq, item.ts_ns, bodies);
-                    writer.cover(item.seq);
-                    for event in &events {
-                        registry_changed |= matches!(
-                            event.body,
-                            EventBody::UserCreated { .. }
-                                | EventBody::MarketCreated { .. }
-                                | EventBody::PositionModuleInstalled { .. }
-                                | EventBody::ModuleActivated { .. }
-                        );
-                        if let Err(error) = writer.apply(event) {
-                            self.health.halt(format!("read model read failed at seq {}: {error}", item.seq));
-                        }
+            let applied = results.len();
+            let mut segment = segment.into_iter();
+            for (item, bodies) in segment.by_ref().zip(results) {
+                let events = stamp(item.seq, item.ts_ns, bodies);
+                writer.cover(item.seq);
+                for event in &events {
+                    registry_changed |= matches!(
+                        event.body,
+                        EventBody::UserCreated { .. }
+                            | EventBody::MarketCreated { .. }
+                            | EventBody::PositionModuleInstalled { .. }
+                            | EventBody::ModuleActivated { .. }
+                    );
+                    if let Err(error) = writer.apply(event) {
+                        self.health.halt(format!("read model read failed at seq {}: {error}", item.seq));
                     }
-                    replies.push((item.reply, Applied { seq: item.seq, ts_ns: item.ts_ns, events }));
                 }
-                Err(error) => {
-                    let reason = format!("command {} cannot be applied: {error}", item.seq);
-                    self.health.halt(reason.clone());
-                    let _ = item.reply.send(Err(SubmitError::Halted(reason)));
+                replies.push((item.reply, Applied { seq: item.seq, ts_ns: item.ts_ns, events }));
+            }
+            if let Some(error) = error {
+                let reason = format!("command {} cannot be applied: {error}", first_seq + applied as u64);
+                self.health.halt(reason.clone());
+                for item in segment {
+                    let _ = item.reply.send(Err(SubmitError::Halted(reason.clone())));
                 }
             }
         }

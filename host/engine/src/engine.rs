@@ -34,7 +34,9 @@ use crate::registry::{PositionInstall, Registry, UserRecord};
 use crate::slot::Slot;
 
 /// How many commands an instance may apply after its checkpoint before the
-/// engine takes a fresh one, bounding both memory and rebuild time.
+/// engine takes a fresh one, bounding both memory and rebuild time. A large
+/// state is checkpointed less often (one command retained per 4 snapshot
+/// bytes), so the snapshots' cost per command stays small.
 pub const RETAINED_COMMANDS_MAX: usize = 100_000;
 
 /// A failure that stops the engine: the journal cannot be applied any further.
@@ -133,6 +135,12 @@ impl Engine {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Move the engine's position after commands applied outside `apply` (batches).
+    pub(crate) fn set_position(&mut self, last_seq: u64, last_ts_ns: u64) {
+        self.last_seq = last_seq;
+        self.last_ts_ns = last_ts_ns;
     }
 
     /// Apply the command with sequence number `seq`; it must be the next one.
@@ -591,12 +599,12 @@ impl Engine {
         for (target, _) in std::mem::take(&mut self.touched) {
             let result = match target {
                 Target::Position => match self.position.as_mut() {
-                    Some(slot) if slot.retained.len() >= RETAINED_COMMANDS_MAX => slot.take_checkpoint(),
+                    Some(slot) if slot.checkpoint_due() => slot.take_checkpoint(),
                     _ => Ok(()),
                 },
                 Target::Market(market) => {
                     let slot = &mut self.markets[market.0 as usize];
-                    if slot.retained.len() >= RETAINED_COMMANDS_MAX { slot.take_checkpoint() } else { Ok(()) }
+                    if slot.checkpoint_due() { slot.take_checkpoint() } else { Ok(()) }
                 }
             };
             result.map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
@@ -633,7 +641,7 @@ impl Engine {
     }
 }
 
-fn received(order_id: OrderId, order: &NewOrder) -> EventBody {
+pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {
     EventBody::OrderReceived {
         market: order.market,
         order_id,

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod command;
 pub mod decimal;
 pub mod engine;
@@ -17,6 +18,7 @@ mod slot;
 pub mod snapshot;
 mod swap;
 
+pub use batch::BATCH_COMMANDS_MAX;
 pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
 pub use engine::{Engine, EngineError};

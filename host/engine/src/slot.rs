@@ -64,6 +64,11 @@ impl<A: Abi> Slot<A> {
         Ok(())
     }
 
+    /// Whether enough commands piled up since the checkpoint to take a new one.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        self.retained.len() >= crate::engine::RETAINED_COMMANDS_MAX.max(self.checkpoint.len() / 4)
+    }
+
     pub(crate) fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {
         let mut bytes = Vec::new();
         self.instance.snapshot(&mut bytes)?;

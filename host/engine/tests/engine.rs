@@ -287,3 +287,56 @@ fn engine_depends_on_no_runtime_or_storage() {
     }
     assert!(tree.lines().any(|line| line.starts_with("exhost-guest-sdk ")), "sanity: the tree lists dependencies");
 }
+
+fn run_batched(engine: &mut Engine, commands: &[Command], chunk: usize) -> Vec<Vec<EventBody>> {
+    let mut results = Vec::new();
+    for part in commands.chunks(chunk) {
+        let first = engine.last_seq() + 1;
+        let items: Vec<(u64, &Command)> =
+            part.iter().enumerate().map(|(i, command)| ((first + i as u64) * 1000, command)).collect();
+        results.extend(engine.apply_batch(first, &items).unwrap());
+    }
+    results
+}
+
+#[test]
+fn batches_give_exactly_the_events_of_one_command_at_a_time() {
+    let commands = flow(6_000, 17);
+    let mut single = Engine::new(loader());
+    let expected = run(&mut single, &commands, 1);
+    for chunk in [1, 7, 777, 6_000] {
+        let mut batched = Engine::new(loader());
+        assert_eq!(run_batched(&mut batched, &commands, chunk), expected, "chunks of {chunk}");
+        assert_eq!(digest(&mut batched), digest(&mut single), "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn a_fault_inside_a_batch_rejects_only_its_command() {
+    let mut commands = flow(3_000, 23);
+    let poisoned = Command::PlaceOrder(NewOrder {
+        market: MarketId(0),
+        user_id: UserId(2),
+        client_order_id: None,
+        side: Side::Sell,
+        order_type: OrderType::Market,
+        price_ticks: 0,
+        qty_lots: 13,
+        time_in_force: TimeInForce::Ioc,
+        self_trade_prevention: SelfTradePrevention::CancelTaker,
+        reduce_only: false,
+    });
+    commands[1_500] = poisoned.clone();
+    commands[1_501] = poisoned;
+    let mut single = Engine::new(Arc::new(TrapLoader));
+    let expected = run(&mut single, &commands, 1);
+    let mut batched = Engine::new(Arc::new(TrapLoader));
+    let got = run_batched(&mut batched, &commands, 1_000);
+    assert_eq!(got, expected);
+    assert!(got[1_500].iter().any(|e| matches!(
+        e,
+        EventBody::Matching { event: MatchingEvent::Order(OrderUpdate { reason: Some(Reason::ModuleTrap), .. }), .. }
+    )));
+    let (a, b) = (single.snapshot().unwrap(), batched.snapshot().unwrap());
+    assert_eq!(a.markets, b.markets);
+}

@@ -57,6 +57,11 @@ impl Runtime {
             .wasm_custom_page_sizes(false)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
             .parallel_compilation(true);
+        // Profiling only names the compiled code for `perf` (EXHOST_WASM_PROFILE=perfmap);
+        // it changes no generated instruction.
+        if std::env::var("EXHOST_WASM_PROFILE").is_ok_and(|value| value == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|error| RuntimeError::Config(error.to_string()))?;
         Ok(Runtime { engine })
     }

@@ -261,9 +261,12 @@ fn run_engine(loader: Arc<dyn ModuleLoader>, setup: &[Command], measured: &[Comm
     let first = setup.len() as u64 + 1;
     let mut events = 0;
     let started = Instant::now();
-    for (i, command) in measured.iter().enumerate() {
-        let seq = first + i as u64;
-        events += engine.apply(seq, seq, command)?.len();
+    // As the node does: a journal batch at a time through `apply_batch`.
+    for (chunk_index, chunk) in measured.chunks(exhost_engine::BATCH_COMMANDS_MAX).enumerate() {
+        let chunk_first = first + (chunk_index * exhost_engine::BATCH_COMMANDS_MAX) as u64;
+        let items: Vec<(u64, &Command)> =
+            chunk.iter().enumerate().map(|(i, command)| (chunk_first + i as u64, command)).collect();
+        events += engine.apply_batch(chunk_first, &items)?.iter().map(Vec::len).sum::<usize>();
     }
     Ok((started.elapsed().as_secs_f64(), events))
 }

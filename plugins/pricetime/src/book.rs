@@ -48,33 +48,47 @@ pub struct Book {
     by_user: BTreeSet<(UserId, OrderId)>,
     bids: BTreeMap<u64, Level>,
     asks: BTreeMap<u64, Level>,
-    /// Levels changed by the current command, with their total before it.
-    /// Scratch, not state: empty between commands. Ordered, and keyed so a
-    /// restore of a large book (which touches every level) stays linear.
-    touched: BTreeMap<(Side, u64), u64>,
+    /// Levels changed by the current command, with their total before each
+    /// change, in the order of the changes (a level may appear more than
+    /// once; its first entry holds its total before the command). Scratch, not
+    /// state: empty between commands, and not kept while restoring.
+    touched: Vec<(Side, u64, u64)>,
+    /// Whether changes are being recorded (during a command, not a restore).
+    tracking: bool,
 }
 
 impl Book {
     /// Remember a level's total before the command first changes it.
     fn touch(&mut self, side: Side, price: u64) {
-        if !self.touched.contains_key(&(side, price)) {
+        if self.tracking {
             let before = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
-            self.touched.insert((side, price), before);
+            self.touched.push((side, price, before));
         }
     }
 
-    /// Forget recorded level changes (after building a book from a snapshot).
+    /// Start recording level changes (at the start of a command).
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        self.touched.clear();
+    }
+
+    /// Forget recorded level changes.
     pub fn forget_changes(&mut self) {
         self.touched.clear();
+        self.tracking = false;
     }
 
     /// The levels whose total the command changed, with their new totals, bids
     /// then asks, each by ascending price; and forget them.
     pub fn take_changed_levels(&mut self) -> Vec<(Side, u64, u64)> {
-        let touched = std::mem::take(&mut self.touched);
+        let mut touched = std::mem::take(&mut self.touched);
+        self.tracking = false;
+        // A stable sort keeps each level's first entry, its total before the command, first.
+        touched.sort_by_key(|&(side, price, _)| (side, price));
+        touched.dedup_by_key(|&mut (side, price, _)| (side, price));
         touched
             .into_iter()
-            .filter_map(|((side, price), before)| {
+            .filter_map(|(side, price, before)| {
                 let after = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
                 (after != before).then_some((side, price, after))
             })
