@@ -19,7 +19,7 @@ fn the_benchmark_suite_runs_and_reports_every_figure() {
     let figures: Vec<Value> =
         stdout.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect();
     let kinds: BTreeSet<&str> = figures.iter().filter_map(|f| f["bench"].as_str()).collect();
-    for kind in ["engine", "journal", "write_path", "memory", "swap", "fill", "startup"] {
+    for kind in ["engine", "journal", "write_path", "load", "memory", "swap", "fill", "startup"] {
         assert!(kinds.contains(kind), "no {kind} figure in:\n{stdout}");
     }
     for figure in &figures {
@@ -31,6 +31,14 @@ fn the_benchmark_suite_runs_and_reports_every_figure() {
     }
     let engine_wasm = figures.iter().find(|f| f["bench"] == "engine" && f["impl"] == "wasm").unwrap();
     assert!(engine_wasm["commands_per_sec"].as_f64().unwrap() > 0.0);
+    // The peer order book ran on the same flow, and the growth run spread it over 50 markets.
+    assert!(figures.iter().any(|f| f["ratio"] == "wasm/peer"), "no peer ratio in:\n{stdout}");
+    assert!(figures.iter().any(|f| f["bench"] == "engine" && f["markets"] == 50), "no 50-market run in:\n{stdout}");
+    // Both order-entry paths answered requests through a real host.
+    for protocol in ["http", "ws"] {
+        let load = figures.iter().find(|f| f["bench"] == "load" && f["protocol"] == protocol).unwrap();
+        assert!(load["answered"].as_u64().unwrap() > 0, "{load}");
+    }
     let startups: Vec<&Value> = figures.iter().filter(|f| f["bench"] == "startup").collect();
     assert_eq!(startups.len(), 2, "from the journal and from a snapshot");
     assert_eq!(startups[1]["replayed"], 0, "the second start-up begins at the snapshot");

@@ -157,6 +157,9 @@ pub struct FlowArgs {
     /// Put the position module in the pipeline (margin check and settlement of every order).
     #[arg(long)]
     pub positions: bool,
+    /// Markets the orders spread over (the peer runs only with one).
+    #[arg(long, default_value_t = 1)]
+    pub markets: u32,
 }
 
 impl FlowArgs {
@@ -168,6 +171,7 @@ impl FlowArgs {
             users: self.users.max(1),
             seed: self.seed,
             positions: self.positions,
+            markets: self.markets.max(1),
         }
     }
 }
@@ -216,6 +220,20 @@ pub enum BenchCommand {
         /// Concurrent submitters for the write-path figure.
         #[arg(long, default_value_t = 64)]
         clients: usize,
+    },
+    /// Order entry end to end: a host on 127.0.0.1 (synced journal) and N connections signing orders.
+    Load {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, value_enum, default_value_t = crate::bench::load::Protocol::Http)]
+        protocol: crate::bench::load::Protocol,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Requests in flight per WebSocket connection.
+        #[arg(long, default_value_t = 256)]
+        pipeline: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
     },
     /// Hot swap at a given book size: upload (compile, dry run) and the activation pause.
     Swap {
@@ -387,6 +405,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench(BenchCommand::Memory { resting, levels }) => crate::bench::memory::run(resting, levels.max(1)),
         Commands::Bench(BenchCommand::Journal { data, seconds, clients }) => {
             crate::bench::journal::run(&data.config()?.data_dir.join("bench-journal"), seconds, clients.max(1))
+        }
+        Commands::Bench(BenchCommand::Load { data, protocol, connections, pipeline, seconds }) => {
+            let shape = crate::bench::load::LoadShape { protocol, connections: connections.max(1), pipeline, seconds };
+            crate::bench::load::run(&data.config()?.data_dir.join("bench-load"), shape)
         }
         Commands::Bench(BenchCommand::Swap { flow, rounds }) => crate::bench::swap(flow.shape(), rounds),
         Commands::Bench(BenchCommand::Startup { data }) => crate::bench::startup(&data.config()?.data_dir),

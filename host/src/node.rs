@@ -40,6 +40,17 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// The answer to an enqueued command, once the engine has applied it.
+pub struct Pending(oneshot::Receiver<Result<Applied, SubmitError>>);
+
+impl std::future::Future for Pending {
+    type Output = Result<Applied, SubmitError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(SubmitError::ShuttingDown)))
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("the command queue is full; retry later")]
@@ -236,6 +247,13 @@ impl Node {
 
     /// Journal a command, apply it, and return what happened.
     pub async fn submit(&self, command: Command) -> Result<Applied, SubmitError> {
+        self.enqueue(command)?.await
+    }
+
+    /// Hand a command to the sequencer now and await its answer later. Commands
+    /// enqueued one after another from one task are journaled, applied and
+    /// answered in that order, which is what lets a socket pipeline them.
+    pub fn enqueue(&self, command: Command) -> Result<Pending, SubmitError> {
         if let Some(problem) = self.health.problem() {
             return Err(SubmitError::Halted(problem));
         }
@@ -246,7 +264,7 @@ impl Node {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
         })?;
-        answer.await.unwrap_or(Err(SubmitError::ShuttingDown))
+        Ok(Pending(answer))
     }
 
     /// Ask a market's module, after every command applied so far.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use exhost_engine::{Command, Engine, EngineSnapshot, Event, ModuleLoader};
+use exhost_engine::{BATCH_COMMANDS_MAX, Command, Engine, EngineSnapshot, Event, ModuleLoader};
 use exhost_guest_sdk::codec::decode;
 use exhost_store::Store;
 
@@ -80,6 +80,8 @@ pub fn replay(
     if engine.last_seq() >= to_seq {
         return Ok(0);
     }
+    // Records go to the engine in batches, as the live path applies them.
+    let mut batch: Vec<(u64, u64, Command)> = Vec::with_capacity(BATCH_COMMANDS_MAX);
     for record in store.journal_from(engine.last_seq() + 1) {
         let record = record?;
         if record.seq > to_seq {
@@ -87,17 +89,41 @@ pub fn replay(
         }
         let command: Command = decode(&record.command)
             .with_context(|| format!("journal record {} holds no command this host understands", record.seq))?;
-        let bodies = engine
-            .apply(record.seq, record.ts_ns, &command)
-            .with_context(|| format!("replaying command {}", record.seq))?;
-        on_events(&stamp(record.seq, record.ts_ns, bodies))?;
-        replayed += 1;
-        progress.advance(1);
+        // A gap ends the batch; the engine then refuses the record after it by its sequence number.
+        if batch.len() == BATCH_COMMANDS_MAX || batch.last().is_some_and(|(seq, _, _)| seq + 1 != record.seq) {
+            let applied = apply_replayed(engine, &mut batch, &mut on_events)?;
+            replayed += applied;
+            progress.advance(applied);
+        }
+        batch.push((record.seq, record.ts_ns, command));
     }
+    let tail = apply_replayed(engine, &mut batch, &mut on_events)?;
+    progress.advance(tail);
+    replayed += tail;
     if engine.last_seq() < to_seq {
         bail!("the journal ends at {} before the requested sequence {to_seq}", engine.last_seq());
     }
     Ok(replayed)
+}
+
+/// Apply a batch of journaled commands (consecutive sequence numbers) and hand on their events.
+fn apply_replayed(
+    engine: &mut Engine,
+    batch: &mut Vec<(u64, u64, Command)>,
+    on_events: &mut impl FnMut(&[Event]) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let Some(&(first_seq, _, _)) = batch.first() else { return Ok(0) };
+    let items: Vec<(u64, &Command)> = batch.iter().map(|(_, ts_ns, command)| (*ts_ns, command)).collect();
+    let (results, error) = engine.apply_batch_partial(first_seq, &items);
+    let applied = results.len() as u64;
+    for ((seq, ts_ns, _), bodies) in batch.iter().zip(results) {
+        on_events(&stamp(*seq, *ts_ns, bodies))?;
+    }
+    if let Some(error) = error {
+        return Err(anyhow::Error::new(error).context(format!("replaying command {}", first_seq + applied)));
+    }
+    batch.clear();
+    Ok(applied)
 }
 
 /// The engine as it was right after `seq`.

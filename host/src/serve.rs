@@ -89,7 +89,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
+/// A host ready to serve: recovered, its write path running, its listener bound.
+pub struct Started {
+    pub state: AppState,
+    pub listener: tokio::net::TcpListener,
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let Started { state, listener } = start(config).await?;
+    let node = state.node.clone();
+    println!("exhost listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+
+    tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
+    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    Ok(())
+}
+
+/// Everything `exhost serve` does before it answers the first request.
+pub async fn start(config: Config) -> anyhow::Result<Started> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
@@ -140,23 +158,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let state = AppState {
-        node: node.clone(),
-        store,
-        loader,
-        config: Arc::new(config.clone()),
-        admin_token: admin_token.into(),
-        metrics,
-    };
+    let state =
+        AppState { node, store, loader, config: Arc::new(config.clone()), admin_token: admin_token.into(), metrics };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    println!("exhost listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
-
-    tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
-    tokio::task::spawn_blocking(move || node.shutdown()).await?;
-    Ok(())
+    Ok(Started { state, listener })
 }
 
 async fn shutdown_signal() {

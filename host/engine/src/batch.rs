@@ -1,13 +1,16 @@
 //! Applying many commands at once. Where a run of consecutive commands needs
-//! only one market's book (no position module in the pipeline), the run goes
-//! to the module as one batch: one copy in, one call per command (each with
-//! its own fuel, so outcomes do not depend on batching), one copy out. The
-//! results are exactly those of applying the commands one by one; if the
-//! module faults anywhere in a batch, the instance is rebuilt to before the
-//! batch and the run is applied one by one instead, which rejects the faulting
-//! command just as `apply` would.
+//! only markets' books (no position module in the pipeline), the run is split
+//! by market and each market's share goes to its module as one batch: one copy
+//! in, one call per command (each with its own fuel, so outcomes do not depend
+//! on batching), one copy out. Books are independent of each other, so each
+//! sees exactly the commands, contexts and order it would one by one, and the
+//! events are put back in sequence order. If a module faults anywhere in the
+//! run, every book the run touched is rebuilt to before it and the run is
+//! applied one by one instead, which rejects the faulting command just as
+//! `apply` would.
 
 use exhost_guest_sdk::{CommandContext, MatchingCommand, MatchingEvent, OrderId, PlaceOrder};
+use std::collections::BTreeMap;
 
 use crate::command::{Command, MarketId};
 use crate::engine::{Engine, EngineError, Target, received};
@@ -54,9 +57,8 @@ impl Engine {
             let seq = first_seq + i as u64;
             let run = self.book_run(&commands[i..]);
             if run.len() >= 2 {
-                let market = run[0].0;
                 let end = i + run.len();
-                match self.apply_run(seq, market, &commands[i..end], &run)? {
+                match self.apply_run(seq, &commands[i..end], &run)? {
                     Some(events) => results.extend(events),
                     None => {
                         for (offset, (ts_ns, command)) in commands[i..end].iter().enumerate() {
@@ -74,8 +76,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The matching command each of the next commands would send to one
-    /// market's book, for as long as they all go to the same book only.
+    /// The matching command each of the next commands would send to its
+    /// market's book, for as long as they all go to a book only.
     fn book_run(&self, commands: &[(u64, &Command)]) -> Vec<(MarketId, MatchingCommand)> {
         let mut run: Vec<(MarketId, MatchingCommand)> = Vec::new();
         if self.position.is_some() {
@@ -114,7 +116,7 @@ impl Engine {
                 _ => break,
             };
             let valid = (market.0 as usize) < self.markets.len() && self.registry.users.contains_key(&user_id);
-            if !valid || run.first().is_some_and(|(first, _)| *first != market) {
+            if !valid {
                 break;
             }
             run.push((market, matching));
@@ -122,45 +124,66 @@ impl Engine {
         run
     }
 
-    /// One batch to one book. `None`: the module faulted, nothing was applied,
-    /// and the caller applies the commands one by one.
+    /// One batch per book the run touches. `None`: a module faulted, nothing
+    /// was applied, and the caller applies the commands one by one.
     fn apply_run(
         &mut self,
         first_seq: u64,
-        market: MarketId,
         commands: &[(u64, &Command)],
         run: &[(MarketId, MatchingCommand)],
     ) -> Result<Option<Vec<Vec<EventBody>>>, EngineError> {
+        // Contexts as `apply` would give them: time never runs backwards.
         let mut ts_ns = self.last_ts_ns();
-        let inputs: Vec<(CommandContext, MatchingCommand)> = run
+        let contexts: Vec<CommandContext> = commands
             .iter()
             .enumerate()
-            .map(|(offset, (_, command))| {
-                ts_ns = ts_ns.max(commands[offset].0);
-                (CommandContext { seq: first_seq + offset as u64, ts_ns }, command.clone())
+            .map(|(offset, (command_ts_ns, _))| {
+                ts_ns = ts_ns.max(*command_ts_ns);
+                CommandContext { seq: first_seq + offset as u64, ts_ns }
             })
             .collect();
-        let slot = &mut self.markets[market.0 as usize];
-        let keep = slot.retained.len();
-        let mut outputs: Vec<Vec<MatchingEvent>> = Vec::with_capacity(inputs.len());
-        if slot.instance.apply_batch(&inputs, &mut outputs).is_err() {
-            slot.rebuild(&*self.loader, keep, &Target::Market(market).name())?;
-            return Ok(None);
+        let mut shares: BTreeMap<MarketId, Vec<usize>> = BTreeMap::new();
+        for (offset, (market, _)) in run.iter().enumerate() {
+            shares.entry(*market).or_default().push(offset);
         }
-        let mut results = Vec::with_capacity(inputs.len());
-        for ((ctx, _), (output, (_, command))) in inputs.iter().zip(outputs.into_iter().zip(commands)) {
+        let mut outputs: Vec<Vec<MatchingEvent>> = Vec::new();
+        outputs.resize_with(run.len(), Vec::new);
+        let mut applied: Vec<(MarketId, usize, Vec<(CommandContext, MatchingCommand)>)> =
+            Vec::with_capacity(shares.len());
+        for (market, offsets) in shares {
+            let inputs: Vec<(CommandContext, MatchingCommand)> =
+                offsets.iter().map(|&offset| (contexts[offset], run[offset].1.clone())).collect();
+            let slot = &mut self.markets[market.0 as usize];
+            let keep = slot.retained.len();
+            let mut share_outputs: Vec<Vec<MatchingEvent>> = Vec::with_capacity(inputs.len());
+            if slot.instance.apply_batch(&inputs, &mut share_outputs).is_err() {
+                applied.push((market, keep, Vec::new()));
+                for (market, keep, _) in applied {
+                    self.markets[market.0 as usize].rebuild(&*self.loader, keep, &Target::Market(market).name())?;
+                }
+                return Ok(None);
+            }
+            for (&offset, output) in offsets.iter().zip(share_outputs) {
+                outputs[offset] = output;
+            }
+            applied.push((market, keep, inputs));
+        }
+        let mut results = Vec::with_capacity(run.len());
+        for ((ctx, output), ((market, _), (_, command))) in contexts.iter().zip(outputs).zip(run.iter().zip(commands)) {
             let mut events = Vec::with_capacity(output.len() + 1);
             if let Command::PlaceOrder(order) = command {
                 events.push(received(OrderId(ctx.seq), order));
             }
-            events.extend(output.into_iter().map(|event| EventBody::Matching { market, event }));
+            events.extend(output.into_iter().map(|event| EventBody::Matching { market: *market, event }));
             results.push(events);
         }
-        let slot = &mut self.markets[market.0 as usize];
-        slot.retained.extend(inputs);
-        if slot.checkpoint_due() {
-            slot.take_checkpoint()
-                .map_err(|fault| EngineError::Recovery { target: Target::Market(market).name(), fault })?;
+        for (market, _, inputs) in applied {
+            let slot = &mut self.markets[market.0 as usize];
+            slot.retained.extend(inputs);
+            if slot.checkpoint_due() {
+                slot.take_checkpoint()
+                    .map_err(|fault| EngineError::Recovery { target: Target::Market(market).name(), fault })?;
+            }
         }
         let last = first_seq + run.len() as u64 - 1;
         self.set_position(last, ts_ns);

@@ -313,9 +313,17 @@ fn batches_give_exactly_the_events_of_one_command_at_a_time() {
 
 #[test]
 fn a_fault_inside_a_batch_rejects_only_its_command() {
+    // In the first market, then in the second, whose fault must also undo the
+    // first market's share of the same batch.
+    for market in [MarketId(0), MarketId(1)] {
+        fault_inside_a_batch(market);
+    }
+}
+
+fn fault_inside_a_batch(market: MarketId) {
     let mut commands = flow(3_000, 23);
     let poisoned = Command::PlaceOrder(NewOrder {
-        market: MarketId(0),
+        market,
         user_id: UserId(2),
         client_order_id: None,
         side: Side::Sell,

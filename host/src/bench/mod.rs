@@ -12,7 +12,9 @@
 //! - `swap`: the hot-swap pause at a given book size.
 
 pub mod journal;
+pub mod load;
 pub mod memory;
+pub mod peer;
 
 use std::path::Path;
 
@@ -48,6 +50,8 @@ pub struct FlowShape {
     pub commands: u64,
     pub users: u64,
     pub seed: u64,
+    /// Markets the orders spread over, each with its own instance of the module.
+    pub markets: u32,
 }
 
 /// Deterministic xorshift, so both engines see the very same commands.
@@ -77,7 +81,15 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
     if shape.positions {
         setup.push(crate::serve::default_position_install(ModuleHash::of(exhost_embedded::POSITIONS_WASM)));
     }
-    setup.push(Command::CreateMarket(default_market(module_hash)));
+    let markets = shape.markets.max(1);
+    for market in 0..markets {
+        let mut spec = default_market(module_hash);
+        if market > 0 {
+            spec.symbol = format!("M{market}-PERP");
+            spec.base = format!("M{market}");
+        }
+        setup.push(Command::CreateMarket(spec));
+    }
     for user in 0..shape.users {
         setup.push(Command::CreateUser { api_key: format!("bench-key-{user}"), api_secret: format!("bench-{user}") });
         if shape.positions {
@@ -87,14 +99,15 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
         }
     }
     if shape.positions {
-        setup.push(Command::MarkPrice { market: exhost_engine::MarketId(0), price_ticks: MID_TICKS });
+        for market in 0..markets {
+            setup.push(Command::MarkPrice { market: exhost_engine::MarketId(market), price_ticks: MID_TICKS });
+        }
     }
-    // Order ids are sequence numbers; remember which are likely resting, to cancel them.
-    let mut resting: Vec<u64> = Vec::new();
-    let place = |seq: u64, side: Side, order_type, price_ticks, qty_lots, tif, rng: &mut Rng| {
-        let _ = seq;
+    // Order ids are sequence numbers; remember which are likely resting, and where, to cancel them.
+    let mut resting: Vec<(u64, u32)> = Vec::new();
+    let place = |market: u32, side: Side, order_type, price_ticks, qty_lots, tif, rng: &mut Rng| {
         Command::PlaceOrder(NewOrder {
-            market: exhost_engine::MarketId(0),
+            market: exhost_engine::MarketId(market),
             user_id: UserId(1 + rng.below(shape.users)),
             client_order_id: None,
             side,
@@ -108,15 +121,17 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
     };
     for _ in 0..shape.resting {
         let seq = setup.len() as u64 + 1;
+        let market = if markets > 1 { rng.below(markets as u64) as u32 } else { 0 };
         let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
         let offset = 1 + rng.below(shape.levels);
         let price = if side == Side::Buy { MID_TICKS - offset } else { MID_TICKS + offset };
-        setup.push(place(seq, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng));
-        resting.push(seq);
+        setup.push(place(market, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng));
+        resting.push((seq, market));
     }
     let mut measured = Vec::with_capacity(shape.commands as usize);
     for _ in 0..shape.commands {
         let seq = (setup.len() + measured.len()) as u64 + 1;
+        let market = if markets > 1 { rng.below(markets as u64) as u32 } else { 0 };
         let roll = rng.below(100);
         let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
         let command = if roll < 70 {
@@ -128,23 +143,23 @@ pub fn flow(shape: FlowShape, module_hash: ModuleHash) -> (Vec<Command>, Vec<Com
                 (Side::Sell, false) | (Side::Buy, true) => MID_TICKS + 1 + offset,
             };
             if !crossing {
-                resting.push(seq);
+                resting.push((seq, market));
             }
-            place(seq, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng)
+            place(market, side, OrderType::Limit, price, 1 + rng.below(10), TimeInForce::Gtc, &mut rng)
         } else if roll < 90 && !resting.is_empty() {
             let index = rng.below(resting.len() as u64) as usize;
-            let order_id = resting.swap_remove(index);
+            let (order_id, market) = resting.swap_remove(index);
             // The user may not own it: then it is a refused cancel, which costs the same lookup.
             Command::CancelOrder {
-                market: exhost_engine::MarketId(0),
+                market: exhost_engine::MarketId(market),
                 user_id: UserId(1 + rng.below(shape.users)),
                 order_id: OrderId(order_id),
             }
         } else if rng.below(2) == 0 {
-            place(seq, side, OrderType::Market, 0, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
+            place(market, side, OrderType::Market, 0, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
         } else {
             let price = if side == Side::Buy { MID_TICKS + 2 } else { MID_TICKS - 2 };
-            place(seq, side, OrderType::Limit, price, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
+            place(market, side, OrderType::Limit, price, 1 + rng.below(5), TimeInForce::Ioc, &mut rng)
         };
         measured.push(command);
     }
@@ -295,7 +310,8 @@ pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({
-                "bench": "engine", "impl": name, "positions": shape.positions, "commands": measured.len(), "resting_orders": shape.resting,
+                "bench": "engine", "impl": name, "positions": shape.positions, "markets": shape.markets.max(1),
+                "commands": measured.len(), "resting_orders": shape.resting,
                 "levels_per_side": shape.levels, "events": events[0], "best_of": rounds,
                 "seconds": seconds, "commands_per_sec": rate(seconds).round(),
             })
@@ -305,6 +321,28 @@ pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         "{}",
         json!({ "bench": "engine", "ratio": "wasm/native", "value": (rate(best[0]) / rate(best[1]) * 1000.0).round() / 1000.0 })
     );
+    // The peer is an order book only: it is measured on the matching flow.
+    if !shape.positions && shape.markets <= 1 {
+        let mut peer_best = f64::MAX;
+        let mut refused = 0;
+        for round in 0..rounds {
+            let (seconds, peer_refused) = peer::run(&setup, &measured);
+            eprintln!("round {round} peer: {:.0} commands/s", measured.len() as f64 / seconds);
+            peer_best = peer_best.min(seconds);
+            refused = peer_refused;
+        }
+        println!(
+            "{}",
+            json!({
+                "bench": "engine", "impl": "peer orderbook-rs 0.15.3", "commands": measured.len(), "resting_orders": shape.resting,
+                "best_of": rounds, "seconds": peer_best, "commands_per_sec": rate(peer_best).round(), "peer_refused": refused,
+            })
+        );
+        println!(
+            "{}",
+            json!({ "bench": "engine", "ratio": "wasm/peer", "value": (rate(best[0]) / rate(peer_best) * 1000.0).round() / 1000.0 })
+        );
+    }
     Ok(())
 }
 
@@ -410,6 +448,7 @@ pub fn all(dir: &Path, quick: bool) -> anyhow::Result<()> {
         commands,
         users: 16,
         seed: 1,
+        markets: 1,
     };
     let rounds = if quick { 1 } else { 3 };
     // Engine: matching only and the full pipeline, and how it grows with the book.
@@ -417,7 +456,17 @@ pub fn all(dir: &Path, quick: bool) -> anyhow::Result<()> {
         engine(shape(resting, scale(1_000_000, 20_000), false), rounds)?;
     }
     engine(shape(scale(100_000, 5_000), scale(1_000_000, 20_000), true), rounds)?;
+    // Growth with the number of markets: the same total book and flow over 50 markets.
+    engine(FlowShape { markets: 50, ..shape(scale(100_000, 5_000), scale(1_000_000, 20_000), false) }, rounds)?;
     journal::run(&dir.join("journal"), if quick { 0.2 } else { 3.0 }, 64)?;
+    // End to end on loopback: HTTP one request per connection, WebSocket pipelined.
+    for (protocol, connections, pipeline) in [(load::Protocol::Http, 64, 1), (load::Protocol::Ws, 8, 256)] {
+        let seconds = if quick { 0.5 } else { 10.0 };
+        load::run(
+            dir,
+            load::LoadShape { protocol, connections: if quick { 4 } else { connections }, pipeline, seconds },
+        )?;
+    }
     memory::run(scale(1_000_000, 10_000), 1_000)?;
     swap(shape(scale(100_000, 5_000), 0, false), if quick { 2 } else { 7 })?;
     // Recovery: a filled data directory, started from the journal and from a snapshot.

@@ -28,7 +28,7 @@ const CLIENT_ORDER_ID_CHARS_MAX: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlaceRequest {
+pub(super) struct PlaceRequest {
     symbol: String,
     side: String,
     #[serde(rename = "type")]
@@ -91,9 +91,40 @@ fn refusal(applied: &Applied) -> Option<Reason> {
     })
 }
 
+/// A checked order entry: the command to submit, and how to answer once it is applied.
+pub(super) struct OrderEntry {
+    pub command: Command,
+    pub answer: Answer,
+}
+
+/// What turns an applied order command into the order's state for the client.
+pub(super) struct Answer {
+    spec: MarketSpec,
+    /// The order before the command, for cancel and amend; a place brings its own.
+    existing: Option<OrderView>,
+}
+
+impl Answer {
+    /// The order after the command, or the refusal the command met.
+    pub(super) fn order(self, applied: &Applied) -> ApiResult<OrderJson> {
+        if let Some(reason) = refusal(applied) {
+            return Err(ApiError::refused(reason));
+        }
+        let order_id = self.existing.as_ref().map_or(OrderId(applied.seq), |view| view.order_id);
+        order_after(applied, order_id, &self.spec, self.existing)
+    }
+}
+
 pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiResult<Json<OrderJson>> {
     let request: PlaceRequest = parse_json(&trader.body)?;
-    let (market, spec) = market_of(&state, &request.symbol)?;
+    let entry = place_entry(&state, trader.user_id, request)?;
+    let applied = state.node.submit(entry.command).await?;
+    Ok(Json(entry.answer.order(&applied)?))
+}
+
+/// Check a new order against the market without the engine.
+pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceRequest) -> ApiResult<OrderEntry> {
+    let (market, spec) = market_of(state, &request.symbol)?;
     let side = enum_field("side", &request.side, Side::from_str_name, "\"buy\", \"sell\"")?;
     let order_type = enum_field("type", &request.order_type, OrderType::from_str_name, "\"limit\", \"market\"")?;
     let time_in_force = match &request.time_in_force {
@@ -150,25 +181,19 @@ pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiR
             "client_order_id must be 1 to {CLIENT_ORDER_ID_CHARS_MAX} printable ASCII characters"
         )));
     }
-    let applied = state
-        .node
-        .submit(Command::PlaceOrder(NewOrder {
-            market,
-            user_id: trader.user_id,
-            client_order_id: request.client_order_id,
-            side,
-            order_type,
-            price_ticks,
-            qty_lots,
-            time_in_force,
-            self_trade_prevention,
-            reduce_only: request.reduce_only.unwrap_or(false),
-        }))
-        .await?;
-    if let Some(reason) = refusal(&applied) {
-        return Err(ApiError::refused(reason));
-    }
-    Ok(Json(order_after(&applied, OrderId(applied.seq), &spec, None)?))
+    let command = Command::PlaceOrder(NewOrder {
+        market,
+        user_id,
+        client_order_id: request.client_order_id,
+        side,
+        order_type,
+        price_ticks,
+        qty_lots,
+        time_in_force,
+        self_trade_prevention,
+        reduce_only: request.reduce_only.unwrap_or(false),
+    });
+    Ok(OrderEntry { command, answer: Answer { spec, existing: None } })
 }
 
 /// The caller's open order with this id, or 404 without saying whether it exists.
@@ -196,20 +221,20 @@ pub(super) async fn cancel(
     Path(order_id): Path<String>,
     trader: Trader,
 ) -> ApiResult<Json<OrderJson>> {
-    let (view, spec) = own_open_order(&state, trader.user_id, &order_id)?;
-    let applied = state
-        .node
-        .submit(Command::CancelOrder { market: view.market, user_id: trader.user_id, order_id: view.order_id })
-        .await?;
-    if let Some(reason) = refusal(&applied) {
-        return Err(ApiError::refused(reason));
-    }
-    Ok(Json(order_after(&applied, view.order_id, &spec, Some(view))?))
+    let entry = cancel_entry(&state, trader.user_id, &order_id)?;
+    let applied = state.node.submit(entry.command).await?;
+    Ok(Json(entry.answer.order(&applied)?))
+}
+
+pub(super) fn cancel_entry(state: &AppState, user_id: UserId, order_id: &str) -> ApiResult<OrderEntry> {
+    let (view, spec) = own_open_order(state, user_id, order_id)?;
+    let command = Command::CancelOrder { market: view.market, user_id, order_id: view.order_id };
+    Ok(OrderEntry { command, answer: Answer { spec, existing: Some(view) } })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AmendRequest {
+pub(super) struct AmendRequest {
     price: Option<String>,
     qty: Option<String>,
 }
@@ -220,26 +245,25 @@ pub(super) async fn amend(
     trader: Trader,
 ) -> ApiResult<Json<OrderJson>> {
     let request: AmendRequest = parse_json(&trader.body)?;
-    let (view, spec) = own_open_order(&state, trader.user_id, &order_id)?;
+    let entry = amend_entry(&state, trader.user_id, &order_id, request)?;
+    let applied = state.node.submit(entry.command).await?;
+    Ok(Json(entry.answer.order(&applied)?))
+}
+
+pub(super) fn amend_entry(
+    state: &AppState,
+    user_id: UserId,
+    order_id: &str,
+    request: AmendRequest,
+) -> ApiResult<OrderEntry> {
+    let (view, spec) = own_open_order(state, user_id, order_id)?;
     if request.price.is_none() && request.qty.is_none() {
         return Err(ApiError::bad_request("give a new price, a new qty, or both"));
     }
     let price_ticks = request.price.as_deref().map(|price| parse_price(&spec, price)).transpose()?;
     let qty_lots = request.qty.as_deref().map(|qty| parse_qty(&spec, qty)).transpose()?;
-    let applied = state
-        .node
-        .submit(Command::AmendOrder {
-            market: view.market,
-            user_id: trader.user_id,
-            order_id: view.order_id,
-            price_ticks,
-            qty_lots,
-        })
-        .await?;
-    if let Some(reason) = refusal(&applied) {
-        return Err(ApiError::refused(reason));
-    }
-    Ok(Json(order_after(&applied, view.order_id, &spec, Some(view))?))
+    let command = Command::AmendOrder { market: view.market, user_id, order_id: view.order_id, price_ticks, qty_lots };
+    Ok(OrderEntry { command, answer: Answer { spec, existing: Some(view) } })
 }
 
 #[derive(Deserialize)]

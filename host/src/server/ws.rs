@@ -11,8 +11,19 @@
 //!
 //! A subscriber that falls more than `LIVE_BATCHES_BUFFERED` batches behind is
 //! told `lagged` with the sequence to resume from, and the socket is closed.
+//! A connection follows the live stream only once it subscribes to something,
+//! so a socket used only for order entry is never told `lagged`.
+//!
+//! Order entry (`order`, `cancel`, `amend`, after `auth`) takes the same
+//! fields and checks as the HTTP endpoints and answers with the same order
+//! shape, tagged with the request's `id`. Requests are pipelined: a client need
+//! not wait for an answer before sending the next request; commands are
+//! journaled in the order they arrive and accepted ones are answered in that
+//! order, each only after its journal write is durable. At most
+//! `ORDERS_IN_FLIGHT_MAX` may await their answer; beyond that the connection
+//! stops reading until answers go out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -24,16 +35,22 @@ use exhost_guest_sdk::{Level, MatchingEvent, MatchingQuery, MatchingQueryResult,
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+use super::error::ApiError;
+use super::trading::{AmendRequest, Answer, OrderEntry, PlaceRequest, amend_entry, cancel_entry, place_entry};
 use super::views::{event_json, trade_json};
+use crate::node::Pending;
 use crate::readmodel::{self, TradeView};
 
 /// Largest message a client may send.
 const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 /// Stored events sent per read while catching up.
 const CATCH_UP_PAGE_EVENTS: usize = 2_000;
+/// Order-entry commands of one connection awaiting their answer.
+const ORDERS_IN_FLIGHT_MAX: usize = 1_024;
 
 pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     // Operators may authenticate with the same bearer header as the HTTP API.
@@ -56,9 +73,18 @@ enum ClientMessage {
     Ping,
 }
 
+/// An order-entry command on its way through the journal and the engine.
+struct InFlight {
+    id: Value,
+    pending: Pending,
+    answer: Answer,
+}
+
 struct Connection {
     state: AppState,
     socket: WebSocket,
+    /// The live stream, from the first subscription on.
+    live: Option<broadcast::Receiver<Arc<Vec<Event>>>>,
     operator: bool,
     user: Option<UserId>,
     trades: BTreeSet<MarketId>,
@@ -79,6 +105,7 @@ impl Connection {
         Connection {
             state,
             socket,
+            live: None,
             operator,
             user: None,
             trades: BTreeSet::new(),
@@ -100,16 +127,20 @@ impl Connection {
     }
 
     async fn run(mut self) {
-        let mut live = self.state.node.live.subscribe();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             let flow = tokio::select! {
-                incoming = self.socket.recv() => match incoming {
-                    Some(Ok(Message::Text(text))) => self.on_message(text.as_str()).await,
+                incoming = self.socket.recv(), if in_flight.len() < ORDERS_IN_FLIGHT_MAX => match incoming {
+                    Some(Ok(Message::Text(text))) => self.on_message(text.as_str(), &mut in_flight).await,
                     Some(Ok(Message::Binary(_))) => self.error("bad_request", "messages are JSON text").await,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Flow::Close,
                 },
-                batch = live.recv() => match batch {
+                answered = next_answer(&mut in_flight) => match in_flight.pop_front() {
+                    Some(entry) => self.on_answer(entry.id, entry.answer, answered).await,
+                    None => Flow::Continue,
+                },
+                batch = next_live(&mut self.live) => match batch {
                     Ok(events) => self.on_live(&events).await,
                     Err(RecvError::Lagged(_)) => {
                         let resume = self.events_through.map_or(0, |seq| seq + 1);
@@ -126,8 +157,87 @@ impl Connection {
         }
     }
 
-    async fn on_message(&mut self, text: &str) -> Flow {
-        let message: ClientMessage = match serde_json::from_str(text) {
+    async fn on_answer(
+        &mut self,
+        id: Value,
+        answer: Answer,
+        applied: Result<crate::node::Applied, crate::node::SubmitError>,
+    ) -> Flow {
+        match applied.map_err(ApiError::from).and_then(|applied| answer.order(&applied)) {
+            Ok(order) => self.send(json!({ "type": "order", "id": id, "order": order })).await,
+            Err(error) => self.entry_error(id, error).await,
+        }
+    }
+
+    /// An order-entry request that failed, with the same code HTTP would give.
+    async fn entry_error(&mut self, id: Value, error: ApiError) -> Flow {
+        if error.status.is_server_error() {
+            tracing::error!(code = error.code, message = %error.message, "websocket order entry failed");
+        }
+        self.send(json!({ "type": "error", "id": id, "error": { "code": error.code, "message": error.message } })).await
+    }
+
+    /// `order`, `cancel` or `amend`: check it as HTTP would, then enqueue it.
+    async fn order_entry(
+        &mut self,
+        op: &str,
+        id: Value,
+        mut fields: serde_json::Map<String, Value>,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> Flow {
+        let Some(user_id) = self.user else {
+            return self.entry_error(id, ApiError::unauthorized("send {\"op\":\"auth\", ...} first")).await;
+        };
+        let invalid = |error: serde_json::Error| ApiError::bad_request(format!("invalid {op} message: {error}"));
+        let entry: Result<OrderEntry, ApiError> = match op {
+            "order" => serde_json::from_value::<PlaceRequest>(Value::Object(fields))
+                .map_err(invalid)
+                .and_then(|request| place_entry(&self.state, user_id, request)),
+            _ => {
+                let order_id = match fields.remove("order_id") {
+                    Some(Value::String(text)) => text,
+                    Some(Value::Number(number)) => number.to_string(),
+                    _ => return self.entry_error(id, ApiError::bad_request(format!("{op} needs an order_id"))).await,
+                };
+                if op == "cancel" {
+                    match fields.keys().next() {
+                        Some(extra) => {
+                            Err(ApiError::bad_request(format!("invalid cancel message: unknown field `{extra}`")))
+                        }
+                        None => cancel_entry(&self.state, user_id, &order_id),
+                    }
+                } else {
+                    serde_json::from_value::<AmendRequest>(Value::Object(fields))
+                        .map_err(invalid)
+                        .and_then(|request| amend_entry(&self.state, user_id, &order_id, request))
+                }
+            }
+        };
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => return self.entry_error(id, error).await,
+        };
+        match self.state.node.enqueue(entry.command) {
+            Ok(pending) => {
+                in_flight.push_back(InFlight { id, pending, answer: entry.answer });
+                Flow::Continue
+            }
+            Err(error) => self.entry_error(id, ApiError::from(error)).await,
+        }
+    }
+
+    async fn on_message(&mut self, text: &str, in_flight: &mut VecDeque<InFlight>) -> Flow {
+        let mut fields: serde_json::Map<String, Value> = match serde_json::from_str(text) {
+            Ok(fields) => fields,
+            Err(error) => return self.error("bad_request", format!("invalid message: {error}")).await,
+        };
+        if let Some(op @ ("order" | "cancel" | "amend")) = fields.get("op").and_then(Value::as_str) {
+            let op = op.to_owned();
+            fields.remove("op");
+            let id = fields.remove("id").unwrap_or(Value::Null);
+            return self.order_entry(&op, id, fields, in_flight).await;
+        }
+        let message: ClientMessage = match serde_json::from_value(Value::Object(fields)) {
             Ok(message) => message,
             Err(error) => return self.error("bad_request", format!("invalid message: {error}")).await,
         };
@@ -160,6 +270,10 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, channel: &str, symbol: Option<String>, from_seq: Option<u64>) -> Flow {
+        // Follow the live stream before reading anything stored: no gap.
+        if self.live.is_none() {
+            self.live = Some(self.state.node.live.subscribe());
+        }
         match channel {
             "trades" | "book" => {
                 let Some(market) = self.market(symbol.as_deref()) else {
@@ -326,6 +440,22 @@ impl Connection {
             }
         }
         Flow::Continue
+    }
+}
+
+/// The answer to the oldest order-entry command in flight; never, if there is none.
+async fn next_answer(in_flight: &mut VecDeque<InFlight>) -> Result<crate::node::Applied, crate::node::SubmitError> {
+    match in_flight.front_mut() {
+        Some(entry) => (&mut entry.pending).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next live batch; never, before the connection subscribes to anything.
+async fn next_live(live: &mut Option<broadcast::Receiver<Arc<Vec<Event>>>>) -> Result<Arc<Vec<Event>>, RecvError> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
     }
 }
 
