@@ -178,6 +178,72 @@ impl Book {
         })
     }
 
+    /// A book holding `orders`, given in the canonical order of "book v1"
+    /// (bids then asks, each by ascending price, each level oldest first).
+    ///
+    /// Restores and hot swaps take this path, so it is built in bulk rather
+    /// than order by order: queues are linked in one pass, and the ordered
+    /// maps are built from sorted runs (a `BTreeMap` built from sorted input is
+    /// filled node by node, with no search per key). Everything the invariants
+    /// ask for is checked on the way, so a book built here holds them all.
+    pub fn from_canonical(orders: Vec<RestingOrder>) -> Result<Book, String> {
+        let count = orders.len();
+        let mut slots: Vec<Slot> = Vec::with_capacity(count);
+        let mut bids: Vec<(u64, Level)> = Vec::new();
+        let mut asks: Vec<(u64, Level)> = Vec::new();
+        let mut index: Vec<(OrderId, u32)> = Vec::with_capacity(count);
+        let mut by_user: Vec<(UserId, OrderId)> = Vec::with_capacity(count);
+        let mut current: Option<(Side, u64)> = None;
+        for order in orders {
+            let slot_id = u32::try_from(slots.len()).ok().filter(|&id| id != NIL).ok_or("too many orders")?;
+            let remaining = (order.qty_lots.checked_sub(order.filled_lots))
+                .filter(|&remaining| remaining > 0)
+                .ok_or_else(|| format!("order {} has nothing left", order.order_id))?;
+            let key = (order.side, order.price_ticks);
+            let levels = match order.side {
+                Side::Buy => &mut bids,
+                Side::Sell => &mut asks,
+            };
+            let mut prev = NIL;
+            if current == Some(key) {
+                let level = &mut levels.last_mut().expect("the current level exists").1;
+                prev = level.tail;
+                slots[prev as usize].next = slot_id;
+                level.tail = slot_id;
+                level.qty_lots = level.qty_lots.checked_add(remaining).ok_or("a level's quantity overflows")?;
+            } else {
+                if current.is_some_and(|current| current > key) {
+                    return Err(format!("order {} is out of canonical order", order.order_id));
+                }
+                current = Some(key);
+                levels.push((order.price_ticks, Level { head: slot_id, tail: slot_id, qty_lots: remaining }));
+            }
+            index.push((order.order_id, slot_id));
+            by_user.push((order.user_id, order.order_id));
+            slots.push(Slot { order, prev, next: NIL });
+        }
+        index.sort_unstable_by_key(|&(order_id, _)| order_id);
+        if let Some(pair) = index.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(format!("order {} appears twice", pair[0].0));
+        }
+        by_user.sort_unstable();
+        if let (Some((bid, _)), Some((ask, _))) = (bids.last(), asks.first())
+            && bid >= ask
+        {
+            return Err(format!("book crossed: bid {bid} >= ask {ask}"));
+        }
+        Ok(Book {
+            slots,
+            free: Vec::new(),
+            index: index.into_iter().collect(),
+            by_user: by_user.into_iter().collect(),
+            bids: bids.into_iter().collect(),
+            asks: asks.into_iter().collect(),
+            touched: Vec::new(),
+            tracking: false,
+        })
+    }
+
     /// Put an order at the back of its price level. The caller guarantees the id is new.
     pub fn insert(&mut self, order: RestingOrder) -> Handle {
         debug_assert!(order.remaining_lots() > 0);

@@ -374,6 +374,32 @@ fn snapshot_restore_round_trips_the_exact_queues() {
 }
 
 #[test]
+fn restore_refuses_books_that_break_an_invariant() {
+    use exhost_guest_sdk::book::{BookOrder, BookSnapshotV1};
+    let order = |id: u64, side: Side, price_ticks: u64| BookOrder {
+        order_id: OrderId(id),
+        user_id: UserId(1),
+        side,
+        price_ticks,
+        qty_lots: 3,
+        filled_lots: 1,
+        time_in_force: TimeInForce::Gtc,
+        self_trade_prevention: SelfTradePrevention::CancelTaker,
+    };
+    let restore = |orders: Vec<BookOrder>| {
+        let snapshot = BookSnapshotV1 { config: MarketConfig::default(), last_trade_id: 0, orders };
+        PriceTimeBook::restore(&exhost_guest_sdk::codec::encode(&snapshot)).map(|_| ()).map_err(|e| e.message)
+    };
+    assert_eq!(restore(vec![order(1, Side::Buy, 90), order(2, Side::Buy, 90), order(3, Side::Sell, 91)]), Ok(()));
+    let crossed = restore(vec![order(1, Side::Buy, 95), order(2, Side::Sell, 95)]).unwrap_err();
+    assert!(crossed.contains("crossed"), "{crossed}");
+    let repeated = restore(vec![order(1, Side::Buy, 90), order(1, Side::Sell, 95)]).unwrap_err();
+    assert!(repeated.contains("order 1 appears twice"), "{repeated}");
+    let unordered = restore(vec![order(1, Side::Buy, 91), order(2, Side::Buy, 90)]).unwrap_err();
+    assert!(unordered.contains("order 2 is out of canonical order"), "{unordered}");
+}
+
+#[test]
 fn level_changes_are_reported_once_in_canonical_order() {
     let mut f = Fixture::new();
     f.limit(1, Side::Sell, 101, 5);
@@ -456,7 +482,16 @@ proptest! {
         let mut book = PriceTimeBook::init(&MarketConfig::default()).unwrap();
         let mut model = ModelBook::new();
         let mut placed = Vec::new();
+        // Halfway, the book is replaced by one restored from its snapshot (the
+        // bulk build of hot swaps and recovery): the model must not notice.
+        let restore_at = raw.len() / 2;
         for (i, raw) in raw.into_iter().enumerate() {
+            if i == restore_at {
+                let mut bytes = Vec::new();
+                book.snapshot(&mut bytes);
+                book = PriceTimeBook::restore(&bytes).unwrap();
+                prop_assert_eq!(book.check_invariants(), Ok(()));
+            }
             let seq = i as u64 + 1;
             let command = to_command(raw, seq, &placed);
             if matches!(command, MatchingCommand::Place(_)) {
