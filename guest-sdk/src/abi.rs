@@ -151,6 +151,10 @@ pub trait Abi: 'static {
     type Output: Serialize + DeserializeOwned + Default + Send;
     type Query: Serialize + DeserializeOwned + Send;
     type QueryResult: Serialize + DeserializeOwned + Send;
+
+    /// Empty an output, keeping its allocations: the guest reuses one output
+    /// for every command instead of allocating one per command.
+    fn clear_output(out: &mut Self::Output);
 }
 
 /// The matching-module kind.
@@ -163,6 +167,10 @@ impl Abi for MatchingAbi {
     type Output = Vec<MatchingEvent>;
     type Query = MatchingQuery;
     type QueryResult = MatchingQueryResult;
+
+    fn clear_output(out: &mut Vec<MatchingEvent>) {
+        out.clear();
+    }
 }
 
 /// The position-module kind.
@@ -175,6 +183,11 @@ impl Abi for PositionAbi {
     type Output = PositionOutput;
     type Query = PositionQuery;
     type QueryResult = PositionQueryResult;
+
+    fn clear_output(out: &mut PositionOutput) {
+        out.events.clear();
+        out.follow_ups.clear();
+    }
 }
 
 /// A module's rules, seen generically. Implemented for every

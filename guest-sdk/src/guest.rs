@@ -16,6 +16,9 @@ pub struct Guest<A: Abi, M> {
     module: Option<M>,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// What the command being applied produced; reused, so applying a
+    /// command allocates nothing once the buffers have grown.
+    produced: Option<A::Output>,
     _abi: PhantomData<A>,
 }
 
@@ -27,7 +30,7 @@ impl<A: Abi, M: Rules<A>> Default for Guest<A, M> {
 
 impl<A: Abi, M: Rules<A>> Guest<A, M> {
     pub const fn new() -> Self {
-        Guest { module: None, input: Vec::new(), output: Vec::new(), _abi: PhantomData }
+        Guest { module: None, input: Vec::new(), output: Vec::new(), produced: None, _abi: PhantomData }
     }
 
     /// Make the input buffer `len` bytes long and clear the output.
@@ -82,12 +85,13 @@ impl<A: Abi, M: Rules<A>> Guest<A, M> {
         let Some(module) = self.module.as_mut() else {
             return self.fail(status::MODULE_ERROR, "apply before init or restore");
         };
-        let mut out = A::Output::default();
-        module.apply(&input.ctx, &input.command, &mut out);
+        let out = self.produced.get_or_insert_with(A::Output::default);
+        A::clear_output(out);
+        module.apply(&input.ctx, &input.command, out);
         // Reserve the frame's length prefix, encode, then fill the prefix in.
         let frame_start = self.output.len();
         self.output.extend_from_slice(&[0; 4]);
-        encode_into(&out, &mut self.output);
+        encode_into(&*out, &mut self.output);
         let frame_len = (self.output.len() - frame_start - 4) as u32;
         self.output[frame_start..frame_start + 4].copy_from_slice(&frame_len.to_le_bytes());
         status::OK

@@ -11,6 +11,7 @@
 //! Only ordered collections are used: iteration order is part of the state's
 //! meaning (queue priority, snapshot bytes), so it must never depend on a seed.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::{OrderId, Side, UserId};
@@ -25,6 +26,49 @@ struct Slot {
     order: RestingOrder,
     prev: u32,
     next: u32,
+}
+
+/// How many slots a chunk of the slab holds.
+const CHUNK_SLOTS: usize = 4_096;
+
+/// The slots of resting orders, in chunks of fixed capacity, addressed by a
+/// `u32` slot id.
+///
+/// Why chunks: one `Vec` of every slot must move all of them when it grows,
+/// in a single command, so a command's cost (its fuel, inside wasm) grew with
+/// the book: the order that grew a 1-million-order book's slab cost 29 million
+/// units of fuel, and past 2 million orders more than the 50 million a command
+/// may use, so every order needing a new slot was rejected as
+/// `module_out_of_fuel`. Here growing adds one chunk and never moves a slot.
+#[derive(Default)]
+struct Slab {
+    chunks: Vec<Vec<Slot>>,
+}
+
+impl Slab {
+    fn len(&self) -> usize {
+        self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * CHUNK_SLOTS + last.len())
+    }
+
+    fn push(&mut self, slot: Slot) {
+        if self.chunks.last().is_none_or(|last| last.len() == CHUNK_SLOTS) {
+            self.chunks.push(Vec::with_capacity(CHUNK_SLOTS));
+        }
+        self.chunks.last_mut().expect("a chunk with room exists").push(slot);
+    }
+}
+
+impl core::ops::Index<u32> for Slab {
+    type Output = Slot;
+    fn index(&self, slot_id: u32) -> &Slot {
+        &self.chunks[slot_id as usize / CHUNK_SLOTS][slot_id as usize % CHUNK_SLOTS]
+    }
+}
+
+impl core::ops::IndexMut<u32> for Slab {
+    fn index_mut(&mut self, slot_id: u32) -> &mut Slot {
+        &mut self.chunks[slot_id as usize / CHUNK_SLOTS][slot_id as usize % CHUNK_SLOTS]
+    }
 }
 
 /// A price level: a FIFO queue threaded through the slab.
@@ -42,27 +86,26 @@ pub struct Handle(u32);
 
 #[derive(Default)]
 pub struct Book {
-    slots: Vec<Slot>,
+    slots: Slab,
     free: Vec<u32>,
     index: BTreeMap<OrderId, u32>,
     by_user: BTreeSet<(UserId, OrderId)>,
     bids: BTreeMap<u64, Level>,
     asks: BTreeMap<u64, Level>,
-    /// Levels changed by the current command, with their total before each
-    /// change, in the order of the changes (a level may appear more than
-    /// once; its first entry holds its total before the command). Scratch, not
-    /// state: empty between commands, and not kept while restoring.
-    touched: Vec<(Side, u64, u64)>,
+    /// Every change to a level's total during the current command, in the
+    /// order they happened, as `(side, price, total before, total after)`
+    /// (a level may appear more than once). Recorded where the level is
+    /// already in hand, so reporting changes costs no extra search. Scratch,
+    /// not state: empty between commands, and not kept while restoring.
+    touched: Vec<(Side, u64, u64, u64)>,
     /// Whether changes are being recorded (during a command, not a restore).
     tracking: bool,
 }
 
 impl Book {
-    /// Remember a level's total before the command first changes it.
-    fn touch(&mut self, side: Side, price: u64) {
+    fn record(&mut self, side: Side, price: u64, before: u64, after: u64) {
         if self.tracking {
-            let before = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
-            self.touched.push((side, price, before));
+            self.touched.push((side, price, before, after));
         }
     }
 
@@ -72,27 +115,21 @@ impl Book {
         self.touched.clear();
     }
 
-    /// Forget recorded level changes.
-    pub fn forget_changes(&mut self) {
+    /// Hand each level whose total the command changed, with its new total,
+    /// to `emit`: bids then asks, each by ascending price; and forget them.
+    pub fn drain_changed_levels(&mut self, mut emit: impl FnMut(Side, u64, u64)) {
+        self.tracking = false;
+        // A stable sort keeps each level's changes in the order they happened:
+        // the first holds its total before the command, the last its total after.
+        self.touched.sort_by_key(|&(side, price, _, _)| (side, price));
+        for group in self.touched.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let (side, price, before, _) = group[0];
+            let after = group[group.len() - 1].3;
+            if after != before {
+                emit(side, price, after);
+            }
+        }
         self.touched.clear();
-        self.tracking = false;
-    }
-
-    /// The levels whose total the command changed, with their new totals, bids
-    /// then asks, each by ascending price; and forget them.
-    pub fn take_changed_levels(&mut self) -> Vec<(Side, u64, u64)> {
-        let mut touched = std::mem::take(&mut self.touched);
-        self.tracking = false;
-        // A stable sort keeps each level's first entry, its total before the command, first.
-        touched.sort_by_key(|&(side, price, _)| (side, price));
-        touched.dedup_by_key(|&mut (side, price, _)| (side, price));
-        touched
-            .into_iter()
-            .filter_map(|(side, price, before)| {
-                let after = self.levels(side).get(&price).map_or(0, |level| level.qty_lots);
-                (after != before).then_some((side, price, after))
-            })
-            .collect()
     }
 
     pub fn resting_count(&self) -> usize {
@@ -108,7 +145,7 @@ impl Book {
     }
 
     pub fn order(&self, handle: Handle) -> &RestingOrder {
-        &self.slots[handle.0 as usize].order
+        &self.slots[handle.0].order
     }
 
     fn levels(&self, side: Side) -> &BTreeMap<u64, Level> {
@@ -141,7 +178,7 @@ impl Book {
 
     /// The order after this one in its level's queue.
     pub fn next_in_level(&self, handle: Handle) -> Option<Handle> {
-        let next = self.slots[handle.0 as usize].next;
+        let next = self.slots[handle.0].next;
         (next != NIL).then_some(Handle(next))
     }
 
@@ -171,7 +208,7 @@ impl Book {
                 if cursor == NIL {
                     return None;
                 }
-                let slot = &self.slots[cursor as usize];
+                let slot = &self.slots[cursor];
                 cursor = slot.next;
                 Some(&slot.order)
             })
@@ -188,7 +225,7 @@ impl Book {
     /// ask for is checked on the way, so a book built here holds them all.
     pub fn from_canonical(orders: Vec<RestingOrder>) -> Result<Book, String> {
         let count = orders.len();
-        let mut slots: Vec<Slot> = Vec::with_capacity(count);
+        let mut slots = Slab::default();
         let mut bids: Vec<(u64, Level)> = Vec::new();
         let mut asks: Vec<(u64, Level)> = Vec::new();
         let mut index: Vec<(OrderId, u32)> = Vec::with_capacity(count);
@@ -208,7 +245,7 @@ impl Book {
             if current == Some(key) {
                 let level = &mut levels.last_mut().expect("the current level exists").1;
                 prev = level.tail;
-                slots[prev as usize].next = slot_id;
+                slots[prev].next = slot_id;
                 level.tail = slot_id;
                 level.qty_lots = level.qty_lots.checked_add(remaining).ok_or("a level's quantity overflows")?;
             } else {
@@ -249,12 +286,11 @@ impl Book {
         debug_assert!(order.remaining_lots() > 0);
         debug_assert!(!self.index.contains_key(&order.order_id));
         let (side, price, remaining) = (order.side, order.price_ticks, order.remaining_lots());
-        self.touch(side, price);
         self.by_user.insert((order.user_id, order.order_id));
         let slot = Slot { order, prev: NIL, next: NIL };
         let slot_id = match self.free.pop() {
             Some(free) => {
-                self.slots[free as usize] = slot;
+                self.slots[free] = slot;
                 free
             }
             None => {
@@ -262,18 +298,21 @@ impl Book {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(self.slots[slot_id as usize].order.order_id, slot_id);
+        self.index.insert(self.slots[slot_id].order.order_id, slot_id);
         let level = self.levels_mut(side).entry(price).or_insert(Level { head: NIL, tail: NIL, qty_lots: 0 });
+        let before = level.qty_lots;
         let old_tail = level.tail;
         level.tail = slot_id;
         if old_tail == NIL {
             level.head = slot_id;
         }
         level.qty_lots += remaining;
+        let after = level.qty_lots;
         if old_tail != NIL {
-            self.slots[old_tail as usize].next = slot_id;
-            self.slots[slot_id as usize].prev = old_tail;
+            self.slots[old_tail].next = slot_id;
+            self.slots[slot_id].prev = old_tail;
         }
+        self.record(side, price, before, after);
         Handle(slot_id)
     }
 
@@ -281,22 +320,24 @@ impl Book {
     pub fn remove(&mut self, handle: Handle) -> RestingOrder {
         let slot_id = handle.0;
         let (prev, next) = {
-            let slot = &self.slots[slot_id as usize];
+            let slot = &self.slots[slot_id];
             (slot.prev, slot.next)
         };
         let (side, price, remaining, order_id, user_id) = {
-            let order = &self.slots[slot_id as usize].order;
+            let order = &self.slots[slot_id].order;
             (order.side, order.price_ticks, order.remaining_lots(), order.order_id, order.user_id)
         };
-        self.touch(side, price);
         if prev != NIL {
-            self.slots[prev as usize].next = next;
+            self.slots[prev].next = next;
         }
         if next != NIL {
-            self.slots[next as usize].prev = prev;
+            self.slots[next].prev = prev;
         }
-        let levels = self.levels_mut(side);
-        let level = levels.get_mut(&price).expect("a resting order's level exists");
+        let Entry::Occupied(mut entry) = self.levels_mut(side).entry(price) else {
+            unreachable!("a resting order's level exists")
+        };
+        let level = entry.get_mut();
+        let before = level.qty_lots;
         if level.head == slot_id {
             level.head = next;
         }
@@ -304,13 +345,15 @@ impl Book {
             level.tail = prev;
         }
         level.qty_lots -= remaining;
+        let after = level.qty_lots;
         if level.head == NIL {
-            levels.remove(&price);
+            entry.remove();
         }
+        self.record(side, price, before, after);
         self.index.remove(&order_id);
         self.by_user.remove(&(user_id, order_id));
         self.free.push(slot_id);
-        let slot = &mut self.slots[slot_id as usize];
+        let slot = &mut self.slots[slot_id];
         slot.prev = NIL;
         slot.next = NIL;
         slot.order.clone()
@@ -319,28 +362,32 @@ impl Book {
     /// Record a fill of `qty_lots` against a resting order; returns the order's state after it.
     pub fn fill(&mut self, handle: Handle, qty_lots: u64) -> &RestingOrder {
         let (side, price) = {
-            let order = &mut self.slots[handle.0 as usize].order;
+            let order = &mut self.slots[handle.0].order;
             debug_assert!(qty_lots <= order.remaining_lots());
             order.filled_lots += qty_lots;
             (order.side, order.price_ticks)
         };
-        self.touch(side, price);
-        self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= qty_lots;
-        &self.slots[handle.0 as usize].order
+        let level = self.levels_mut(side).get_mut(&price).expect("a resting order's level exists");
+        let before = level.qty_lots;
+        level.qty_lots -= qty_lots;
+        self.record(side, price, before, before - qty_lots);
+        &self.slots[handle.0].order
     }
 
     /// Lower an order's total quantity in place, keeping its queue position.
     pub fn reduce_qty(&mut self, handle: Handle, new_qty_lots: u64) -> &RestingOrder {
         let (side, price, reduction) = {
-            let order = &mut self.slots[handle.0 as usize].order;
+            let order = &mut self.slots[handle.0].order;
             debug_assert!(new_qty_lots > order.filled_lots && new_qty_lots <= order.qty_lots);
             let reduction = order.qty_lots - new_qty_lots;
             order.qty_lots = new_qty_lots;
             (order.side, order.price_ticks, reduction)
         };
-        self.touch(side, price);
-        self.levels_mut(side).get_mut(&price).expect("a resting order's level exists").qty_lots -= reduction;
-        &self.slots[handle.0 as usize].order
+        let level = self.levels_mut(side).get_mut(&price).expect("a resting order's level exists");
+        let before = level.qty_lots;
+        level.qty_lots -= reduction;
+        self.record(side, price, before, before - reduction);
+        &self.slots[handle.0].order
     }
 
     /// Check every structural invariant; for tests.
@@ -355,7 +402,7 @@ impl Book {
                 let mut cursor = level.head;
                 let mut prev = NIL;
                 while cursor != NIL {
-                    let slot = &self.slots[cursor as usize];
+                    let slot = &self.slots[cursor];
                     if slot.prev != prev {
                         return Err(format!("broken back link at order {}", slot.order.order_id));
                     }

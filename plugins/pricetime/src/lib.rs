@@ -424,9 +424,9 @@ impl MatchingModule for PriceTimeBook {
     fn apply(&mut self, _ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
         self.book.track_changes();
         self.apply_command(command, events);
-        for (side, price_ticks, qty_lots) in self.book.take_changed_levels() {
+        self.book.drain_changed_levels(|side, price_ticks, qty_lots| {
             events.push(MatchingEvent::Level { side, price_ticks, qty_lots });
-        }
+        });
     }
 
     fn query(&self, query: &MatchingQuery) -> MatchingQueryResult {
