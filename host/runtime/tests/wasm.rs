@@ -203,3 +203,56 @@ fn the_embedded_module_passes_validation_and_garbage_does_not() {
     assert_eq!(info.memory_bytes_max, 1 << 30);
     assert!(matches!(runtime.compile(&[0, 97, 115, 109, 1, 0]), Err(Rejection::NotWasm(_))));
 }
+
+/// The story: the book kept its resting orders in one `Vec`, and the order
+/// that made it grow paid, in fuel, for the whole book (1.8 million units at
+/// 32,768 orders, doubling with each growth). Past about 2 million resting
+/// orders that was more than a command may use, and from then on every order
+/// needing a new slot was rejected as `module_out_of_fuel`. A command's cost
+/// must not grow with the book: here no order of a 140,000-order book may use
+/// more than a million units (the old slab needed 3.7 million at 65,536).
+#[test]
+fn an_order_costs_the_same_fuel_in_a_small_and_a_large_book() {
+    let runtime = Runtime::new().unwrap();
+    let compiled = runtime.compile(exhost_embedded::PRICETIME_WASM).unwrap();
+    let limits = ModuleLimits { fuel_per_command: 1_000_000, ..ModuleLimits::default() };
+    let mut book = WasmMatching::instantiate(&runtime, &compiled, &limits).unwrap();
+    book.init(&MarketConfig::default()).unwrap();
+    let orders: Vec<(CommandContext, MatchingCommand)> = (1..=140_000u64)
+        .map(|seq| {
+            let side = if seq % 2 == 0 { Side::Buy } else { Side::Sell };
+            let price_ticks = if side == Side::Buy { 1_000 - seq % 500 } else { 2_000 + seq % 500 };
+            let order = PlaceOrder {
+                order_id: OrderId(seq),
+                user_id: UserId(1 + seq % 7),
+                side,
+                order_type: OrderType::Limit,
+                price_ticks,
+                qty_lots: 1,
+                time_in_force: TimeInForce::Gtc,
+                self_trade_prevention: SelfTradePrevention::CancelTaker,
+            };
+            (CommandContext { seq, ts_ns: seq }, MatchingCommand::Place(order))
+        })
+        .collect();
+    for chunk in orders.chunks(4_096) {
+        let mut outputs = Vec::new();
+        if let Err((at, fault)) = book.apply_batch(chunk, &mut outputs) {
+            panic!("order {} failed: {fault}", chunk[at].0.seq);
+        }
+        for events in &outputs {
+            assert!(
+                events
+                    .iter()
+                    .any(|event| matches!(event, MatchingEvent::Order(update) if update.status == OrderStatus::New)),
+                "every order rests: {events:?}"
+            );
+        }
+    }
+    let MatchingQueryResult::Depth { bids, asks } = book.query(&MatchingQuery::Depth { levels_max: u32::MAX }).unwrap()
+    else {
+        panic!("depth answers depth")
+    };
+    let resting: u64 = bids.iter().chain(&asks).map(|level| level.qty_lots).sum();
+    assert_eq!(resting, 140_000);
+}
