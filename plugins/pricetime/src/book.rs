@@ -36,8 +36,8 @@ const CHUNK_SLOTS: usize = 4_096;
 ///
 /// Why chunks: one `Vec` of every slot must move all of them when it grows,
 /// in a single command, so a command's cost (its fuel, inside wasm) grew with
-/// the book: the order that grew a 1-million-order book's slab cost 29 million
-/// units of fuel, and past 2 million orders more than the 50 million a command
+/// the book: the order that grew a 524,288-order book's slab cost 29 million
+/// units of fuel, and at 1,048,576 orders more than the 50 million a command
 /// may use, so every order needing a new slot was rejected as
 /// `module_out_of_fuel`. Here growing adds one chunk and never moves a slot.
 #[derive(Default)]
