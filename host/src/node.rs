@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use exhost_engine::{Command, Engine, EngineSnapshot, Event, EventBody, MarketId, MarketSpec, Registry};
 use exhost_guest_sdk::codec::encode_into;
@@ -230,7 +230,17 @@ impl Node {
             std::thread::Builder::new()
                 .name("exhost-engine".into())
                 .spawn(move || {
-                    EngineLoop { engine, store, health, directory, settings, last_snapshot_seq, live }.run(engine_rx)
+                    EngineLoop {
+                        engine,
+                        store,
+                        health,
+                        directory,
+                        settings,
+                        last_snapshot_seq,
+                        live,
+                        memory_reported: None,
+                    }
+                    .run(engine_rx)
                 })
                 .expect("the engine thread starts")
         };
@@ -395,6 +405,8 @@ struct EngineLoop {
     settings: NodeSettings,
     last_snapshot_seq: u64,
     live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    /// When the modules' memory was last put in the metrics.
+    memory_reported: Option<Instant>,
 }
 
 impl EngineLoop {
@@ -487,11 +499,22 @@ impl EngineLoop {
         if let Err(error) = writer.commit() {
             self.health.halt(format!("read model write failed: {error}"));
         }
+        let (faults, unreported) = self.engine.take_faults();
+        for report in &faults {
+            // The command was rejected and its module rebuilt; its sender sees only the reason code.
+            metrics::counter!("exhost_module_faults_total").increment(1);
+            tracing::warn!(seq = report.seq, module = %report.target, fault = %report.fault, "a module faulted; the command was rejected");
+        }
+        if unreported > 0 {
+            metrics::counter!("exhost_module_faults_total").increment(unreported);
+            tracing::warn!(count = unreported, "more module faults in this batch than were logged");
+        }
         if registry_changed {
             self.directory.write().unwrap_or_else(|p| p.into_inner()).refresh(self.engine.registry());
         }
         metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
+        self.report_memory();
         // Published only now: durable, applied and stored, so a subscriber that
         // reads the stored log and then follows this stream misses nothing.
         if self.live.receiver_count() > 0 {
@@ -507,6 +530,33 @@ impl EngineLoop {
         {
             // Not fatal: recovery just replays more.
             tracing::error!(%error, "periodic snapshot failed");
+        }
+    }
+
+    /// Each module's memory and RocksDB's, once a second at most: wasm memory
+    /// never shrinks, so a module whose state leaks shows as a gauge that only rises.
+    fn report_memory(&mut self) {
+        if self.memory_reported.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.memory_reported = Some(Instant::now());
+        let (position, markets) = self.engine.module_memory();
+        if let Some(bytes) = position {
+            metrics::gauge!("exhost_module_memory_bytes", "module" => "position").set(bytes as f64);
+        }
+        for (market, bytes) in markets {
+            if let Some(bytes) = bytes {
+                metrics::gauge!("exhost_module_memory_bytes", "module" => format!("market {market}")).set(bytes as f64);
+            }
+        }
+        if let Ok(store) = self.store.memory() {
+            for (part, bytes) in [
+                ("memtables", store.memtables),
+                ("table_readers", store.table_readers),
+                ("block_cache", store.block_cache),
+            ] {
+                metrics::gauge!("exhost_store_memory_bytes", "part" => part).set(bytes as f64);
+            }
         }
     }
 

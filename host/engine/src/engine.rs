@@ -77,6 +77,19 @@ impl Target {
     }
 }
 
+/// A module fault the engine turned into a rejection. The rejection event
+/// carries only the reason code (it is part of the deterministic output); the
+/// operator needs the rest: which command, which module, and its message.
+#[derive(Clone, Debug)]
+pub struct FaultReport {
+    pub seq: u64,
+    pub target: String,
+    pub fault: ModuleFault,
+}
+
+/// Fault reports held until the host takes them; past this, only counted.
+const FAULT_REPORTS_MAX: usize = 64;
+
 /// Why a command stopped before its end.
 pub(crate) enum Abort {
     /// A module faulted: undo the command and reject it with this reason.
@@ -106,6 +119,9 @@ pub struct Engine {
     pub(crate) position: Option<Slot<PositionAbi>>,
     pub(crate) last_seq: u64,
     pub(crate) last_ts_ns: u64,
+    /// Faults not yet taken by the host (`take_faults`), and how many did not fit.
+    pub(crate) faults: Vec<FaultReport>,
+    pub(crate) faults_dropped: u64,
     /// Instances the current command touched, with their retained length before it.
     pub(crate) touched: Vec<(Target, usize)>,
 }
@@ -120,6 +136,8 @@ impl Engine {
             position: None,
             last_seq: 0,
             last_ts_ns: 0,
+            faults: Vec::new(),
+            faults_dropped: 0,
             touched: Vec::new(),
         }
     }
@@ -559,7 +577,8 @@ impl Engine {
         command: MatchingCommand,
     ) -> Result<Vec<MatchingEvent>, Abort> {
         self.touch(Target::Market(market));
-        self.markets[market.0 as usize].run(ctx, command).map_err(|fault| Abort::Fault(fault_reason(&fault)))
+        let faulted = self.markets[market.0 as usize].run(ctx, command);
+        faulted.map_err(|fault| self.fault(ctx, Target::Market(market), fault))
     }
 
     /// Run a position command, appending its events.
@@ -571,9 +590,36 @@ impl Engine {
     ) -> Result<PositionOutput, Abort> {
         self.touch(Target::Position);
         let slot = self.position.as_mut().ok_or(Abort::Fatal(EngineError::NoPositionModule))?;
-        let output = slot.run(ctx, command).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
+        let faulted = slot.run(ctx, command);
+        let output = faulted.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
         events.extend(output.events.iter().cloned().map(EventBody::Position));
         Ok(output)
+    }
+
+    /// Keep a fault's details for the host and turn it into the command's rejection.
+    pub(crate) fn fault(&mut self, ctx: CommandContext, target: Target, fault: ModuleFault) -> Abort {
+        let reason = fault_reason(&fault);
+        if self.faults.len() < FAULT_REPORTS_MAX {
+            self.faults.push(FaultReport { seq: ctx.seq, target: target.name(), fault });
+        } else {
+            self.faults_dropped += 1;
+        }
+        Abort::Fault(reason)
+    }
+
+    /// Memory held by each instance (where its runtime can tell): the
+    /// position module's, then each market's.
+    pub fn module_memory(&self) -> (Option<usize>, Vec<(MarketId, Option<usize>)>) {
+        let position = self.position.as_ref().and_then(|slot| slot.instance.memory_bytes());
+        let markets = (self.markets.iter().enumerate())
+            .map(|(index, slot)| (MarketId(index as u32), slot.instance.memory_bytes()))
+            .collect();
+        (position, markets)
+    }
+
+    /// The module faults since the last call, and how many more were not kept.
+    pub fn take_faults(&mut self) -> (Vec<FaultReport>, u64) {
+        (std::mem::take(&mut self.faults), std::mem::take(&mut self.faults_dropped))
     }
 
     /// Put every instance the current command touched back as it was before it.

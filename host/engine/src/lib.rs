@@ -21,7 +21,7 @@ mod swap;
 pub use batch::BATCH_COMMANDS_MAX;
 pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
-pub use engine::{Engine, EngineError};
+pub use engine::{Engine, EngineError, FaultReport};
 pub use event::{Event, EventBody};
 pub use module::{
     Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,

@@ -101,6 +101,12 @@ pub trait Instance<A: Abi>: Send {
 
     /// The snapshot format version of the module.
     fn state_version(&self) -> u32;
+
+    /// Bytes of memory the instance holds for its state, where the runtime
+    /// can tell (a wasm instance: its linear memory, which never shrinks).
+    fn memory_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A matching-module instance.

@@ -140,6 +140,8 @@ impl Engine {
             position,
             last_seq: snapshot.seq,
             last_ts_ns: snapshot.ts_ns,
+            faults: Vec::new(),
+            faults_dropped: 0,
             touched: Vec::new(),
         })
     }

@@ -6,7 +6,7 @@
 use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi, PositionAbi, Reason};
 
 use crate::command::{ModuleLimits, ModuleTarget};
-use crate::engine::{Abort, Engine, EngineError, Target, fault_reason};
+use crate::engine::{Abort, Engine, EngineError, Target};
 use crate::event::EventBody;
 use crate::module::{Instance, LoadError, Loader, ModuleHash};
 use crate::registry::Activation;
@@ -34,8 +34,10 @@ impl Engine {
                 self.touch(Target::Market(market));
                 let slot = &mut self.markets[market.0 as usize];
                 let mut bytes = Vec::new();
-                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
-                (slot.hash, slot.instance.state_version(), bytes)
+                let taken = slot.instance.snapshot(&mut bytes);
+                let (hash, version) = (slot.hash, slot.instance.state_version());
+                taken.map_err(|fault| self.fault(ctx, Target::Market(market), fault))?;
+                (hash, version, bytes)
             }
             ModuleTarget::Position => {
                 if self.position.is_none() {
@@ -45,8 +47,10 @@ impl Engine {
                 self.touch(Target::Position);
                 let slot = self.position.as_mut().expect("checked above");
                 let mut bytes = Vec::new();
-                slot.instance.snapshot(&mut bytes).map_err(|fault| Abort::Fault(fault_reason(&fault)))?;
-                (slot.hash, slot.instance.state_version(), bytes)
+                let taken = slot.instance.snapshot(&mut bytes);
+                let (hash, version) = (slot.hash, slot.instance.state_version());
+                taken.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
+                (hash, version, bytes)
             }
         };
         if from == module_hash {

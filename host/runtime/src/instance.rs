@@ -289,6 +289,10 @@ impl<A: Abi> Instance<A> for WasmModule<A> {
     fn state_version(&self) -> u32 {
         self.state_version
     }
+
+    fn memory_bytes(&self) -> Option<usize> {
+        Some(WasmModule::memory_bytes(self))
+    }
 }
 
 impl From<Rejection> for ModuleFault {

@@ -193,6 +193,13 @@ fn the_engine_rejects_a_looping_command_and_keeps_going() {
             }]
         );
     }
+    // The rejection carries the reason code only; the host gets the details to log.
+    let (faults, unreported) = engine.take_faults();
+    assert_eq!(unreported, 0);
+    assert_eq!(faults.iter().map(|report| report.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert!(faults.iter().all(|report| report.target == "market 0"), "{faults:?}");
+    assert!(faults.iter().all(|report| matches!(report.fault, ModuleFault::OutOfFuel { fuel: 10_000 })), "{faults:?}");
+    assert!(engine.take_faults().0.is_empty(), "taking the reports empties them");
 }
 
 #[test]

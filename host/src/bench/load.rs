@@ -20,12 +20,12 @@ use anyhow::{Context, bail};
 use exhost_engine::{Command, EventBody};
 use exhost_guest_sdk::UserId;
 use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::journal::percentile;
 use crate::config::Config;
 use crate::serve::{Started, start};
 use crate::server::auth::sign;
@@ -110,11 +110,24 @@ impl OrderFlow {
     }
 }
 
-#[derive(Default)]
 struct ClientStats {
-    latencies: Vec<Duration>,
+    /// Request-to-answer times in microseconds. A histogram, not a list: its size
+    /// is fixed, so a long run measures the host's memory, not the generator's.
+    latencies: Histogram<u64>,
     /// Answers that were errors, by code (an order refused by the book is still journaled).
     errors: BTreeMap<String, u64>,
+}
+
+impl ClientStats {
+    fn new() -> ClientStats {
+        // 1 µs to 10 minutes at 3 significant digits (0.1% resolution).
+        let latencies = Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
+        ClientStats { latencies, errors: BTreeMap::new() }
+    }
+
+    fn answered_after(&mut self, sent: Instant) {
+        self.latencies.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+    }
 }
 
 struct Credentials {
@@ -132,7 +145,7 @@ async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: I
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let mut flow = OrderFlow::new(seed);
-    let mut stats = ClientStats::default();
+    let mut stats = ClientStats::new();
     while Instant::now() < deadline {
         let (method, path, body) = match flow.next() {
             Step::Place(order) => ("POST", "/v1/orders".to_string(), order.to_string()),
@@ -153,7 +166,7 @@ async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: I
         let response = sender.send_request(request).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        stats.latencies.push(sent.elapsed());
+        stats.answered_after(sent);
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             flow.answered(&answer);
@@ -182,7 +195,7 @@ async fn ws_client(
         other => bail!("the WebSocket authentication failed: {other:?}"),
     }
     let mut flow = OrderFlow::new(seed);
-    let mut stats = ClientStats::default();
+    let mut stats = ClientStats::new();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut next_id = 0u64;
     loop {
@@ -216,7 +229,7 @@ async fn ws_client(
         let Some(started) = answer["id"].as_u64().and_then(|id| sent.remove(&id)) else {
             bail!("an answer without a known id: {text}");
         };
-        stats.latencies.push(started.elapsed());
+        stats.answered_after(started);
         match answer["type"].as_str() {
             Some("order") => flow.answered(&answer["order"]),
             _ => {
@@ -270,6 +283,20 @@ async fn deposit(started: &Started, user_id: UserId) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's memory gauges from its `/metrics`, in MB by gauge and label.
+fn memory_metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let Ok(mut response) = ureq::get(&format!("http://{addr}/metrics")).call() else { return BTreeMap::new() };
+    let Ok(text) = response.body_mut().read_to_string() else { return BTreeMap::new() };
+    text.lines()
+        .filter(|line| line.starts_with("exhost_module_memory_bytes") || line.starts_with("exhost_store_memory_bytes"))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let name = name.replace("exhost_", "").replace("_bytes", "").replace('"', "");
+            Some((name, (value.parse::<f64>().ok()? / 1e5).round() / 10.0))
+        })
+        .collect()
+}
+
 /// Start a host on a new data directory under `dir`, load it, report, stop it.
 pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
     let data_dir = dir.join(format!("load-{:?}-{}", shape.protocol, shape.connections).to_lowercase());
@@ -305,11 +332,12 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
     let generator = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let began = Instant::now();
     let deadline = began + Duration::from_secs_f64(shape.seconds);
-    // Resident memory once a second, to show whether sustained load makes the process grow.
+    // Resident memory once a second, and what the host says its modules and
+    // RocksDB hold, to show whether sustained load makes the process grow.
     let sampler = std::thread::spawn(move || {
         let mut samples = Vec::new();
         while Instant::now() < deadline {
-            samples.push(super::memory::resident_bytes().unwrap_or(0));
+            samples.push((super::memory::resident_bytes().unwrap_or(0), memory_metrics(addr)));
             std::thread::sleep(Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())));
         }
         samples
@@ -329,26 +357,27 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
         clients.join_all().await
     });
     let elapsed = began.elapsed().as_secs_f64();
-    let resident = sampler.join().unwrap_or_default();
+    let samples = sampler.join().unwrap_or_default();
+    let resident: Vec<u64> = samples.iter().map(|(rss, _)| *rss).collect();
+    let tenths = |len: usize| (0..=10).map(move |tenth| len.saturating_sub(1) * tenth / 10);
     let _ = stop.send(());
     server.block_on(serving)??;
     drop(generator);
     server.block_on(async { tokio::task::spawn_blocking(move || node.shutdown()).await })?;
     drop(server);
 
-    let mut latencies = Vec::new();
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for result in results {
         let stats = result.context("a load client got no answer for 30 s")?.context("a load client failed")?;
-        latencies.extend(stats.latencies);
+        latencies.add(&stats.latencies).context("merging the latency histograms")?;
         for (code, count) in stats.errors {
             *errors.entry(code).or_default() += count;
         }
     }
-    latencies.sort_unstable();
-    let answered = latencies.len() as u64;
+    let answered = latencies.len();
     let refused: u64 = errors.iter().filter(|(code, _)| code.as_str() != "not_found").map(|(_, count)| count).sum();
-    let ms = |p: f64| (percentile(&latencies, p) * 1e6).round() / 1e3;
+    let ms = |p: f64| latencies.value_at_quantile(p) as f64 / 1e3;
     println!(
         "{}",
         json!({
@@ -357,13 +386,17 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
             "in_flight_per_connection": if shape.protocol == Protocol::Http { 1 } else { shape.pipeline.max(1) },
             "journal_sync": true, "seconds": elapsed, "answered": answered,
             "answered_per_sec": (answered as f64 / elapsed).round(),
-            "p50_ms": ms(0.50), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": ms(1.0),
+            "p50_ms": ms(0.50), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": latencies.max() as f64 / 1e3,
             "refused": errors,
             // Resident memory of the whole process (host and load generator), in MB: after
             // the first tenth of the run, at its end, and the highest sample.
             "rss_mb_early": resident.get(resident.len() / 10).map(|b| b / 1_000_000),
             "rss_mb_end": resident.last().map(|b| b / 1_000_000),
             "rss_mb_max": resident.iter().max().map(|b| b / 1_000_000),
+            // And at each tenth of the run, to show whether it levels off.
+            "rss_mb_by_tenth": tenths(resident.len()).filter_map(|i| resident.get(i).map(|b| b / 1_000_000)).collect::<Vec<_>>(),
+            // The host's own account of its memory (module and RocksDB gauges), in MB, by tenth.
+            "host_memory_mb_by_tenth": tenths(samples.len()).filter_map(|i| samples.get(i).map(|(_, gauges)| gauges.clone())).collect::<Vec<_>>(),
         })
     );
     // A cancel that meets an order filled meanwhile is `not_found`, which is normal; other refusals mean the flow is wrong.

@@ -1,6 +1,7 @@
 //! `exhost bench memory`: bytes per resting order inside the matching
 //! module's linear memory, snapshot bytes per order, and the host's resident
-//! memory with that many orders resting.
+//! memory with that many orders resting; the time to snapshot that book and
+//! to restore it into a new instance.
 
 use std::time::Instant;
 
@@ -57,15 +58,28 @@ pub fn run(resting: u64, levels: u64) -> anyhow::Result<()> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let full = book.memory_bytes();
+    let rss_after = resident_bytes().unwrap_or(0);
+    // The snapshot a checkpoint or a hot swap takes, and a new instance restoring it.
+    let started = Instant::now();
     let mut snapshot = Vec::new();
     book.snapshot(&mut snapshot)?;
-    let rss_after = resident_bytes().unwrap_or(0);
+    let snapshot_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut restored = WasmMatching::instantiate(&runtime, &compiled, &ModuleLimits::default())?;
+    restored.restore(book.state_version(), &snapshot)?;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let mut again = Vec::new();
+    restored.snapshot(&mut again)?;
+    if again != snapshot {
+        anyhow::bail!("the restored book's snapshot differs from the one it was restored from");
+    }
     println!(
         "{}",
         json!({
             "bench": "memory", "resting_orders": resting, "levels_per_side": levels,
             "module_memory_bytes": full, "module_bytes_per_order": ((full - empty) as f64 / resting.max(1) as f64).round(),
             "snapshot_bytes": snapshot.len(), "snapshot_bytes_per_order": (snapshot.len() as f64 / resting.max(1) as f64 * 10.0).round() / 10.0,
+            "snapshot_seconds": snapshot_seconds, "restore_seconds": restore_seconds,
             "host_resident_bytes": rss_after, "host_resident_growth_bytes": rss_after.saturating_sub(rss_before),
             "load_orders_per_sec": (resting as f64 / load_seconds).round(),
         })
