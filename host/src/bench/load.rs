@@ -283,6 +283,17 @@ async fn deposit(started: &Started, user_id: UserId) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes of RocksDB write-ahead log files in `db`.
+fn wal_bytes(db: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(db) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "log"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
 /// The host's memory gauges from its `/metrics`, in MB by gauge and label.
 fn memory_metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
     let Ok(mut response) = ureq::get(&format!("http://{addr}/metrics")).call() else { return BTreeMap::new() };
@@ -395,6 +406,8 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
             "rss_mb_max": resident.iter().max().map(|b| b / 1_000_000),
             // And at each tenth of the run, to show whether it levels off.
             "rss_mb_by_tenth": tenths(resident.len()).filter_map(|i| resident.get(i).map(|b| b / 1_000_000)).collect::<Vec<_>>(),
+            // RocksDB's write-ahead log left on disk at the end, in MB (a restart replays it).
+            "wal_mb_end": wal_bytes(&data_dir.join("db")) / 1_000_000,
             // The host's own account of its memory (module and RocksDB gauges), in MB, by tenth.
             "host_memory_mb_by_tenth": tenths(samples.len()).filter_map(|i| samples.get(i).map(|(_, gauges)| gauges.clone())).collect::<Vec<_>>(),
         })
