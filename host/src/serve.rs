@@ -15,6 +15,9 @@ use crate::node::{Node, NodeSettings};
 use crate::recovery;
 use crate::server::{AppState, router};
 
+/// How often the metrics recorder drains its histograms when nobody scrapes.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The market a fresh data directory starts with.
 pub fn default_market(module_hash: ModuleHash) -> MarketSpec {
     MarketSpec {
@@ -143,6 +146,17 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     }
     // Installed before the first command, so counters cover everything this process journals.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    if let Some(handle) = metrics.clone() {
+        // Histograms keep every sample until they are drained, which rendering
+        // `/metrics` does; a host nobody scrapes would grow without this upkeep.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq));
     if fresh {
         for command in [default_position_install(embedded_positions), Command::CreateMarket(default_market(embedded))] {
