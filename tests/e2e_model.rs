@@ -247,6 +247,17 @@ fn random_flow_matches_the_model_step_by_step() {
         .and_then(|value| value.trim().parse::<f64>().ok());
     let last_seq = *books.keys().next_back().unwrap();
     assert_eq!(journaled, Some(last_seq as f64), "metrics count every journaled command:\n{}", metrics.text);
+    // Memory gauges: the book's and the position module's linear memory (at least
+    // one 64 KiB wasm page each), and RocksDB's memtables, which hold this run's writes.
+    let gauge = |name: &str| {
+        metrics.text.lines().find_map(|line| line.strip_prefix(name)).and_then(|value| value.trim().parse::<f64>().ok())
+    };
+    for module in ["position", "market 0"] {
+        let bytes = gauge(&format!("exhost_module_memory_bytes{{module=\"{module}\"}} "));
+        assert!(bytes.is_some_and(|b| b >= 65_536.0), "{module} memory gauge: {bytes:?}\n{}", metrics.text);
+    }
+    let memtables = gauge("exhost_store_memory_bytes{part=\"memtables\"} ");
+    assert!(memtables.is_some_and(|b| b > 0.0), "memtable gauge: {memtables:?}\n{}", metrics.text);
 
     // Books of the past, rebuilt from snapshot + journal, equal the model's then.
     let seqs: Vec<u64> = books.keys().copied().collect();

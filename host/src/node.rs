@@ -514,7 +514,6 @@ impl EngineLoop {
         }
         metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
-        self.report_memory();
         // Published only now: durable, applied and stored, so a subscriber that
         // reads the stored log and then follows this stream misses nothing.
         if self.live.receiver_count() > 0 {
@@ -524,6 +523,8 @@ impl EngineLoop {
         for (reply, applied) in replies {
             let _ = reply.send(Ok(applied));
         }
+        // After the answers: nothing here is needed to acknowledge a command.
+        self.report_memory(registry_changed);
         if self.settings.snapshot_every_commands > 0
             && self.engine.last_seq() - self.last_snapshot_seq >= self.settings.snapshot_every_commands
             && let Err(error) = self.take_snapshot()
@@ -533,10 +534,11 @@ impl EngineLoop {
         }
     }
 
-    /// Each module's memory and RocksDB's, once a second at most: wasm memory
-    /// never shrinks, so a module whose state leaks shows as a gauge that only rises.
-    fn report_memory(&mut self) {
-        if self.memory_reported.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+    /// Each module's memory, once a second at most and whenever a module came
+    /// or went: wasm memory never shrinks, so a module whose state leaks shows
+    /// as a gauge that only rises.
+    fn report_memory(&mut self, modules_changed: bool) {
+        if !modules_changed && self.memory_reported.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
             return;
         }
         self.memory_reported = Some(Instant::now());
@@ -547,15 +549,6 @@ impl EngineLoop {
         for (market, bytes) in markets {
             if let Some(bytes) = bytes {
                 metrics::gauge!("exhost_module_memory_bytes", "module" => format!("market {market}")).set(bytes as f64);
-            }
-        }
-        if let Ok(store) = self.store.memory() {
-            for (part, bytes) in [
-                ("memtables", store.memtables),
-                ("table_readers", store.table_readers),
-                ("block_cache", store.block_cache),
-            ] {
-                metrics::gauge!("exhost_store_memory_bytes", "part" => part).set(bytes as f64);
             }
         }
     }

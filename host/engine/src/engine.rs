@@ -30,6 +30,7 @@ use exhost_guest_sdk::{
 use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
 use crate::event::EventBody;
 use crate::module::{LoadError, Loader, ModuleFault, ModuleHash, ModuleLoader};
+use crate::observe::FaultReport;
 use crate::registry::{PositionInstall, Registry, UserRecord};
 use crate::slot::Slot;
 
@@ -76,19 +77,6 @@ impl Target {
         }
     }
 }
-
-/// A module fault the engine turned into a rejection. The rejection event
-/// carries only the reason code (it is part of the deterministic output); the
-/// operator needs the rest: which command, which module, and its message.
-#[derive(Clone, Debug)]
-pub struct FaultReport {
-    pub seq: u64,
-    pub target: String,
-    pub fault: ModuleFault,
-}
-
-/// Fault reports held until the host takes them; past this, only counted.
-const FAULT_REPORTS_MAX: usize = 64;
 
 /// Why a command stopped before its end.
 pub(crate) enum Abort {
@@ -594,32 +582,6 @@ impl Engine {
         let output = faulted.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
         events.extend(output.events.iter().cloned().map(EventBody::Position));
         Ok(output)
-    }
-
-    /// Keep a fault's details for the host and turn it into the command's rejection.
-    pub(crate) fn fault(&mut self, ctx: CommandContext, target: Target, fault: ModuleFault) -> Abort {
-        let reason = fault_reason(&fault);
-        if self.faults.len() < FAULT_REPORTS_MAX {
-            self.faults.push(FaultReport { seq: ctx.seq, target: target.name(), fault });
-        } else {
-            self.faults_dropped += 1;
-        }
-        Abort::Fault(reason)
-    }
-
-    /// Memory held by each instance (where its runtime can tell): the
-    /// position module's, then each market's.
-    pub fn module_memory(&self) -> (Option<usize>, Vec<(MarketId, Option<usize>)>) {
-        let position = self.position.as_ref().and_then(|slot| slot.instance.memory_bytes());
-        let markets = (self.markets.iter().enumerate())
-            .map(|(index, slot)| (MarketId(index as u32), slot.instance.memory_bytes()))
-            .collect();
-        (position, markets)
-    }
-
-    /// The module faults since the last call, and how many more were not kept.
-    pub fn take_faults(&mut self) -> (Vec<FaultReport>, u64) {
-        (std::mem::take(&mut self.faults), std::mem::take(&mut self.faults_dropped))
     }
 
     /// Put every instance the current command touched back as it was before it.

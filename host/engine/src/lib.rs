@@ -13,6 +13,7 @@ pub mod decimal;
 pub mod engine;
 pub mod event;
 pub mod module;
+mod observe;
 pub mod registry;
 mod slot;
 pub mod snapshot;
@@ -21,11 +22,12 @@ mod swap;
 pub use batch::BATCH_COMMANDS_MAX;
 pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
-pub use engine::{Engine, EngineError, FaultReport};
+pub use engine::{Engine, EngineError};
 pub use event::{Event, EventBody};
 pub use module::{
     Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,
     NativeMatching, NoModule, PositionInstance,
 };
+pub use observe::FaultReport;
 pub use registry::{Activation, PositionInstall, Registry, UserRecord};
 pub use snapshot::{EngineSnapshot, MarketState, StateDigest};

@@ -283,6 +283,20 @@ async fn deposit(started: &Started, user_id: UserId) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resident memory by kind (Linux `smaps_rollup`), in MB.
+fn smaps_rollup() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            ["Rss", "Anonymous", "Shared_Clean", "Private_Clean", "Private_Dirty"]
+                .contains(&name)
+                .then(|| (name.to_string(), kib / 1000))
+        })
+        .collect()
+}
+
 /// Bytes of RocksDB write-ahead log files in `db`.
 fn wal_bytes(db: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(db) else { return 0 };
@@ -406,6 +420,9 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
             "rss_mb_max": resident.iter().max().map(|b| b / 1_000_000),
             // And at each tenth of the run, to show whether it levels off.
             "rss_mb_by_tenth": tenths(resident.len()).filter_map(|i| resident.get(i).map(|b| b / 1_000_000)).collect::<Vec<_>>(),
+            // The process's resident memory at the end by kind, in MB (anonymous: the heap and
+            // wasm memories; file: mapped files), from /proc/self/smaps_rollup.
+            "smaps_mb_end": smaps_rollup(),
             // RocksDB's write-ahead log left on disk at the end, in MB (a restart replays it).
             "wal_mb_end": wal_bytes(&data_dir.join("db")) / 1_000_000,
             // The host's own account of its memory (module and RocksDB gauges), in MB, by tenth.

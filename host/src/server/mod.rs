@@ -91,6 +91,18 @@ async fn healthz(State(state): State<AppState>) -> axum::response::Response {
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     match &state.metrics {
         Some(handle) => {
+            // RocksDB's memory is read here, when asked for, not on the engine thread.
+            if let Ok(store) = state.store.memory() {
+                for (part, bytes) in [
+                    ("memtables", store.memtables),
+                    ("memtables_pinned", store.memtables_pinned),
+                    ("table_readers", store.table_readers),
+                    ("block_cache", store.block_cache),
+                    ("block_cache_pinned", store.block_cache_pinned),
+                ] {
+                    metrics::gauge!("exhost_store_memory_bytes", "part" => part).set(bytes as f64);
+                }
+            }
             ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
         }
         None => ApiError::not_found("metrics are not enabled in this process").into_response(),
