@@ -255,6 +255,11 @@ fn random_flow_matches_the_model_step_by_step() {
     for module in ["position", "market 0"] {
         let bytes = gauge(&format!("exhost_module_memory_bytes{{module=\"{module}\"}} "));
         assert!(bytes.is_some_and(|b| b >= 65_536.0), "{module} memory gauge: {bytes:?}\n{}", metrics.text);
+        // What a fault in it would cost: a checkpoint (never empty) and the commands since.
+        let checkpoint = gauge(&format!("exhost_module_checkpoint_bytes{{module=\"{module}\"}} "));
+        assert!(checkpoint.is_some_and(|b| b > 0.0), "{module} checkpoint gauge: {checkpoint:?}\n{}", metrics.text);
+        let retained = gauge(&format!("exhost_module_retained_commands{{module=\"{module}\"}} "));
+        assert!(retained.is_some(), "{module} retained commands gauge\n{}", metrics.text);
     }
     let memtables = gauge("exhost_store_memory_bytes{part=\"memtables\"} ");
     assert!(memtables.is_some_and(|b| b > 0.0), "memtable gauge: {memtables:?}\n{}", metrics.text);

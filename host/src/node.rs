@@ -542,14 +542,16 @@ impl EngineLoop {
             return;
         }
         self.memory_reported = Some(Instant::now());
-        let (position, markets) = self.engine.module_memory();
-        if let Some(bytes) = position {
-            metrics::gauge!("exhost_module_memory_bytes", "module" => "position").set(bytes as f64);
-        }
-        for (market, bytes) in markets {
-            if let Some(bytes) = bytes {
-                metrics::gauge!("exhost_module_memory_bytes", "module" => format!("market {market}")).set(bytes as f64);
+        for report in self.engine.module_reports() {
+            let module = report.module;
+            if let Some(bytes) = report.memory_bytes {
+                metrics::gauge!("exhost_module_memory_bytes", "module" => module.clone()).set(bytes as f64);
             }
+            metrics::gauge!("exhost_module_retained_commands", "module" => module.clone())
+                .set(report.retained_commands as f64);
+            metrics::gauge!("exhost_module_retained_bytes", "module" => module.clone())
+                .set(report.retained_bytes as f64);
+            metrics::gauge!("exhost_module_checkpoint_bytes", "module" => module).set(report.checkpoint_bytes as f64);
         }
     }
 

@@ -179,7 +179,9 @@ impl Engine {
         }
         for (market, _, inputs) in applied {
             let slot = &mut self.markets[market.0 as usize];
-            slot.retained.extend(inputs);
+            for (ctx, command) in &inputs {
+                slot.retained.push(ctx, command);
+            }
             if slot.checkpoint_due() {
                 slot.take_checkpoint()
                     .map_err(|fault| EngineError::Recovery { target: Target::Market(market).name(), fault })?;

@@ -23,8 +23,7 @@ use std::sync::Arc;
 use exhost_guest_sdk::{
     CommandContext, FollowUp, MarketRisk, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery,
     MatchingQueryResult, OrderId, OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi,
-    PositionCommand, PositionOutput, PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce,
-    UserId,
+    PositionCommand, PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
 };
 
 use crate::command::{Command, MarketId, MarketSpec, ModuleLimits, NewOrder};
@@ -76,6 +75,14 @@ impl Target {
             Target::Market(market) => format!("market {market}"),
         }
     }
+}
+
+/// What the engine keeps of a position command's output once its events are
+/// appended to the command's.
+pub(crate) struct PositionRun {
+    /// Why the module refused the command, if it did.
+    rejection: Option<Reason>,
+    follow_ups: Vec<FollowUp>,
 }
 
 /// Why a command stopped before its end.
@@ -241,7 +248,7 @@ impl Engine {
                         price_ticks: *price_ticks,
                         qty_lots: *qty_lots,
                     };
-                    if let Some(reason) = self.run_position(ctx, check, events)?.rejection() {
+                    if let Some(reason) = self.run_position(ctx, check, events)?.rejection {
                         let event = MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason };
                         events.push(EventBody::Matching { market: *market, event });
                         return Ok(());
@@ -462,7 +469,7 @@ impl Engine {
                 qty_lots: order.qty_lots,
                 reduce_only: order.reduce_only,
             });
-            if let Some(reason) = self.run_position(ctx, check, events)?.rejection() {
+            if let Some(reason) = self.run_position(ctx, check, events)?.rejection {
                 events
                     .push(EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) });
                 return Ok(());
@@ -575,13 +582,15 @@ impl Engine {
         ctx: CommandContext,
         command: PositionCommand,
         events: &mut Vec<EventBody>,
-    ) -> Result<PositionOutput, Abort> {
+    ) -> Result<PositionRun, Abort> {
         self.touch(Target::Position);
         let slot = self.position.as_mut().ok_or(Abort::Fatal(EngineError::NoPositionModule))?;
         let faulted = slot.run(ctx, command);
-        let output = faulted.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
-        events.extend(output.events.iter().cloned().map(EventBody::Position));
-        Ok(output)
+        let mut output = faulted.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
+        // Moved, not cloned: an account message holds a vector per event.
+        let rejection = output.rejection();
+        events.extend(output.events.drain(..).map(EventBody::Position));
+        Ok(PositionRun { rejection, follow_ups: output.follow_ups })
     }
 
     /// Put every instance the current command touched back as it was before it.

@@ -28,6 +28,6 @@ pub use module::{
     Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,
     NativeMatching, NoModule, PositionInstance,
 };
-pub use observe::FaultReport;
+pub use observe::{FaultReport, ModuleReport};
 pub use registry::{Activation, PositionInstall, Registry, UserRecord};
 pub use snapshot::{EngineSnapshot, MarketState, StateDigest};

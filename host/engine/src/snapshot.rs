@@ -113,14 +113,7 @@ impl Engine {
             let instance = loader
                 .restore(&hash, &limits, state.state_version, &state.bytes)
                 .map_err(|source| EngineError::Load { target: target.name(), source })?;
-            Ok(Slot {
-                instance,
-                hash,
-                limits,
-                checkpoint: state.bytes,
-                checkpoint_version: state.state_version,
-                retained: Vec::new(),
-            })
+            Ok(Slot::with_checkpoint(instance, hash, limits, state.bytes, state.state_version))
         }
         let mut markets = Vec::with_capacity(snapshot.markets.len());
         for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {

@@ -225,7 +225,10 @@ impl Loader<PositionAbi> for TrapLoader {
 
 #[test]
 fn a_trapping_command_is_rejected_and_leaves_the_state_as_before_it() {
-    let commands = flow(2_000, 99);
+    // More commands before the trap than a rebuild applies in one batch, so the
+    // rebuild goes through several batches and a partial last one.
+    const BEFORE: usize = 10_000;
+    let commands = flow(BEFORE + 1_000, 99);
     let poisoned = Command::PlaceOrder(NewOrder {
         market: MarketId(0),
         user_id: UserId(1),
@@ -240,8 +243,8 @@ fn a_trapping_command_is_rejected_and_leaves_the_state_as_before_it() {
     });
 
     let mut faulty = Engine::new(Arc::new(TrapLoader));
-    run(&mut faulty, &commands[..1_000], 1);
-    let events = faulty.apply(1_001, 1, &poisoned).unwrap();
+    run(&mut faulty, &commands[..BEFORE], 1);
+    let events = faulty.apply(BEFORE as u64 + 1, 1, &poisoned).unwrap();
     let last = events.last().unwrap();
     assert!(
         matches!(
@@ -257,14 +260,16 @@ fn a_trapping_command_is_rejected_and_leaves_the_state_as_before_it() {
         ),
         "{last:?}"
     );
-    let rest = run(&mut faulty, &commands[1_000..], 1_002);
+    let rest = run(&mut faulty, &commands[BEFORE..], BEFORE as u64 + 2);
 
     // The same flow without the poisoned command (a harmless refused command in its
     // place keeps the sequence) on the plain module gives the same later events.
     let mut clean = Engine::new(loader());
-    run(&mut clean, &commands[..1_000], 1);
-    clean.apply(1_001, 1, &Command::Deposit { user_id: UserId(99), asset: "USD".into(), amount_units: 1 }).unwrap();
-    let clean_rest = run(&mut clean, &commands[1_000..], 1_002);
+    run(&mut clean, &commands[..BEFORE], 1);
+    clean
+        .apply(BEFORE as u64 + 1, 1, &Command::Deposit { user_id: UserId(99), asset: "USD".into(), amount_units: 1 })
+        .unwrap();
+    let clean_rest = run(&mut clean, &commands[BEFORE..], BEFORE as u64 + 2);
     assert_eq!(rest, clean_rest);
     let (a, b) = (faulty.snapshot().unwrap(), clean.snapshot().unwrap());
     assert_eq!(a.markets, b.markets);

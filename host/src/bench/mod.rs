@@ -422,10 +422,25 @@ pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
         |_| Ok(()),
     )?;
     let replay = replay_started.elapsed();
+    // What the recovered engine holds to rebuild each instance after a fault.
+    let reports = engine.module_reports();
+    // The pause a module fault would cost now: its instance rebuilt from the
+    // checkpoint and every retained command.
+    let rebuilds = engine.rebuild_modules()?;
+    let modules: Vec<_> = (reports.into_iter().zip(rebuilds))
+        .map(|(report, (_, rebuild))| {
+            json!({
+                "module": report.module, "memory_mb": report.memory_bytes.map(|bytes| bytes / 1_000_000),
+                "retained_commands": report.retained_commands, "retained_mb": report.retained_bytes / 1_000_000,
+                "checkpoint_mb": report.checkpoint_bytes as f64 / 1e6, "rebuild_seconds": rebuild.as_secs_f64(),
+            })
+        })
+        .collect();
     println!(
         "{}",
         json!({
             "bench": "startup", "journaled_commands": last, "snapshot_seq": snapshot_seq, "replayed": replayed,
+            "modules": modules, "rss_mb": memory::resident_bytes().map(|bytes| bytes / 1_000_000),
             "open_seconds": opened.as_secs_f64(), "restore_seconds": restore.as_secs_f64(),
             "replay_seconds": replay.as_secs_f64(), "total_seconds": started.elapsed().as_secs_f64(),
             "replayed_per_sec": if replayed > 0 { (replayed as f64 / replay.as_secs_f64()).round() } else { 0.0 },
