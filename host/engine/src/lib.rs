@@ -15,6 +15,7 @@ pub mod event;
 pub mod module;
 mod observe;
 pub mod registry;
+mod setup;
 mod slot;
 pub mod snapshot;
 mod swap;

@@ -1,0 +1,132 @@
+//! The commands that set the exchange up: a new market, with its book
+//! instance, and the position module, once. Both run inside the engine's
+//! command pipeline, so they are journaled, atomic and replayed like any other.
+
+use exhost_guest_sdk::{CommandContext, MarketRisk, MatchingAbi, PositionAbi, PositionCommand, Reason};
+
+use crate::command::{MarketId, MarketSpec, ModuleLimits};
+use crate::engine::{Abort, Engine, EngineError};
+use crate::event::EventBody;
+use crate::module::{LoadError, Loader, ModuleHash};
+use crate::registry::PositionInstall;
+use crate::slot::Slot;
+
+impl Engine {
+    /// The position module's view of a market.
+    fn market_risk(market: MarketId, spec: &MarketSpec) -> Option<MarketRisk> {
+        Some(MarketRisk {
+            market,
+            units_per_tick_lot: spec.units_per_tick_lot()?,
+            initial_margin_rate: spec.risk.initial_margin_rate,
+            maintenance_margin_rate: spec.risk.maintenance_margin_rate,
+            maker_fee_rate: spec.risk.maker_fee_rate,
+            taker_fee_rate: spec.risk.taker_fee_rate,
+            liquidation_fee_rate: spec.risk.liquidation_fee_rate,
+            price_ticks_max: spec.config.price_ticks_max,
+        })
+    }
+
+    pub(crate) fn create_market(
+        &mut self,
+        ctx: CommandContext,
+        spec: &MarketSpec,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
+        if self.registry.market_id(&spec.symbol).is_some() {
+            events.push(EventBody::CommandRejected { reason: Reason::MarketExists });
+            return Ok(());
+        }
+        if self.registry.assets.get(&spec.quote).is_some_and(|&decimals| decimals != spec.quote_decimals) {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
+            return Ok(());
+        }
+        let market = MarketId(self.markets.len() as u32);
+        let risk = Self::market_risk(market, spec);
+        if let Some(install) = &self.registry.position
+            && (install.config.settlement_asset != spec.quote || risk.is_none())
+        {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
+            return Ok(());
+        }
+        let slot = match Loader::<MatchingAbi>::create(&*self.loader, &spec.module_hash, &spec.limits, &spec.config)
+            .map_err(|error| (error, None))
+            .and_then(|instance| {
+                Slot::new(instance, spec.module_hash, spec.limits)
+                    .map_err(|fault| (LoadError::Fault { hash: spec.module_hash, fault: fault.clone() }, Some(fault)))
+            }) {
+            Ok(slot) => slot,
+            // Without the module's bytes nothing after this command can be replayed.
+            Err((source @ LoadError::UnknownModule(_), _)) => {
+                return Err(EngineError::Load { target: format!("market {}", spec.symbol), source }.into());
+            }
+            // The module refused its config or failed to start: deterministic, so a rejection.
+            Err(_) => {
+                events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+                return Ok(());
+            }
+        };
+        if self.position.is_some()
+            && let Some(risk) = risk
+        {
+            // Before the market exists, so a position-module fault leaves no half-made market.
+            self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
+        }
+        self.markets.push(slot);
+        self.registry.add_market(spec.clone());
+        events.push(EventBody::MarketCreated { market, symbol: spec.symbol.clone(), module_hash: spec.module_hash });
+        Ok(())
+    }
+
+    pub(crate) fn install_position(
+        &mut self,
+        ctx: CommandContext,
+        module_hash: ModuleHash,
+        limits: ModuleLimits,
+        config: &exhost_guest_sdk::PositionConfig,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
+        if self.position.is_some() {
+            events.push(EventBody::CommandRejected { reason: Reason::AlreadyInstalled });
+            return Ok(());
+        }
+        let risks: Option<Vec<MarketRisk>> = self
+            .registry
+            .markets
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                (spec.quote == config.settlement_asset)
+                    .then(|| Self::market_risk(MarketId(index as u32), spec))
+                    .flatten()
+            })
+            .collect();
+        let Some(risks) = risks else {
+            events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
+            return Ok(());
+        };
+        let slot = match Loader::<PositionAbi>::create(&*self.loader, &module_hash, &limits, config) {
+            Ok(instance) => match Slot::new(instance, module_hash, limits) {
+                Ok(slot) => slot,
+                Err(_) => {
+                    events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+                    return Ok(());
+                }
+            },
+            Err(source @ LoadError::UnknownModule(_)) => {
+                return Err(EngineError::Load { target: "the position module".into(), source }.into());
+            }
+            Err(_) => {
+                events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+                return Ok(());
+            }
+        };
+        self.position = Some(slot);
+        for risk in risks {
+            self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
+        }
+        self.registry.position = Some(PositionInstall { module_hash, limits, config: config.clone() });
+        self.registry.assets.entry(config.settlement_asset.clone()).or_insert(6);
+        events.push(EventBody::PositionModuleInstalled { module_hash });
+        Ok(())
+    }
+}
