@@ -127,13 +127,14 @@ impl<A: Abi> Slot<A> {
             .restore(&self.hash, &self.limits, self.checkpoint_version, &self.checkpoint)
             .map_err(|source| EngineError::Load { target: target.to_string(), source })?;
         self.retained.truncate(keep);
+        let count = self.retained.len();
         // In batches, as replay applies them: one crossing into the module per batch.
         let recovery = |fault| EngineError::Recovery { target: target.to_string(), fault };
-        let mut commands = Vec::with_capacity(REBUILD_BATCH.min(keep));
-        let mut outputs = Vec::with_capacity(REBUILD_BATCH.min(keep));
-        for start in (0..keep).step_by(REBUILD_BATCH) {
+        let mut commands = Vec::with_capacity(REBUILD_BATCH.min(count));
+        let mut outputs = Vec::with_capacity(REBUILD_BATCH.min(count));
+        for start in (0..count).step_by(REBUILD_BATCH) {
             commands.clear();
-            for index in start..(start + REBUILD_BATCH).min(keep) {
+            for index in start..(start + REBUILD_BATCH).min(count) {
                 commands.push(self.retained.get(index).map_err(recovery)?);
             }
             outputs.clear();
