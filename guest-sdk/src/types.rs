@@ -185,6 +185,11 @@ stable_enum! {
         FollowUpLimit = 19 => "follow_up_limit",
         /// A module of that kind is already installed.
         AlreadyInstalled = 20 => "already_installed",
+        /// The module tried to grow its memory past what one call, or the
+        /// instance, may have; the command was undone.
+        ModuleMemoryLimit = 21 => "module_memory_limit",
+        /// A new order reused the client order id of one of the user's open orders.
+        DuplicateClientOrderId = 22 => "duplicate_client_order_id",
         UserCancel = 100 => "user_cancel",
         MassCancel = 101 => "mass_cancel",
         /// The remainder of an IOC or market order.

@@ -390,7 +390,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 replayed as f64 / elapsed.as_secs_f64().max(1e-9)
             );
             for (spec, state) in snapshot.registry.markets.iter().zip(&snapshot.markets) {
-                println!("market {} digest {}", spec.symbol, EngineSnapshot::digest_of(&state.bytes));
+                let image = exhost_guest_sdk::codec::encode(&*state.image);
+                println!("market {} digest {}", spec.symbol, EngineSnapshot::digest_of(&image));
             }
             println!("state digest {digest}");
             Ok(())

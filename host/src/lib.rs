@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod livebook;
+pub mod modcheck;
 pub mod modules_cli;
 pub mod node;
 pub mod readmodel;

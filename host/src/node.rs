@@ -18,7 +18,7 @@
 //! journal, so nothing accepted is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +30,7 @@ use exhost_store::journal::encode_record;
 use exhost_store::{Durability, Store};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::livebook::{Depth, LiveBooks};
 use crate::readmodel::ReadModelWriter;
 
 /// The outcome of one applied command, as the engine reported it.
@@ -90,7 +91,9 @@ impl Directory {
         for (user_id, record) in
             registry.users.range(self.user_ids.keys().next_back().map_or(UserId(0), |id| UserId(id.0 + 1))..)
         {
-            self.users.insert(record.api_key.clone(), (*user_id, record.api_secret.clone()));
+            if let exhost_engine::Credential::Clear(secret) = &record.credential {
+                self.users.insert(record.api_key.clone(), (*user_id, secret.clone()));
+            }
             self.user_ids.insert(*user_id, record.api_key.clone());
         }
         for (index, spec) in registry.markets.iter().enumerate().skip(self.markets.len()) {
@@ -118,12 +121,22 @@ impl Directory {
     }
 }
 
-/// Whether the node can take commands.
+/// Whether the node can take commands, and whether its engine is moving.
 #[derive(Default)]
 pub struct Health {
     halted: AtomicBool,
     reason: Mutex<Option<String>>,
+    /// When the engine thread started its current piece of work (ns since the
+    /// epoch), 0 while it waits for work.
+    engine_busy_since_ns: AtomicU64,
+    /// The last sequence number the engine applied.
+    engine_seq: AtomicU64,
 }
+
+/// Engine work longer than this is reported as a stall by `/healthz`. Bounds
+/// on module calls make every piece of work finish; this says when one is
+/// taking long enough that the operator should know.
+pub const ENGINE_STALL_REPORT_AFTER: Duration = Duration::from_secs(5);
 
 impl Health {
     pub fn halt(&self, reason: String) {
@@ -132,13 +145,40 @@ impl Health {
         self.halted.store(true, Ordering::SeqCst);
     }
 
-    /// `None` while healthy, otherwise why not.
+    /// `None` while the node takes commands, otherwise why not.
     pub fn problem(&self) -> Option<String> {
         if self.halted.load(Ordering::SeqCst) {
             Some(self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default())
         } else {
             None
         }
+    }
+
+    /// How long the engine has been on its current piece of work (zero while idle).
+    pub fn engine_busy(&self) -> Duration {
+        let since = self.engine_busy_since_ns.load(Ordering::SeqCst);
+        if since == 0 { Duration::ZERO } else { Duration::from_nanos(now_ns().saturating_sub(since)) }
+    }
+
+    /// `Some` while the engine has been busy past [`ENGINE_STALL_REPORT_AFTER`]: what it is stuck on.
+    pub fn stall(&self) -> Option<String> {
+        let busy = self.engine_busy();
+        (busy > ENGINE_STALL_REPORT_AFTER).then(|| {
+            format!(
+                "the engine has been busy for {:.1} s on the work after seq {}",
+                busy.as_secs_f64(),
+                self.engine_seq.load(Ordering::SeqCst)
+            )
+        })
+    }
+
+    fn engine_started(&self) {
+        self.engine_busy_since_ns.store(now_ns().max(1), Ordering::SeqCst);
+    }
+
+    fn engine_finished(&self, seq: u64) {
+        self.engine_seq.store(seq, Ordering::SeqCst);
+        self.engine_busy_since_ns.store(0, Ordering::SeqCst);
     }
 }
 
@@ -166,11 +206,6 @@ struct Sequenced {
 /// Requests answered by the engine thread between batches.
 enum EngineInput {
     Durable(Vec<Sequenced>),
-    Query {
-        market: MarketId,
-        query: MatchingQuery,
-        reply: oneshot::Sender<Result<(u64, MatchingQueryResult), String>>,
-    },
     Snapshot {
         reply: oneshot::Sender<Result<SnapshotTaken, String>>,
     },
@@ -200,6 +235,8 @@ pub struct Node {
     pub live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     engine_tx: mpsc::Sender<EngineInput>,
     pub directory: Arc<RwLock<Directory>>,
+    /// The public order books, kept from the applied events.
+    pub books: Arc<RwLock<LiveBooks>>,
     pub store: Store,
     pub health: Arc<Health>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -207,8 +244,9 @@ pub struct Node {
 
 impl Node {
     /// Start the write path on a recovered engine.
-    pub fn start(store: Store, engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
+    pub fn start(store: Store, mut engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
         let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry())));
+        let books = Arc::new(RwLock::new(initial_books(&mut engine)));
         let health = Arc::new(Health::default());
         let (live, _) = tokio::sync::broadcast::channel(LIVE_BATCHES_BUFFERED);
         let (submit_tx, submit_rx) = mpsc::channel(settings.submit_queue_max.max(1));
@@ -226,7 +264,8 @@ impl Node {
                 .expect("the sequencer thread starts")
         };
         let engine_thread = {
-            let (store, health, directory, live) = (store.clone(), health.clone(), directory.clone(), live.clone());
+            let (store, health, directory, live, books) =
+                (store.clone(), health.clone(), directory.clone(), live.clone(), books.clone());
             std::thread::Builder::new()
                 .name("exhost-engine".into())
                 .spawn(move || {
@@ -235,6 +274,7 @@ impl Node {
                         store,
                         health,
                         directory,
+                        books,
                         settings,
                         last_snapshot_seq,
                         live,
@@ -249,6 +289,7 @@ impl Node {
             live,
             engine_tx,
             directory,
+            books,
             store,
             health,
             threads: Mutex::new(vec![sequencer, engine_thread]),
@@ -275,16 +316,6 @@ impl Node {
             mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
         })?;
         Ok(Pending(answer))
-    }
-
-    /// Ask a market's module, after every command applied so far.
-    pub async fn query(&self, market: MarketId, query: MatchingQuery) -> Result<(u64, MatchingQueryResult), String> {
-        let (reply, answer) = oneshot::channel();
-        self.engine_tx
-            .send(EngineInput::Query { market, query, reply })
-            .await
-            .map_err(|_| "the engine has stopped".to_string())?;
-        answer.await.map_err(|_| "the engine has stopped".to_string())?
     }
 
     /// The engine's whole state after every command applied so far.
@@ -402,6 +433,7 @@ struct EngineLoop {
     store: Store,
     health: Arc<Health>,
     directory: Arc<RwLock<Directory>>,
+    books: Arc<RwLock<LiveBooks>>,
     settings: NodeSettings,
     last_snapshot_seq: u64,
     live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
@@ -412,19 +444,21 @@ struct EngineLoop {
 impl EngineLoop {
     fn run(mut self, mut rx: mpsc::Receiver<EngineInput>) {
         while let Some(input) = rx.blocking_recv() {
+            self.health.engine_started();
+            let shutdown = matches!(input, EngineInput::Shutdown);
             match input {
                 EngineInput::Durable(items) => self.apply_batch(items),
-                EngineInput::Query { market, query, reply } => {
-                    let result = self.engine.query(market, &query).map_err(|error| error.to_string());
-                    let _ = reply.send(result.map(|answer| (self.engine.last_seq(), answer)));
-                }
                 EngineInput::Snapshot { reply } => {
                     let _ = reply.send(self.take_snapshot());
                 }
                 EngineInput::State { reply } => {
                     let _ = reply.send(self.engine.snapshot().map_err(|error| error.to_string()));
                 }
-                EngineInput::Shutdown => break,
+                EngineInput::Shutdown => {}
+            }
+            self.health.engine_finished(self.engine.last_seq());
+            if shutdown {
+                break;
             }
         }
         // Clean shutdown: leave a snapshot so the next start replays nothing.
@@ -471,7 +505,9 @@ impl EngineLoop {
             }
             let applied = results.len();
             let mut segment = segment.into_iter();
-            for (item, bodies) in segment.by_ref().zip(results) {
+            // Results first: `zip` would take, and drop, the item after the last
+            // result, and with it the answer of the command that stopped the engine.
+            for (bodies, item) in results.into_iter().zip(segment.by_ref()) {
                 let events = stamp(item.seq, item.ts_ns, bodies);
                 writer.cover(item.seq);
                 for event in &events {
@@ -514,6 +550,12 @@ impl EngineLoop {
         }
         metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
+        {
+            let mut books = self.books.write().unwrap_or_else(|p| p.into_inner());
+            for (_, applied) in &replies {
+                books.apply(&applied.events, applied.seq);
+            }
+        }
         // Published only now: durable, applied and stored, so a subscriber that
         // reads the stored log and then follows this stream misses nothing.
         if self.live.receiver_count() > 0 {
@@ -563,6 +605,26 @@ impl EngineLoop {
         tracing::info!(seq = taken.seq, digest = %taken.digest_hex, bytes = taken.size_bytes, "snapshot stored");
         Ok(taken)
     }
+}
+
+/// The books of every market after recovery, each asked of a copy of its
+/// instance (never the live one). A module that cannot answer gets an empty
+/// book until its next changes, and a warning.
+fn initial_books(engine: &mut Engine) -> LiveBooks {
+    let mut books = LiveBooks { seq: engine.last_seq(), markets: Vec::new() };
+    for index in 0..engine.registry().markets.len() {
+        let market = MarketId(index as u32);
+        let depth = match engine.query(market, &MatchingQuery::Depth { levels_max: u32::MAX }) {
+            Ok(MatchingQueryResult::Depth { bids, asks }) => Depth::from_levels(&bids, &asks),
+            Ok(_) => Depth::default(),
+            Err(error) => {
+                tracing::warn!(%market, %error, "the market's module could not tell its book; it starts empty");
+                Depth::default()
+            }
+        };
+        books.markets.push(depth);
+    }
+    books
 }
 
 /// Snapshot the engine and store it (synced) with its digest.

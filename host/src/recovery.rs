@@ -50,19 +50,44 @@ pub struct RebuildStats {
     pub replay_time: Duration,
 }
 
-/// An engine at the snapshot nearest before `seq` (or empty), not yet replayed.
+/// An engine at the newest usable snapshot at or before `seq` (or empty), not
+/// yet replayed. Whatever makes a snapshot unusable (a damaged record, a
+/// damaged table under it, an older format, a module that cannot be loaded)
+/// is reported and the next older one is tried, down to the journal's start:
+/// a snapshot only saves replay, so losing one never stops recovery.
 pub fn engine_from_snapshot(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> anyhow::Result<Engine> {
-    let mut skipped = Vec::new();
-    let snapshot = store.snapshot_at_or_before(seq, &mut skipped)?;
-    for problem in &skipped {
-        tracing::warn!(%problem, "skipping a damaged snapshot; an older one (or the journal) will be used");
+    for snapshot_seq in snapshot_seqs_at_or_before(store, seq) {
+        let stored = match store.snapshot(snapshot_seq) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => continue,
+            Err(problem) => {
+                tracing::warn!(snapshot_seq, %problem, "skipping an unreadable snapshot; an older one (or the journal) will be used");
+                continue;
+            }
+        };
+        let restored = EngineSnapshot::decode(&stored.bytes)
+            .map_err(|error| anyhow::anyhow!("it does not decode: {error}"))
+            .and_then(|decoded| Engine::restore(loader.clone(), decoded).map_err(anyhow::Error::from));
+        match restored {
+            Ok(engine) => return Ok(engine),
+            Err(problem) => tracing::warn!(
+                snapshot_seq,
+                problem = %format!("{problem:#}"),
+                "skipping an unusable snapshot; an older one (or the journal) will be used"
+            ),
+        }
     }
-    match snapshot {
-        None => Ok(Engine::new(loader)),
-        Some(stored) => {
-            let decoded = EngineSnapshot::decode(&stored.bytes)
-                .with_context(|| format!("snapshot at {} does not decode", stored.info.seq))?;
-            Engine::restore(loader, decoded).with_context(|| format!("restoring the snapshot at {}", stored.info.seq))
+    Ok(Engine::new(loader))
+}
+
+/// The sequence numbers of stored snapshots at or before `seq`, newest first,
+/// from the snapshot index; what cannot be read is reported and left out.
+fn snapshot_seqs_at_or_before(store: &Store, seq: u64) -> Vec<u64> {
+    match store.snapshot_infos() {
+        Ok(infos) => infos.iter().rev().map(|info| info.seq).filter(|&at| at <= seq).collect(),
+        Err(problem) => {
+            tracing::warn!(%problem, "the snapshot index cannot be read; replaying the journal from its start");
+            Vec::new()
         }
     }
 }
@@ -191,7 +216,7 @@ pub fn engine_at(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> anyh
 pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> anyhow::Result<(Engine, RebuildStats)> {
     // Reading the last record checks it: a torn or corrupt tail stops start-up here.
     let last_seq = store.journal_last()?.map_or(0, |record| record.seq);
-    if let Some(newest) = store.snapshot_infos()?.last()
+    if let Some(newest) = store.snapshot_infos().ok().and_then(|infos| infos.last().copied())
         && newest.seq > last_seq
     {
         bail!(

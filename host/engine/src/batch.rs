@@ -83,9 +83,20 @@ impl Engine {
         if self.position.is_some() {
             return run;
         }
+        // Client order ids taken in this run: a repeat ends the run, and the
+        // command-by-command path decides whether it is a duplicate.
+        let mut client_ids: std::collections::BTreeSet<(exhost_guest_sdk::UserId, &str)> = Default::default();
         for (offset, (_, command)) in commands.iter().take(BATCH_COMMANDS_MAX).enumerate() {
             let seq = self.last_seq() + 1 + offset as u64;
             let (market, user_id, matching) = match command {
+                Command::PlaceOrder(order)
+                    if order.client_order_id.as_deref().is_some_and(|id| {
+                        self.registry.client_order_open(order.user_id, Some(id))
+                            || !client_ids.insert((order.user_id, id))
+                    }) =>
+                {
+                    break;
+                }
                 Command::PlaceOrder(order) => (
                     order.market,
                     order.user_id,
@@ -175,6 +186,10 @@ impl Engine {
                 events.push(received(OrderId(ctx.seq), order));
             }
             events.extend(output.into_iter().map(|event| EventBody::Matching { market: *market, event }));
+            if events.is_empty() {
+                events.push(EventBody::NoEffect);
+            }
+            self.registry.track_client_orders(&events);
             results.push(events);
         }
         for (market, _, inputs) in applied {

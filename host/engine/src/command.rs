@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::Scale;
 use crate::module::ModuleHash;
+use crate::registry::Credential;
 
 /// Resource limits of a module instance. Part of the journaled market
 /// definition: an out-of-fuel outcome is only deterministic if the fuel is.
@@ -118,7 +119,8 @@ pub enum ModuleTarget {
 /// A command, as journaled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A user with trading credentials chosen by the gateway.
+    /// A user with trading credentials chosen by the gateway, the secret in
+    /// clear. Written by hosts before sealing; still applied from old journals.
     CreateUser {
         api_key: String,
         api_secret: String,
@@ -180,6 +182,13 @@ pub enum Command {
         target: ModuleTarget,
         module_hash: ModuleHash,
     },
+    /// A user with credentials that hold no secret in clear (a sealed HMAC
+    /// secret, or an Ed25519 public key). Replaces `CreateUser`, which only
+    /// old journals hold.
+    RegisterUser {
+        api_key: String,
+        credential: Credential,
+    },
 }
 
 impl Command {
@@ -199,6 +208,7 @@ impl Command {
             Command::MarkPrice { .. } => "mark_price",
             Command::Funding { .. } => "funding",
             Command::ActivateModule { .. } => "activate_module",
+            Command::RegisterUser { .. } => "register_user",
         }
     }
 }

@@ -13,31 +13,31 @@
 //!
 //! Commands are atomic. If any module traps, runs out of fuel or breaks the
 //! ABI at any step, the whole command is rejected: every instance it touched
-//! is rebuilt from its in-memory checkpoint plus the commands it applied
-//! before this one, so the state is exactly the state before the command. All
-//! of that is deterministic, so replay reaches the same outcome.
+//! is rebuilt from its in-memory checkpoint (an image of its memory) plus the
+//! commands it applied before this one, so the state is exactly, byte for
+//! byte, the state before the command. All of that is deterministic, so
+//! replay reaches the same outcome.
+//!
+//! Only journaled commands ever run code in a live instance. Queries, and
+//! the module's own snapshot (for a hot swap's hand-over), run in a copy
+//! resumed from the live instance's image, so nothing a client asks and
+//! nothing an operator inspects changes a byte that later commands could see.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use exhost_guest_sdk::{
-    CommandContext, FollowUp, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult, OrderId,
-    OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi, PositionCommand, PositionQuery,
+    Abi, CommandContext, FollowUp, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult,
+    OrderId, OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi, PositionCommand, PositionQuery,
     PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
 };
 
 use crate::command::{Command, MarketId, NewOrder};
 use crate::event::EventBody;
-use crate::module::{LoadError, ModuleFault, ModuleLoader};
+use crate::module::{Instance, LoadError, Loader, ModuleFault, ModuleLoader};
 use crate::observe::FaultReport;
-use crate::registry::{Registry, UserRecord};
+use crate::registry::{Credential, Registry, UserRecord};
 use crate::slot::Slot;
-
-/// How many commands an instance may apply after its checkpoint before the
-/// engine takes a fresh one, bounding both memory and rebuild time. A large
-/// state is checkpointed less often (one command retained per 4 snapshot
-/// bytes), so the snapshots' cost per command stays small.
-pub const RETAINED_COMMANDS_MAX: usize = 100_000;
 
 /// A failure that stops the engine: the journal cannot be applied any further.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,10 @@ pub enum EngineError {
     },
     #[error("{target} could not be rebuilt after a module fault: {fault}")]
     Recovery { target: String, fault: ModuleFault },
+    /// A call made in a copy of an instance (a query, a hand-over snapshot)
+    /// faulted; the live instance is untouched and the engine goes on.
+    #[error("{target} faulted in a copy of its instance: {fault}")]
+    Detached { target: String, fault: ModuleFault },
     #[error("snapshot is unusable: {0}")]
     BadSnapshot(String),
     #[error("no market {0}")]
@@ -103,6 +107,7 @@ pub(crate) fn fault_reason(fault: &ModuleFault) -> Reason {
     match fault {
         ModuleFault::OutOfFuel { .. } => Reason::ModuleOutOfFuel,
         ModuleFault::Trap { .. } => Reason::ModuleTrap,
+        ModuleFault::MemoryLimit { .. } => Reason::ModuleMemoryLimit,
         _ => Reason::ModuleProtocol,
     }
 }
@@ -167,13 +172,21 @@ impl Engine {
         let mut events = Vec::new();
         self.touched.clear();
         match self.dispatch(ctx, command, &mut events) {
-            Ok(()) => self.checkpoint_full_slots()?,
+            Ok(()) => {
+                // Every sequence number shows in the event log, so a follower
+                // can tell a command that changed nothing from a lost one.
+                if events.is_empty() {
+                    events.push(EventBody::NoEffect);
+                }
+                self.checkpoint_full_slots()?
+            }
             Err(Abort::Fatal(error)) => return Err(error),
             Err(Abort::Fault(reason)) => {
                 self.undo_command()?;
                 events = rejection(ctx, command, reason);
             }
         }
+        self.registry.track_client_orders(&events);
         self.last_seq = seq;
         self.last_ts_ns = ts_ns;
         Ok(events)
@@ -182,8 +195,13 @@ impl Engine {
     fn dispatch(&mut self, ctx: CommandContext, command: &Command, events: &mut Vec<EventBody>) -> Result<(), Abort> {
         match command {
             Command::CreateUser { api_key, api_secret } => {
+                let credential = Credential::Clear(api_secret.clone());
+                let user_id = self.registry.add_user(UserRecord { api_key: api_key.clone(), credential });
+                events.push(EventBody::UserCreated { user_id });
+            }
+            Command::RegisterUser { api_key, credential } => {
                 let user_id =
-                    self.registry.add_user(UserRecord { api_key: api_key.clone(), api_secret: api_secret.clone() });
+                    self.registry.add_user(UserRecord { api_key: api_key.clone(), credential: credential.clone() });
                 events.push(EventBody::UserCreated { user_id });
             }
             Command::Deposit { user_id, asset, amount_units } => {
@@ -266,17 +284,28 @@ impl Engine {
                 if let Some(reason) = self.check_market_user(*market, *user_id) {
                     events.push(EventBody::CommandRejected { reason });
                 } else {
+                    let before = events.len();
                     self.match_and_settle(ctx, *market, MatchingCommand::MassCancel { user_id: *user_id }, events)?;
+                    events.push(mass_cancelled(Some(*market), *user_id, &events[before..]));
                 }
             }
             Command::MassCancel { market: None, user_id } => {
                 if !self.registry.users.contains_key(user_id) {
                     events.push(EventBody::CommandRejected { reason: Reason::UnknownUser });
                 } else {
+                    // Market by market, each on its own: a market whose module
+                    // faults keeps its orders (and says so), every other market
+                    // still cancels. A trader pulling out must not be held in
+                    // every market by one broken module.
+                    let before = events.len();
                     for index in 0..self.markets.len() {
+                        let market = MarketId(index as u32);
                         let command = MatchingCommand::MassCancel { user_id: *user_id };
-                        self.match_and_settle(ctx, MarketId(index as u32), command, events)?;
+                        self.on_its_own(market, *user_id, events, |engine, events| {
+                            engine.match_and_settle(ctx, market, command, events)
+                        })?;
                     }
+                    events.push(mass_cancelled(None, *user_id, &events[before..]));
                 }
             }
             Command::MarkPrice { market, price_ticks } => {
@@ -336,6 +365,10 @@ impl Engine {
     fn place(&mut self, ctx: CommandContext, order: &NewOrder, events: &mut Vec<EventBody>) -> Result<(), Abort> {
         if let Some(reason) = self.check_market_user(order.market, order.user_id) {
             events.push(EventBody::CommandRejected { reason });
+            return Ok(());
+        }
+        if self.registry.client_order_open(order.user_id, order.client_order_id.as_deref()) {
+            events.push(EventBody::CommandRejected { reason: Reason::DuplicateClientOrderId });
             return Ok(());
         }
         let order_id = OrderId(ctx.seq);
@@ -475,20 +508,54 @@ impl Engine {
         Ok(PositionRun { rejection, follow_ups: output.follow_ups })
     }
 
+    /// Run one part of a command on its own: if a module faults in it, every
+    /// instance the part touched is put back as it was before the part, its
+    /// events are dropped and replaced by a rejection of that part, and the
+    /// command goes on. What earlier parts did stays.
+    fn on_its_own(
+        &mut self,
+        market: MarketId,
+        user_id: UserId,
+        events: &mut Vec<EventBody>,
+        part: impl FnOnce(&mut Engine, &mut Vec<EventBody>) -> Result<(), Abort>,
+    ) -> Result<(), Abort> {
+        let outer = std::mem::take(&mut self.touched);
+        let events_before = events.len();
+        let outcome = part(self, events);
+        let inner = std::mem::replace(&mut self.touched, outer);
+        if let Err(Abort::Fault(reason)) = outcome {
+            for &(target, keep) in &inner {
+                self.rebuild_target(target, keep)?;
+            }
+            events.truncate(events_before);
+            events.push(EventBody::MarketCommandRejected { market, user_id, reason });
+        }
+        // What the whole command touched, with the length each had before it.
+        for (target, keep) in inner {
+            if !self.touched.iter().any(|(touched, _)| *touched == target) {
+                self.touched.push((target, keep));
+            }
+        }
+        match outcome {
+            Err(Abort::Fatal(error)) => Err(Abort::Fatal(error)),
+            _ => Ok(()),
+        }
+    }
+
+    fn rebuild_target(&mut self, target: Target, keep: usize) -> Result<(), EngineError> {
+        match target {
+            Target::Position => match self.position.as_mut() {
+                Some(slot) => slot.rebuild(&*self.loader, keep, &target.name()),
+                None => Ok(()),
+            },
+            Target::Market(market) => self.markets[market.0 as usize].rebuild(&*self.loader, keep, &target.name()),
+        }
+    }
+
     /// Put every instance the current command touched back as it was before it.
     fn undo_command(&mut self) -> Result<(), EngineError> {
         for (target, keep) in std::mem::take(&mut self.touched) {
-            match target {
-                Target::Position => {
-                    if let Some(slot) = self.position.as_mut() {
-                        slot.rebuild(&*self.loader, keep, &target.name())?;
-                    }
-                }
-                Target::Market(market) => {
-                    let slot = &mut self.markets[market.0 as usize];
-                    slot.rebuild(&*self.loader, keep, &target.name())?;
-                }
-            }
+            self.rebuild_target(target, keep)?;
         }
         Ok(())
     }
@@ -511,33 +578,58 @@ impl Engine {
         Ok(())
     }
 
-    /// Ask a market's module a read-only question.
+    /// Ask a market's module a read-only question, in a copy of its instance.
     pub fn query(&mut self, market: MarketId, query: &MatchingQuery) -> Result<MatchingQueryResult, EngineError> {
+        let target = Target::Market(market);
         let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
-        match slot.instance.query(query) {
-            Ok(result) => Ok(result),
-            Err(fault) => {
-                // A faulting query changes no state, but the instance's memory may be
-                // mid-operation: rebuild it before anyone uses it again.
-                let keep = slot.retained.len();
-                slot.rebuild(&*self.loader, keep, &Target::Market(market).name())?;
-                Err(EngineError::Recovery { target: Target::Market(market).name(), fault })
-            }
-        }
+        let mut copy = detached::<MatchingAbi>(&*self.loader, slot, target)?;
+        copy.query(query).map_err(|fault| EngineError::Detached { target: target.name(), fault })
     }
 
-    /// Ask the position module a read-only question.
+    /// Ask the position module a read-only question, in a copy of its instance.
     pub fn query_position(&mut self, query: &PositionQuery) -> Result<PositionQueryResult, EngineError> {
         let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
-        match slot.instance.query(query) {
-            Ok(result) => Ok(result),
-            Err(fault) => {
-                let keep = slot.retained.len();
-                slot.rebuild(&*self.loader, keep, &Target::Position.name())?;
-                Err(EngineError::Recovery { target: Target::Position.name(), fault })
+        let mut copy = detached::<PositionAbi>(&*self.loader, slot, Target::Position)?;
+        copy.query(query).map_err(|fault| EngineError::Detached { target: Target::Position.name(), fault })
+    }
+
+    /// The module's own snapshot of an instance's state (its format version and
+    /// bytes), taken in a copy: what a hot swap hands over.
+    pub(crate) fn canonical_state(&mut self, target: Target) -> Result<(u32, Vec<u8>), EngineError> {
+        match target {
+            Target::Market(market) => {
+                let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
+                canonical::<MatchingAbi>(&*self.loader, slot, target)
+            }
+            Target::Position => {
+                let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
+                canonical::<PositionAbi>(&*self.loader, slot, target)
             }
         }
     }
+}
+
+fn canonical<A: Abi>(
+    loader: &dyn Loader<A>,
+    slot: &mut Slot<A>,
+    target: Target,
+) -> Result<(u32, Vec<u8>), EngineError> {
+    let mut copy = detached(loader, slot, target)?;
+    let mut bytes = Vec::new();
+    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target: target.name(), fault })?;
+    Ok((copy.state_version(), bytes))
+}
+
+/// A copy of a slot's live instance, resumed from an image of it now.
+fn detached<A: Abi>(
+    loader: &dyn Loader<A>,
+    slot: &mut Slot<A>,
+    target: Target,
+) -> Result<Box<dyn Instance<A>>, EngineError> {
+    let image = slot.instance.image().map_err(|fault| EngineError::Detached { target: target.name(), fault })?;
+    loader
+        .resume(&slot.hash, &slot.limits, &image)
+        .map_err(|source| EngineError::Load { target: target.name(), source })
 }
 
 pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {
@@ -567,6 +659,18 @@ fn refused_order(order_id: OrderId, order: &NewOrder, reason: Reason) -> Matchin
         status: OrderStatus::Rejected,
         reason: Some(reason),
     })
+}
+
+/// The summary of a mass cancel: how many orders it cancelled, among `events`.
+fn mass_cancelled(market: Option<MarketId>, user_id: UserId, events: &[EventBody]) -> EventBody {
+    let orders = events
+        .iter()
+        .filter(|event| {
+            matches!(event, EventBody::Matching { event: MatchingEvent::Order(update), .. }
+                if update.status == OrderStatus::Cancelled && update.user_id == user_id)
+        })
+        .count();
+    EventBody::MassCancelled { market, user_id, orders: orders as u32 }
 }
 
 /// The events that report a command undone because a module faulted.

@@ -69,6 +69,25 @@ pub enum EventBody {
         module_hash: ModuleHash,
         reason: String,
     },
+    /// One market's part of a command that spans markets (a mass cancel in
+    /// every market) was refused because its module faulted; that market is
+    /// as it was, the other markets' parts went ahead.
+    MarketCommandRejected {
+        market: MarketId,
+        user_id: UserId,
+        reason: Reason,
+    },
+    /// A mass cancel finished: how many of the user's orders it cancelled
+    /// (in one market, or in all when `market` is `None`).
+    MassCancelled {
+        market: Option<MarketId>,
+        user_id: UserId,
+        orders: u32,
+    },
+    /// The command was applied and changed nothing anyone sees. Emitted only
+    /// when a command would otherwise leave no event, so that every sequence
+    /// number shows in the event log.
+    NoEffect,
 }
 
 /// An event with its place in history.

@@ -26,9 +26,10 @@ pub use decimal::{DecimalError, Scale};
 pub use engine::{Engine, EngineError};
 pub use event::{Event, EventBody};
 pub use module::{
-    Instance, LoadError, Loader, MatchingInstance, ModuleFault, ModuleHash, ModuleLoader, Native, NativeLoader,
-    NativeMatching, NoModule, PositionInstance,
+    Instance, InstanceImage, LoadError, Loader, MatchingInstance, MemoryImage, MemoryRun, ModuleCall, ModuleFault,
+    ModuleHash, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
 };
 pub use observe::{FaultReport, ModuleReport};
-pub use registry::{Activation, PositionInstall, Registry, UserRecord};
-pub use snapshot::{EngineSnapshot, MarketState, StateDigest};
+pub use registry::{Activation, Credential, PositionInstall, Registry, UserRecord};
+pub use slot::{IMAGE_BYTES_PER_RETAINED_COMMAND, RETAINED_COMMANDS_MIN};
+pub use snapshot::{EngineSnapshot, ModuleState, StateDigest};

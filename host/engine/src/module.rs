@@ -53,23 +53,164 @@ impl fmt::Display for ModuleHash {
     }
 }
 
+/// The calls the host makes into a module. Each has its own named bound of
+/// fuel and memory growth (`exhost_runtime::CallBudget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleCall {
+    Init,
+    Apply,
+    Query,
+    Snapshot,
+    Restore,
+    Migrate,
+    /// The small calls of the memory protocol (`exhost_input`, `exhost_output`).
+    Buffer,
+}
+
+impl ModuleCall {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModuleCall::Init => "init",
+            ModuleCall::Apply => "apply",
+            ModuleCall::Query => "query",
+            ModuleCall::Snapshot => "snapshot",
+            ModuleCall::Restore => "restore",
+            ModuleCall::Migrate => "migrate",
+            ModuleCall::Buffer => "input/output",
+        }
+    }
+}
+
+impl fmt::Display for ModuleCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A module misbehaved while running a call. The engine rejects the command
-/// that caused it; the instance is rebuilt.
+/// that caused it; the instance is put back as it was before.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModuleFault {
     /// The module trapped (a panic, an out-of-bounds access, `unreachable`).
     #[error("module trapped: {message}")]
     Trap { message: String },
-    /// The module used up the fuel of one command.
-    #[error("module ran out of fuel ({fuel} per command)")]
-    OutOfFuel { fuel: u64 },
+    /// The module used up the fuel one call may use.
+    #[error("module ran out of fuel in {call} ({fuel} allowed)")]
+    OutOfFuel { call: ModuleCall, fuel: u64 },
+    /// The module trapped after the host refused to grow its memory: one call
+    /// may grow it by at most `allowed_bytes`, and an instance only up to its limit.
+    #[error("module hit its memory limit in {call} (growth to {requested_bytes} bytes refused; {message})")]
+    MemoryLimit { call: ModuleCall, requested_bytes: u64, message: String },
     /// The module answered something that does not follow the ABI.
     #[error("module broke the ABI: {message}")]
     Protocol { message: String },
     /// The module refused the call with its own message (bad snapshot, bad config).
     #[error("module refused: {message}")]
     Refused { message: String },
+}
+
+/// An instance's exact state. A checkpoint and a stored snapshot hold one,
+/// so that an instance put back from it is the instance it was, byte for byte:
+/// the same outputs, the same fuel, the same memory layout, whatever the
+/// module's own `snapshot` and `restore` do. That is what makes rolling back a
+/// faulted command, and restarting from a stored snapshot, exact for any module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceImage {
+    /// A sandboxed instance: its linear memory and its mutable globals.
+    Memory(MemoryImage),
+    /// A native instance's own snapshot. Native code has no memory the host
+    /// can copy; native instances serve tests and benchmarks only.
+    Snapshot {
+        state_version: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl InstanceImage {
+    /// Bytes the image holds.
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            InstanceImage::Memory(image) => image.runs.iter().map(|run| run.bytes.len()).sum(),
+            InstanceImage::Snapshot { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// A linear memory and the mutable globals of one instance. Memory is held
+/// sparsely: most of a module's memory is zero (the unused part of its stack,
+/// freed heap, pages grown and never touched), so only the non-zero pages are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryImage {
+    /// The memory's size (a whole number of 64 KiB wasm pages).
+    pub size_bytes: u64,
+    /// The mutable globals' values as raw bits, in the module's order.
+    pub globals: Vec<u64>,
+    /// Runs of non-zero pages, in address order; every byte outside them is zero.
+    pub runs: Vec<MemoryRun>,
+}
+
+/// Consecutive memory pages that are not all zero.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryRun {
+    pub offset: u64,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl MemoryImage {
+    /// The granule of the sparse encoding: an OS page.
+    pub const PAGE_BYTES: usize = 4096;
+
+    /// Copy a memory (its bytes, whole) and the globals.
+    pub fn capture(memory: &[u8], globals: Vec<u64>) -> MemoryImage {
+        let mut runs: Vec<MemoryRun> = Vec::new();
+        let mut run_start: Option<usize> = None;
+        let pages = memory.chunks(Self::PAGE_BYTES);
+        let page_count = pages.len();
+        for (index, page) in pages.enumerate() {
+            let zero = is_zero(page);
+            match (zero, run_start) {
+                (false, None) => run_start = Some(index * Self::PAGE_BYTES),
+                (true, Some(start)) => {
+                    let end = index * Self::PAGE_BYTES;
+                    runs.push(MemoryRun { offset: start as u64, bytes: memory[start..end].to_vec() });
+                    run_start = None;
+                }
+                _ => {}
+            }
+            if index + 1 == page_count
+                && let Some(start) = run_start.take()
+            {
+                runs.push(MemoryRun { offset: start as u64, bytes: memory[start..].to_vec() });
+            }
+        }
+        MemoryImage { size_bytes: memory.len() as u64, globals, runs }
+    }
+
+    /// Write the image into `memory` (exactly `size_bytes` long), zeroing what no run covers.
+    pub fn write_into(&self, memory: &mut [u8]) -> Result<(), String> {
+        if memory.len() as u64 != self.size_bytes {
+            return Err(format!("memory is {} bytes, the image {}", memory.len(), self.size_bytes));
+        }
+        let mut covered = 0usize;
+        for run in &self.runs {
+            let start = usize::try_from(run.offset).map_err(|_| "run offset out of range".to_string())?;
+            let end = start.checked_add(run.bytes.len()).filter(|&end| end <= memory.len() && start >= covered);
+            let end = end.ok_or_else(|| format!("run at {start} (+{}) is out of order or range", run.bytes.len()))?;
+            memory[covered..start].fill(0);
+            memory[start..end].copy_from_slice(&run.bytes);
+            covered = end;
+        }
+        memory[covered..].fill(0);
+        Ok(())
+    }
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    words.by_ref().all(|word| word == [0u8; 8]) && words.remainder().iter().all(|&byte| byte == 0)
 }
 
 /// A live module instance of one kind.
@@ -107,6 +248,10 @@ pub trait Instance<A: Abi>: Send {
     fn memory_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// The instance's exact state, copied. Runs no module code on a sandboxed
+    /// instance, so it changes nothing and cannot fault there.
+    fn image(&mut self) -> Result<InstanceImage, ModuleFault>;
 }
 
 /// A matching-module instance.
@@ -144,6 +289,15 @@ pub trait Loader<A: Abi> {
         limits: &ModuleLimits,
         state_version: u32,
         bytes: &[u8],
+    ) -> Result<Box<dyn Instance<A>>, LoadError>;
+
+    /// An instance exactly as it was when `image` was taken of an instance of
+    /// this module. Runs no module code for a memory image.
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
     ) -> Result<Box<dyn Instance<A>>, LoadError>;
 }
 
@@ -189,6 +343,22 @@ impl<A: Abi, R: Rules<A> + Send> Instance<A> for Native<A, R> {
 
     fn state_version(&self) -> u32 {
         R::STATE_VERSION
+    }
+
+    fn image(&mut self) -> Result<InstanceImage, ModuleFault> {
+        let mut bytes = Vec::new();
+        self.rules.snapshot(&mut bytes);
+        Ok(InstanceImage::Snapshot { state_version: R::STATE_VERSION, bytes })
+    }
+}
+
+/// What a native loader resumes from: only its own snapshots.
+fn native_image(hash: &ModuleHash, image: &InstanceImage) -> Result<(u32, Vec<u8>), LoadError> {
+    match image {
+        InstanceImage::Snapshot { state_version, bytes } => Ok((*state_version, bytes.clone())),
+        InstanceImage::Memory(_) => {
+            Err(LoadError::Invalid { hash: *hash, reason: "a native module cannot resume a memory image".into() })
+        }
     }
 }
 
@@ -236,6 +406,16 @@ impl<M: Rules<MatchingAbi> + Send + 'static, P> Loader<MatchingAbi> for NativeLo
     ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
         native::<MatchingAbi, M>(hash, restore_rules::<MatchingAbi, M>(state_version, bytes))
     }
+
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        let (state_version, bytes) = native_image(hash, image)?;
+        Loader::<MatchingAbi>::restore(self, hash, limits, state_version, &bytes)
+    }
 }
 
 impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLoader<M, P> {
@@ -256,6 +436,16 @@ impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLo
         bytes: &[u8],
     ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
         native::<PositionAbi, P>(hash, restore_rules::<PositionAbi, P>(state_version, bytes))
+    }
+
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        let (state_version, bytes) = native_image(hash, image)?;
+        Loader::<PositionAbi>::restore(self, hash, limits, state_version, &bytes)
     }
 }
 

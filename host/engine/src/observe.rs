@@ -42,12 +42,17 @@ impl Engine {
     /// Keep a fault's details for the host and turn it into the command's rejection.
     pub(crate) fn fault(&mut self, ctx: CommandContext, target: Target, fault: ModuleFault) -> Abort {
         let reason = fault_reason(&fault);
+        self.report_fault(ctx, target.name(), fault);
+        Abort::Fault(reason)
+    }
+
+    /// Keep a fault's details for the host.
+    pub(crate) fn report_fault(&mut self, ctx: CommandContext, target: String, fault: ModuleFault) {
         if self.faults.len() < FAULT_REPORTS_MAX {
-            self.faults.push(FaultReport { seq: ctx.seq, target: target.name(), fault });
+            self.faults.push(FaultReport { seq: ctx.seq, target, fault });
         } else {
             self.faults_dropped += 1;
         }
-        Abort::Fault(reason)
     }
 
     /// Each instance, the position module's first, then each market's: what
@@ -59,7 +64,7 @@ impl Engine {
                 slot.instance.memory_bytes(),
                 slot.retained.len(),
                 slot.retained.heap_bytes(),
-                slot.checkpoint.len(),
+                slot.checkpoint.stored_bytes(),
             )
         });
         let markets = (self.markets.iter().enumerate()).map(|(index, slot)| {
@@ -68,7 +73,7 @@ impl Engine {
                 slot.instance.memory_bytes(),
                 slot.retained.len(),
                 slot.retained.heap_bytes(),
-                slot.checkpoint.len(),
+                slot.checkpoint.stored_bytes(),
             )
         });
         position

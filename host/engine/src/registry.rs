@@ -1,12 +1,13 @@
 //! The exchange's directory, kept by the engine: users, assets, markets.
 //! Part of every snapshot; changed only by commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use exhost_guest_sdk::{PositionConfig, UserId};
+use exhost_guest_sdk::{MatchingEvent, OrderId, PositionConfig, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{MarketId, MarketSpec, ModuleLimits, ModuleTarget};
+use crate::event::EventBody;
 use crate::module::ModuleHash;
 
 /// The installed position module.
@@ -17,12 +18,26 @@ pub struct PositionInstall {
     pub config: PositionConfig,
 }
 
-/// A user's trading credentials. The secret is needed to check signatures, so
-/// it is kept as given; the data directory is the operator's to protect.
+/// How a user's requests are proven. Nothing here is a secret in clear
+/// (except what hosts before sealing journaled): the journal, every snapshot
+/// and every log line hold only what this says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// An HMAC secret in clear, as hosts before sealing journaled it. Read
+    /// from old journals, never written.
+    Clear(String),
+    /// An HMAC secret sealed by the host (an AEAD with a key kept outside the
+    /// database); the engine never opens it.
+    SealedSecret(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An Ed25519 public key: the host holds no secret at all.
+    Ed25519([u8; 32]),
+}
+
+/// A user's trading credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub api_key: String,
-    pub api_secret: String,
+    pub credential: Credential,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +51,10 @@ pub struct Registry {
     pub position: Option<PositionInstall>,
     /// Every module activation (hot swap), in order.
     pub activations: Vec<Activation>,
+    /// The client order ids of open orders, by user: unique among a user's open orders.
+    pub open_client_orders: BTreeSet<(UserId, String)>,
+    /// The same, by order id, to forget an id when its order closes.
+    pub client_order_ids: BTreeMap<OrderId, (UserId, String)>,
 }
 
 /// One hot swap, as history.
@@ -70,5 +89,29 @@ impl Registry {
 
     pub fn market(&self, market: MarketId) -> Option<&MarketSpec> {
         self.markets.get(market.0 as usize)
+    }
+
+    /// Whether the user has an open order with this client order id.
+    pub fn client_order_open(&self, user_id: UserId, client_order_id: Option<&str>) -> bool {
+        client_order_id.is_some_and(|id| self.open_client_orders.contains(&(user_id, id.to_string())))
+    }
+
+    /// Follow one command's events: an order with a client id that rests
+    /// holds the id, and gives it back when it closes.
+    pub fn track_client_orders(&mut self, events: &[EventBody]) {
+        for event in events {
+            match event {
+                EventBody::OrderReceived { order_id, user_id, client_order_id: Some(id), .. } => {
+                    self.open_client_orders.insert((*user_id, id.clone()));
+                    self.client_order_ids.insert(*order_id, (*user_id, id.clone()));
+                }
+                EventBody::Matching { event: MatchingEvent::Order(update), .. } if !update.status.is_open() => {
+                    if let Some(key) = self.client_order_ids.remove(&update.order_id) {
+                        self.open_client_orders.remove(&key);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }

@@ -12,6 +12,28 @@ use crate::registry::PositionInstall;
 use crate::slot::Slot;
 
 impl Engine {
+    /// Why a module could not start, as the rejection of the command that
+    /// started it. Without its bytes nothing after the command can be replayed,
+    /// so that alone stops the engine; whatever the module itself did is an outcome.
+    fn start_failed(&mut self, ctx: CommandContext, target: String, error: LoadError) -> Result<Reason, Abort> {
+        match error {
+            LoadError::UnknownModule(_) => Err(EngineError::Load { target, source: error }.into()),
+            LoadError::Fault { fault, .. } => {
+                let reason = crate::engine::fault_reason(&fault);
+                self.report_fault(ctx, target, fault);
+                Ok(reason)
+            }
+            LoadError::Invalid { hash, reason } => {
+                self.report_fault(
+                    ctx,
+                    target,
+                    crate::module::ModuleFault::Refused { message: format!("{hash}: {reason}") },
+                );
+                Ok(Reason::ModuleProtocol)
+            }
+        }
+    }
+
     /// The position module's view of a market.
     fn market_risk(market: MarketId, spec: &MarketSpec) -> Option<MarketRisk> {
         Some(MarketRisk {
@@ -48,20 +70,17 @@ impl Engine {
             events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
             return Ok(());
         }
-        let slot = match Loader::<MatchingAbi>::create(&*self.loader, &spec.module_hash, &spec.limits, &spec.config)
-            .map_err(|error| (error, None))
+        let made = Loader::<MatchingAbi>::create(&*self.loader, &spec.module_hash, &spec.limits, &spec.config)
             .and_then(|instance| {
                 Slot::new(instance, spec.module_hash, spec.limits)
-                    .map_err(|fault| (LoadError::Fault { hash: spec.module_hash, fault: fault.clone() }, Some(fault)))
-            }) {
+                    .map_err(|fault| LoadError::Fault { hash: spec.module_hash, fault })
+            });
+        let slot = match made {
             Ok(slot) => slot,
-            // Without the module's bytes nothing after this command can be replayed.
-            Err((source @ LoadError::UnknownModule(_), _)) => {
-                return Err(EngineError::Load { target: format!("market {}", spec.symbol), source }.into());
-            }
-            // The module refused its config or failed to start: deterministic, so a rejection.
-            Err(_) => {
-                events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+            Err(error) => {
+                // Refused or faulted at start: deterministic, so a rejection of the whole creation.
+                let reason = self.start_failed(ctx, format!("market {}", spec.symbol), error)?;
+                events.push(EventBody::CommandRejected { reason });
                 return Ok(());
             }
         };
@@ -104,19 +123,14 @@ impl Engine {
             events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
             return Ok(());
         };
-        let slot = match Loader::<PositionAbi>::create(&*self.loader, &module_hash, &limits, config) {
-            Ok(instance) => match Slot::new(instance, module_hash, limits) {
-                Ok(slot) => slot,
-                Err(_) => {
-                    events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
-                    return Ok(());
-                }
-            },
-            Err(source @ LoadError::UnknownModule(_)) => {
-                return Err(EngineError::Load { target: "the position module".into(), source }.into());
-            }
-            Err(_) => {
-                events.push(EventBody::CommandRejected { reason: Reason::ModuleProtocol });
+        let made = Loader::<PositionAbi>::create(&*self.loader, &module_hash, &limits, config).and_then(|instance| {
+            Slot::new(instance, module_hash, limits).map_err(|fault| LoadError::Fault { hash: module_hash, fault })
+        });
+        let slot = match made {
+            Ok(slot) => slot,
+            Err(error) => {
+                let reason = self.start_failed(ctx, "the position module".into(), error)?;
+                events.push(EventBody::CommandRejected { reason });
                 return Ok(());
             }
         };

@@ -1,7 +1,10 @@
 //! The engine snapshot: what is stored to skip replaying the journal from the
-//! start, and what `verify` recomputes. Its digest is the SHA-256 of its
-//! canonical encoding, so two engines agree on a digest exactly when they agree
-//! on every byte of state.
+//! start, and what `verify` recomputes. It holds each instance's image (its
+//! memory and globals, byte for byte), not the module's own snapshot, so an
+//! engine restored from it is the engine that took it, down to the memory
+//! layout a command's fuel depends on, and restoring runs no module code.
+//! Its digest is the SHA-256 of its encoding, so two engines agree on a
+//! digest exactly when they agree on every byte of state.
 
 use std::sync::Arc;
 
@@ -12,18 +15,21 @@ use sha2::{Digest, Sha256};
 
 use crate::command::{MarketId, ModuleLimits};
 use crate::engine::{Engine, EngineError, Target};
-use crate::module::{Loader, ModuleHash, ModuleLoader};
+use crate::module::{InstanceImage, Loader, ModuleHash, ModuleLoader};
 use crate::registry::Registry;
 use crate::slot::Slot;
 
-/// The version of [`EngineSnapshot`]'s layout.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The version of [`EngineSnapshot`]'s layout. Format 2 held the modules'
+/// own snapshots; a host meeting one replays the journal instead.
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// One module instance's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MarketState {
+pub struct ModuleState {
+    /// The module's own snapshot format version (what a hot swap would hand over).
     pub state_version: u32,
-    pub bytes: Vec<u8>,
+    /// The instance, exactly.
+    pub image: Arc<InstanceImage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +40,9 @@ pub struct EngineSnapshot {
     pub ts_ns: u64,
     pub registry: Registry,
     /// Indexed like `registry.markets`.
-    pub markets: Vec<MarketState>,
+    pub markets: Vec<ModuleState>,
     /// The position module's state, if one is installed.
-    pub position: Option<MarketState>,
+    pub position: Option<ModuleState>,
 }
 
 /// A state digest: SHA-256 of a snapshot's encoding.
@@ -71,12 +77,13 @@ impl EngineSnapshot {
 }
 
 impl Engine {
-    /// The whole state: registry and every module's snapshot. Also refreshes
-    /// each instance's in-memory checkpoint, since these bytes are one.
+    /// The whole state: registry and every instance's image. Also refreshes
+    /// each instance's in-memory checkpoint, since these images are one.
+    /// Runs no module code.
     pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
-        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<MarketState, EngineError> {
+        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<ModuleState, EngineError> {
             slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
-            Ok(MarketState { state_version: slot.checkpoint_version, bytes: slot.checkpoint.clone() })
+            Ok(ModuleState { state_version: slot.instance.state_version(), image: slot.checkpoint.clone() })
         }
         let mut markets = Vec::with_capacity(self.markets.len());
         for (index, slot) in self.markets.iter_mut().enumerate() {
@@ -107,13 +114,13 @@ impl Engine {
             loader: &dyn Loader<A>,
             hash: ModuleHash,
             limits: ModuleLimits,
-            state: MarketState,
+            state: ModuleState,
             target: Target,
         ) -> Result<Slot<A>, EngineError> {
             let instance = loader
-                .restore(&hash, &limits, state.state_version, &state.bytes)
+                .resume(&hash, &limits, &state.image)
                 .map_err(|source| EngineError::Load { target: target.name(), source })?;
-            Ok(Slot::with_checkpoint(instance, hash, limits, state.bytes, state.state_version))
+            Ok(Slot::resumed(instance, hash, limits, state.image))
         }
         let mut markets = Vec::with_capacity(snapshot.markets.len());
         for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {

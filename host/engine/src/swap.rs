@@ -1,22 +1,26 @@
 //! Hot swap: the journaled activation of another module for a market or for
-//! the positions. At its sequence the old instance's snapshot goes into the new
-//! module (restore, or migrate when the state versions differ), which replaces
-//! it from then on, live and on every replay.
+//! the positions. At its sequence the old module's own snapshot of its state
+//! (taken in a copy of the live instance) goes into the new module (restore,
+//! or migrate when the state versions differ), which replaces it from then
+//! on, live and on every replay.
+//!
+//! Every step is deterministic, so every outcome is too: a live module that
+//! cannot snapshot, or a new one that cannot take the state, refuses the
+//! activation with its own message and the old module goes on untouched.
+//! The host checks the same steps on a copy before it journals an
+//! activation (`POST /admin/v1/markets/{symbol}/module`), so a refusal here
+//! is rare; it must still be an outcome, never a halt.
 
 use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi, PositionAbi, Reason};
 
 use crate::command::{ModuleLimits, ModuleTarget};
 use crate::engine::{Abort, Engine, EngineError, Target};
 use crate::event::EventBody;
-use crate::module::{Instance, LoadError, Loader, ModuleHash};
+use crate::module::{LoadError, Loader, ModuleHash};
 use crate::registry::Activation;
 use crate::slot::Slot;
 
 impl Engine {
-    /// Hot swap: the old instance's snapshot goes into the new module (restore,
-    /// or migrate when the state versions differ), which replaces it from this
-    /// sequence on. A module that cannot take the state is refused, with its
-    /// own message, and the old one stays.
     pub(crate) fn activate(
         &mut self,
         ctx: CommandContext,
@@ -24,34 +28,21 @@ impl Engine {
         module_hash: ModuleHash,
         events: &mut Vec<EventBody>,
     ) -> Result<(), Abort> {
-        let (from, from_version, bytes) = match target {
-            ModuleTarget::Market(market) => {
-                if (market.0 as usize) >= self.markets.len() {
+        let (swapped, from, limits) = match target {
+            ModuleTarget::Market(market) => match self.markets.get(market.0 as usize) {
+                Some(slot) => (Target::Market(market), slot.hash, slot.limits),
+                None => {
                     events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
                     return Ok(());
                 }
-                // A snapshot that faults leaves the instance to be rebuilt like any fault.
-                self.touch(Target::Market(market));
-                let slot = &mut self.markets[market.0 as usize];
-                let mut bytes = Vec::new();
-                let taken = slot.instance.snapshot(&mut bytes);
-                let (hash, version) = (slot.hash, slot.instance.state_version());
-                taken.map_err(|fault| self.fault(ctx, Target::Market(market), fault))?;
-                (hash, version, bytes)
-            }
-            ModuleTarget::Position => {
-                if self.position.is_none() {
+            },
+            ModuleTarget::Position => match &self.position {
+                Some(slot) => (Target::Position, slot.hash, slot.limits),
+                None => {
                     events.push(EventBody::CommandRejected { reason: Reason::NoModule });
                     return Ok(());
                 }
-                self.touch(Target::Position);
-                let slot = self.position.as_mut().expect("checked above");
-                let mut bytes = Vec::new();
-                let taken = slot.instance.snapshot(&mut bytes);
-                let (hash, version) = (slot.hash, slot.instance.state_version());
-                taken.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
-                (hash, version, bytes)
-            }
+            },
         };
         if from == module_hash {
             events.push(EventBody::CommandRejected { reason: Reason::AlreadyInstalled });
@@ -60,31 +51,32 @@ impl Engine {
         let refused = |reason: String, events: &mut Vec<EventBody>| {
             events.push(EventBody::ModuleActivationRefused { target, module_hash, reason });
         };
+        let (from_version, bytes) = match self.canonical_state(swapped) {
+            Ok(state) => state,
+            Err(EngineError::Detached { fault, .. }) => {
+                return Ok(refused(format!("the live module {from} could not hand over its state: {fault}"), events));
+            }
+            Err(other) => return Err(other.into()),
+        };
         let to_version = match target {
             ModuleTarget::Market(market) => {
-                let limits = self.markets[market.0 as usize].limits;
-                let made = Loader::<MatchingAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
-                match made {
+                match take_over::<MatchingAbi>(&*self.loader, module_hash, limits, from_version, &bytes) {
                     Ok(slot) => {
-                        let version = slot.checkpoint_version;
+                        let version = slot.instance.state_version();
                         self.markets[market.0 as usize] = slot;
                         self.registry.markets[market.0 as usize].module_hash = module_hash;
                         version
                     }
                     Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: Target::Market(market).name(), source }.into());
+                        return Err(EngineError::Load { target: swapped.name(), source }.into());
                     }
                     Err(error) => return Ok(refused(error.to_string(), events)),
                 }
             }
             ModuleTarget::Position => {
-                let limits = self.position.as_ref().map(|slot| slot.limits).unwrap_or_default();
-                let made = Loader::<PositionAbi>::restore(&*self.loader, &module_hash, &limits, from_version, &bytes)
-                    .and_then(|instance| swapped_slot(instance, module_hash, limits, from_version, bytes));
-                match made {
+                match take_over::<PositionAbi>(&*self.loader, module_hash, limits, from_version, &bytes) {
                     Ok(slot) => {
-                        let version = slot.checkpoint_version;
+                        let version = slot.instance.state_version();
                         self.position = Some(slot);
                         if let Some(install) = self.registry.position.as_mut() {
                             install.module_hash = module_hash;
@@ -92,18 +84,14 @@ impl Engine {
                         version
                     }
                     Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: Target::Position.name(), source }.into());
+                        return Err(EngineError::Load { target: swapped.name(), source }.into());
                     }
                     Err(error) => return Ok(refused(error.to_string(), events)),
                 }
             }
         };
-        // The swapped slot starts with a fresh checkpoint and nothing retained: this
-        // command cannot be undone by rebuilding, and needs not be (nothing follows).
-        let swapped = match target {
-            ModuleTarget::Market(market) => Target::Market(market),
-            ModuleTarget::Position => Target::Position,
-        };
+        // The new slot starts with a fresh checkpoint and nothing retained: this
+        // command cannot be undone by rebuilding, and need not be (nothing follows).
         self.touched.retain(|(touched, _)| *touched != swapped);
         self.registry.activations.push(Activation {
             seq: ctx.seq,
@@ -118,19 +106,23 @@ impl Engine {
     }
 }
 
-/// The slot of a module that just took over a state. When it kept the state
-/// format, the handed-over bytes are its checkpoint (no second snapshot during
-/// the swap pause); after a migration it takes its own.
-fn swapped_slot<A: Abi>(
-    instance: Box<dyn Instance<A>>,
+/// The slot of a module that takes over a state handed over in `bytes`.
+fn take_over<A: Abi>(
+    loader: &dyn Loader<A>,
     hash: ModuleHash,
     limits: ModuleLimits,
     from_version: u32,
-    bytes: Vec<u8>,
+    bytes: &[u8],
 ) -> Result<Slot<A>, LoadError> {
-    if instance.state_version() == from_version {
-        Ok(Slot::restored(instance, hash, limits, bytes))
-    } else {
-        Slot::new(instance, hash, limits).map_err(|fault| LoadError::Fault { hash, fault })
-    }
+    let mut instance = loader.restore(&hash, &limits, from_version, bytes)?;
+    // The new module must be able to hand the state on in its turn: without
+    // that no later swap, not even a rollback, could happen. (Its own
+    // snapshot call is part of this journaled command, so its effect on the
+    // new instance's memory is the same on every replay.)
+    let mut handed_on = Vec::new();
+    instance.snapshot(&mut handed_on).map_err(|fault| LoadError::Invalid {
+        hash,
+        reason: format!("it took the state over but cannot snapshot it, so no later swap could happen: {fault}"),
+    })?;
+    Slot::new(instance, hash, limits).map_err(|fault| LoadError::Fault { hash, fault })
 }

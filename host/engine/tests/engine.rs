@@ -179,6 +179,9 @@ impl Instance<MatchingAbi> for TrapOn13 {
     fn state_version(&self) -> u32 {
         Instance::<MatchingAbi>::state_version(&self.0)
     }
+    fn image(&mut self) -> Result<InstanceImage, ModuleFault> {
+        Instance::<MatchingAbi>::image(&mut self.0)
+    }
 }
 
 struct TrapLoader;
@@ -201,6 +204,15 @@ impl Loader<MatchingAbi> for TrapLoader {
     ) -> Result<Box<MatchingInstance>, LoadError> {
         Ok(Box::new(TrapOn13(NativeMatching::new(PriceTimeBook::restore(bytes).unwrap()))))
     }
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<MatchingInstance>, LoadError> {
+        let InstanceImage::Snapshot { state_version, bytes } = image else { panic!("native images are snapshots") };
+        Loader::<MatchingAbi>::restore(self, hash, limits, *state_version, bytes)
+    }
 }
 
 impl Loader<PositionAbi> for TrapLoader {
@@ -221,12 +233,20 @@ impl Loader<PositionAbi> for TrapLoader {
     ) -> Result<Box<PositionInstance>, LoadError> {
         Loader::<PositionAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), hash, limits, version, bytes)
     }
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<PositionInstance>, LoadError> {
+        Loader::<PositionAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), hash, limits, image)
+    }
 }
 
 #[test]
 fn a_trapping_command_is_rejected_and_leaves_the_state_as_before_it() {
-    // More commands before the trap than a rebuild applies in one batch, so the
-    // rebuild goes through several batches and a partial last one.
+    // As many commands before the trap as a checkpoint retains at least, so
+    // the rollback re-applies a long run of them.
     const BEFORE: usize = 10_000;
     let commands = flow(BEFORE + 1_000, 99);
     let poisoned = Command::PlaceOrder(NewOrder {

@@ -170,6 +170,9 @@ impl Instance<PositionAbi> for TrapOn77 {
     fn state_version(&self) -> u32 {
         Instance::<PositionAbi>::state_version(&self.0)
     }
+    fn image(&mut self) -> Result<InstanceImage, ModuleFault> {
+        Instance::<PositionAbi>::image(&mut self.0)
+    }
 }
 
 struct Faulty;
@@ -181,6 +184,9 @@ impl Loader<MatchingAbi> for Faulty {
     fn restore(&self, h: &ModuleHash, l: &ModuleLimits, v: u32, b: &[u8]) -> Result<Box<MatchingInstance>, LoadError> {
         Loader::<MatchingAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), h, l, v, b)
     }
+    fn resume(&self, h: &ModuleHash, l: &ModuleLimits, i: &InstanceImage) -> Result<Box<MatchingInstance>, LoadError> {
+        Loader::<MatchingAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), h, l, i)
+    }
 }
 
 impl Loader<PositionAbi> for Faulty {
@@ -189,6 +195,10 @@ impl Loader<PositionAbi> for Faulty {
     }
     fn restore(&self, _: &ModuleHash, _: &ModuleLimits, _: u32, b: &[u8]) -> Result<Box<PositionInstance>, LoadError> {
         Ok(Box::new(TrapOn77(Native::new(Positions::restore(b).unwrap()))))
+    }
+    fn resume(&self, h: &ModuleHash, l: &ModuleLimits, i: &InstanceImage) -> Result<Box<PositionInstance>, LoadError> {
+        let InstanceImage::Snapshot { state_version, bytes } = i else { panic!("native images are snapshots") };
+        Loader::<PositionAbi>::restore(self, h, l, *state_version, bytes)
     }
 }
 

@@ -13,13 +13,17 @@
 //! wall-clock interruption.
 
 mod instance;
+pub mod instrument;
 mod loader;
 mod validate;
 
 use exhost_engine::ModuleHash;
 use wasmtime::{Config, Engine, OptLevel};
 
-pub use instance::{WasmMatching, WasmModule};
+pub use instance::{
+    APPLY_MEMORY_GROWTH_BYTES_MAX, CallBudget, INIT_FUEL_PER_COMMAND_FUEL, QUERY_FUEL_PER_COMMAND_FUEL,
+    STATE_FUEL_PER_COMMAND_FUEL, WasmMatching, WasmModule,
+};
 pub use loader::{ModuleSource, WasmLoader};
 pub use validate::{ArtifactCache, CompiledModule, ModuleInfo, Rejection};
 

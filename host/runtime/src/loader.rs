@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use exhost_engine::{Instance, LoadError, Loader, ModuleHash, ModuleLimits};
+use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleHash, ModuleLimits};
 use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, PositionAbi, PositionConfig};
 
 use crate::Rejection;
@@ -75,7 +75,7 @@ impl WasmLoader {
         self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn instance<A: Abi>(&self, hash: &ModuleHash, limits: &ModuleLimits) -> Result<WasmModule<A>, LoadError> {
+    fn compiled_of_kind<A: Abi>(&self, hash: &ModuleHash) -> Result<Arc<CompiledModule>, LoadError> {
         let compiled = self.compiled(hash)?;
         if compiled.info.kind != A::KIND {
             return Err(LoadError::Invalid {
@@ -83,6 +83,11 @@ impl WasmLoader {
                 reason: format!("it is a {} module, not a {} module", compiled.info.kind.as_str(), A::KIND.as_str()),
             });
         }
+        Ok(compiled)
+    }
+
+    fn instance<A: Abi>(&self, hash: &ModuleHash, limits: &ModuleLimits) -> Result<WasmModule<A>, LoadError> {
+        let compiled = self.compiled_of_kind::<A>(hash)?;
         WasmModule::<A>::instantiate(&self.runtime, &compiled, limits)
             .map_err(|fault| LoadError::Fault { hash: *hash, fault })
     }
@@ -109,6 +114,25 @@ impl WasmLoader {
         instance.restore(state_version, bytes).map_err(|fault| LoadError::Fault { hash: *hash, fault })?;
         Ok(Box::new(instance))
     }
+
+    fn resume_instance<A: Abi>(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<dyn Instance<A>>, LoadError> {
+        match image {
+            InstanceImage::Memory(memory) => {
+                let compiled = self.compiled_of_kind::<A>(hash)?;
+                let instance = WasmModule::<A>::resume(&self.runtime, &compiled, limits, memory)
+                    .map_err(|fault| LoadError::Fault { hash: *hash, fault })?;
+                Ok(Box::new(instance))
+            }
+            InstanceImage::Snapshot { state_version, bytes } => {
+                self.restore_instance::<A>(hash, limits, *state_version, bytes)
+            }
+        }
+    }
 }
 
 impl Loader<MatchingAbi> for WasmLoader {
@@ -130,6 +154,15 @@ impl Loader<MatchingAbi> for WasmLoader {
     ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
         self.restore_instance::<MatchingAbi>(hash, limits, state_version, bytes)
     }
+
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
+        self.resume_instance::<MatchingAbi>(hash, limits, image)
+    }
 }
 
 impl Loader<PositionAbi> for WasmLoader {
@@ -150,5 +183,14 @@ impl Loader<PositionAbi> for WasmLoader {
         bytes: &[u8],
     ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
         self.restore_instance::<PositionAbi>(hash, limits, state_version, bytes)
+    }
+
+    fn resume(
+        &self,
+        hash: &ModuleHash,
+        limits: &ModuleLimits,
+        image: &InstanceImage,
+    ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
+        self.resume_instance::<PositionAbi>(hash, limits, image)
     }
 }

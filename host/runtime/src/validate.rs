@@ -1,16 +1,18 @@
 //! Module validation: everything checked before a module may hold state.
 //!
-//! In order: the bytes are a binary WebAssembly module that compiles under the
-//! deterministic configuration; it imports nothing; it exports a memory with a
-//! declared maximum and every ABI function with its exact signature; and,
-//! once instantiated in a scratch store, it declares the host's ABI version and
-//! a known module kind. Each failure is a [`Rejection`] whose message tells a
-//! plugin author what to change.
+//! In order: the bytes are a binary WebAssembly module valid under the
+//! deterministic configuration; it imports nothing, has no start function and
+//! changes no state but its memory and globals (see [`crate::instrument`],
+//! which then meters its bulk memory operations and exposes its globals); it
+//! exports a memory with a declared maximum and every ABI function with its
+//! exact signature; and, once instantiated in a scratch store, it declares the
+//! host's ABI version and a known module kind. Each failure is a
+//! [`Rejection`] whose message tells a plugin author what to change.
 
 use exhost_engine::ModuleHash;
 use exhost_guest_sdk::abi::exports;
 use exhost_guest_sdk::{ABI_VERSION, ModuleKind};
-use wasmtime::{ExternType, Linker, Module, Store, StoreLimitsBuilder, ValType};
+use wasmtime::{ExternType, Linker, Module, Store, ValType};
 
 use crate::Runtime;
 use crate::instance::StoreState;
@@ -25,6 +27,8 @@ pub struct ModuleInfo {
     pub size_bytes: u64,
     /// The declared maximum of its linear memory, in bytes.
     pub memory_bytes_max: u64,
+    /// The exports (added by instrumentation) of its mutable globals, in index order.
+    pub mutable_globals: Vec<String>,
 }
 
 /// A validated, compiled module, ready to instantiate cheaply.
@@ -61,6 +65,8 @@ pub enum Rejection {
     UnknownKind(u32),
     #[error("the module failed while starting: {0}")]
     StartFailed(String),
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 /// The largest memory maximum a module may declare (4 GiB: all of wasm32).
@@ -87,6 +93,7 @@ fn artifact_key(runtime: &Runtime, hash: &ModuleHash) -> Vec<u8> {
     let mut key = Vec::with_capacity(64);
     key.extend_from_slice(&hash.0);
     key.extend_from_slice(wasmtime_version().as_bytes());
+    key.extend_from_slice(&crate::instrument::INSTRUMENTATION_VERSION.to_be_bytes());
     key.extend_from_slice(&hasher.finish().to_be_bytes());
     key
 }
@@ -129,11 +136,19 @@ pub(crate) fn compile(runtime: &Runtime, hash: ModuleHash, bytes: &[u8]) -> Resu
                 .into(),
         ));
     }
-    let module = Module::from_binary(runtime.engine(), bytes).map_err(|error| {
+    let not_wasm = |error: wasmtime::Error| {
         // wasmtime's first line says what is wrong; the rest is context.
         let text = format!("{error:#}");
         Rejection::NotWasm(text.lines().next().unwrap_or_default().to_string())
-    })?;
+    };
+    // Validated as uploaded first: instrumentation rewrites only valid modules.
+    Module::validate(runtime.engine(), bytes).map_err(not_wasm)?;
+    let imports = crate::instrument::imports(bytes);
+    if !imports.is_empty() {
+        return Err(Rejection::HasImports(imports.join(", ")));
+    }
+    let instrumented = crate::instrument::instrument(bytes).map_err(|refusal| Rejection::Unsafe(refusal.0))?;
+    let module = Module::from_binary(runtime.engine(), &instrumented.bytes).map_err(not_wasm)?;
     check(runtime, hash, bytes.len() as u64, module)
 }
 
@@ -172,8 +187,17 @@ fn check(runtime: &Runtime, hash: ModuleHash, size_bytes: u64, module: Module) -
         return Err(Rejection::AbiVersion { found: abi_version, supported: ABI_VERSION });
     }
     let kind = ModuleKind::from_code(kind_code).ok_or(Rejection::UnknownKind(kind_code))?;
+    let mut globals: Vec<(u32, String)> = module
+        .exports()
+        .filter_map(|export| {
+            let index = export.name().strip_prefix(crate::instrument::GLOBAL_EXPORT_PREFIX)?.parse().ok()?;
+            Some((index, export.name().to_string()))
+        })
+        .collect();
+    globals.sort();
+    let mutable_globals = globals.into_iter().map(|(_, name)| name).collect();
     Ok(CompiledModule {
-        info: ModuleInfo { hash, kind, abi_version, state_version, size_bytes, memory_bytes_max },
+        info: ModuleInfo { hash, kind, abi_version, state_version, size_bytes, memory_bytes_max, mutable_globals },
         pre,
     })
 }
@@ -195,9 +219,8 @@ fn read_metadata(
     pre: &wasmtime::InstancePre<StoreState>,
     memory_bytes_max: u64,
 ) -> Result<(u32, u32, u32), Rejection> {
-    let limits = StoreLimitsBuilder::new().memory_size(memory_bytes_max as usize).instances(1).build();
-    let mut store = Store::new(runtime.engine(), StoreState { limits });
-    store.limiter(|state| &mut state.limits);
+    let mut store = Store::new(runtime.engine(), StoreState::new(memory_bytes_max));
+    store.limiter(|state| state);
     store.set_fuel(VALIDATION_FUEL).map_err(|error| Rejection::StartFailed(error.to_string()))?;
     let instance = pre.instantiate(&mut store).map_err(|error| Rejection::StartFailed(format!("{error:#}")))?;
     let mut call = |name: &'static str| -> Result<u32, Rejection> {

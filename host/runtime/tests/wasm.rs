@@ -134,17 +134,22 @@ fn faults_are_typed_and_deterministic() {
 
     let mut looping = instance_of(&module_with_apply("(loop br 0) i32.const 0"), limits);
     let fault = looping.apply(&ctx, &command, &mut Vec::new()).unwrap_err();
-    assert_eq!(fault, ModuleFault::OutOfFuel { fuel: 100_000 });
+    assert_eq!(fault, ModuleFault::OutOfFuel { call: ModuleCall::Apply, fuel: 100_000 });
 
     let mut trapping = instance_of(&module_with_apply("unreachable"), limits);
     let fault = trapping.apply(&ctx, &command, &mut Vec::new()).unwrap_err();
     assert!(matches!(&fault, ModuleFault::Trap { message } if message.contains("unreachable")), "{fault}");
 
-    // Growing past the store's limit fails inside the module (memory.grow gives -1),
-    // which a module reports by trapping; here the module checks and traps itself.
+    // Growing past the limit fails inside the module (memory.grow gives -1),
+    // which a module reports by trapping; here the module checks and traps
+    // itself, and the host, having refused the growth, names the cause.
     let grow = "i32.const 10 memory.grow i32.const -1 i32.eq (if (then unreachable)) i32.const 0";
     let mut growing = instance_of(&module_with_apply(grow), limits);
-    assert!(matches!(growing.apply(&ctx, &command, &mut Vec::new()), Err(ModuleFault::Trap { .. })));
+    let fault = growing.apply(&ctx, &command, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(fault, ModuleFault::MemoryLimit { call: ModuleCall::Apply, requested_bytes, .. } if requested_bytes == 11 * 65_536),
+        "{fault}"
+    );
 
     // An ABI breach (a status of 0 but no output frame) is a protocol fault.
     let mut silent = instance_of(&module_with_apply("i32.const 0"), limits);
@@ -198,7 +203,10 @@ fn the_engine_rejects_a_looping_command_and_keeps_going() {
     assert_eq!(unreported, 0);
     assert_eq!(faults.iter().map(|report| report.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
     assert!(faults.iter().all(|report| report.target == "market 0"), "{faults:?}");
-    assert!(faults.iter().all(|report| matches!(report.fault, ModuleFault::OutOfFuel { fuel: 10_000 })), "{faults:?}");
+    assert!(
+        faults.iter().all(|report| matches!(report.fault, ModuleFault::OutOfFuel { fuel: 10_000, .. })),
+        "{faults:?}"
+    );
     assert!(engine.take_faults().0.is_empty(), "taking the reports empties them");
 }
 
@@ -262,4 +270,72 @@ fn an_order_costs_the_same_fuel_in_a_small_and_a_large_book() {
     };
     let resting: u64 = bids.iter().chain(&asks).map(|level| level.qty_lots).sum();
     assert_eq!(resting, 140_000);
+}
+
+/// The fuel question, raised when the performance work closed: a command's
+/// fuel depends on the memory layout, and a book the module restores in bulk
+/// from its own snapshot is laid out differently from one built order by
+/// order. A command within a hair of its limit could then succeed live and
+/// fail on a replay from a snapshot. So stored snapshots and rollbacks hold
+/// images of the instance, which give the layout back exactly: every later
+/// command costs the same fuel, unit for unit. The negative control shows the
+/// difference the module's own restore makes is real.
+#[test]
+fn fuel_is_the_same_after_resuming_an_image_and_differs_after_a_restore() {
+    let runtime = Runtime::new().unwrap();
+    let compiled = runtime.compile(exhost_embedded::PRICETIME_WASM).unwrap();
+    // A book over thousands of price levels, so its ordered maps have many nodes:
+    // built order by order they split half full, restored in bulk they are packed.
+    let commands: Vec<(CommandContext, MatchingCommand)> = (1..=22_000u64)
+        .map(|seq| {
+            let mix = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let side = if seq % 2 == 0 { Side::Buy } else { Side::Sell };
+            let price_ticks = if side == Side::Buy { 100_000 - mix % 5_000 } else { 100_001 + mix % 5_000 };
+            let order = PlaceOrder {
+                order_id: OrderId(seq),
+                user_id: UserId(1 + seq % 7),
+                side,
+                order_type: OrderType::Limit,
+                price_ticks,
+                qty_lots: 1 + seq % 5,
+                time_in_force: TimeInForce::Gtc,
+                self_trade_prevention: SelfTradePrevention::CancelTaker,
+            };
+            (CommandContext { seq, ts_ns: seq }, MatchingCommand::Place(order))
+        })
+        .collect();
+    let (built, next) = commands.split_at(20_000);
+    let mut live = wasm_book();
+    for (ctx, command) in built {
+        live.apply(ctx, command, &mut Vec::new()).unwrap();
+    }
+    let image = live.image();
+    let mut resumed = WasmMatching::resume(&runtime, &compiled, &ModuleLimits::default(), &image).unwrap();
+    let mut bytes = Vec::new();
+    live.snapshot(&mut bytes).unwrap();
+    // The snapshot call itself ran in `live`: image again so the resumed twin matches it.
+    let mut resumed_after = WasmMatching::resume(&runtime, &compiled, &ModuleLimits::default(), &live.image()).unwrap();
+    let mut restored = WasmMatching::instantiate(&runtime, &compiled, &ModuleLimits::default()).unwrap();
+    restored.restore(exhost_pricetime::STATE_VERSION, &bytes).unwrap();
+    let mut layout_differs = 0;
+    for (ctx, command) in next {
+        let mut outputs: Vec<Vec<MatchingEvent>> = vec![Vec::new(); 3];
+        live.apply(ctx, command, &mut outputs[0]).unwrap();
+        resumed_after.apply(ctx, command, &mut outputs[1]).unwrap();
+        restored.apply(ctx, command, &mut outputs[2]).unwrap();
+        assert_eq!(outputs[0], outputs[1]);
+        assert_eq!(outputs[0], outputs[2], "the module's restore is semantically exact");
+        assert_eq!(
+            live.last_fuel_used(),
+            resumed_after.last_fuel_used(),
+            "seq {}: fuel after resuming an image",
+            ctx.seq
+        );
+        layout_differs += usize::from(live.last_fuel_used() != restored.last_fuel_used());
+    }
+    assert!(layout_differs > 0, "the negative control: the restored layout never cost other fuel");
+    // The image taken before the snapshot call resumes the state before it, exactly.
+    let (ctx, command) = &next[0];
+    resumed.apply(ctx, command, &mut Vec::new()).unwrap();
+    assert!(resumed.last_fuel_used() > 0);
 }

@@ -1,7 +1,9 @@
 //! `exhost bench memory`: bytes per resting order inside the matching
 //! module's linear memory, snapshot bytes per order, and the host's resident
-//! memory with that many orders resting; the time to snapshot that book and
-//! to restore it into a new instance.
+//! memory with that many orders resting; the time (and fuel) to snapshot that
+//! book and to restore it into a new instance, and the time to image it and
+//! to resume an instance from the image (what checkpoints and stored
+//! snapshots do).
 
 use std::time::Instant;
 
@@ -64,10 +66,21 @@ pub fn run(resting: u64, levels: u64) -> anyhow::Result<()> {
     let mut snapshot = Vec::new();
     book.snapshot(&mut snapshot)?;
     let snapshot_seconds = started.elapsed().as_secs_f64();
+    let snapshot_fuel = book.last_fuel_used();
+    // The image a checkpoint and a stored snapshot take, and an instance resumed from it.
+    let started = Instant::now();
+    let image = book.image();
+    let image_seconds = started.elapsed().as_secs_f64();
+    let image_bytes: usize = image.runs.iter().map(|run| run.bytes.len()).sum();
+    let started = Instant::now();
+    let resumed = WasmMatching::resume(&runtime, &compiled, &ModuleLimits::default(), &image)?;
+    let resume_seconds = started.elapsed().as_secs_f64();
+    drop(resumed);
     let started = Instant::now();
     let mut restored = WasmMatching::instantiate(&runtime, &compiled, &ModuleLimits::default())?;
     restored.restore(book.state_version(), &snapshot)?;
     let restore_seconds = started.elapsed().as_secs_f64();
+    let restore_fuel = restored.last_fuel_used();
     let mut again = Vec::new();
     restored.snapshot(&mut again)?;
     if again != snapshot {
@@ -80,6 +93,8 @@ pub fn run(resting: u64, levels: u64) -> anyhow::Result<()> {
             "module_memory_bytes": full, "module_bytes_per_order": ((full - empty) as f64 / resting.max(1) as f64).round(),
             "snapshot_bytes": snapshot.len(), "snapshot_bytes_per_order": (snapshot.len() as f64 / resting.max(1) as f64 * 10.0).round() / 10.0,
             "snapshot_seconds": snapshot_seconds, "restore_seconds": restore_seconds,
+            "snapshot_fuel": snapshot_fuel, "restore_fuel": restore_fuel,
+            "image_bytes": image_bytes, "image_seconds": image_seconds, "resume_seconds": resume_seconds,
             "host_resident_bytes": rss_after, "host_resident_growth_bytes": rss_after.saturating_sub(rss_before),
             "load_orders_per_sec": (resting as f64 / load_seconds).round(),
         })

@@ -220,12 +220,16 @@ pub fn swap(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         compiles.push(started.elapsed().as_secs_f64());
         let state = engine.snapshot()?;
         let started = Instant::now();
-        let mut scratch = exhost_runtime::WasmMatching::instantiate(
-            loader.runtime(),
+        // The checks an upload and an activation run on a copy of the live state.
+        let limits = exhost_engine::ModuleLimits::default();
+        crate::modcheck::check_takeover::<exhost_guest_sdk::MatchingAbi>(
+            &loader,
+            &current,
+            &limits,
+            &state.markets[0].image,
             &compiled,
-            &exhost_engine::ModuleLimits::default(),
-        )?;
-        scratch.restore(state.markets[0].state_version, &state.markets[0].bytes)?;
+        )
+        .map_err(|reason| anyhow::anyhow!("the dry run failed: {reason}"))?;
         dry_runs.push(started.elapsed().as_secs_f64());
         let new_hash = compiled.info.hash;
         loader.insert(compiled);
@@ -245,7 +249,6 @@ pub fn swap(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         }
         current = new_hash;
     }
-    let _ = current;
     let median = |values: &mut Vec<f64>| {
         values.sort_by(|a, b| a.total_cmp(b));
         values[values.len() / 2]

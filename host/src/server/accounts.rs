@@ -3,7 +3,7 @@
 //! Reads come from the read model, which is built only from events.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use exhost_engine::{Command, EventBody, Scale};
 use exhost_guest_sdk::{PositionEvent, UserId};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Body, Operator, Trader, parse_json};
 use super::error::{ApiError, ApiResult};
+use super::params::{Params, parse_query};
 use super::trading::market_of;
 use super::views::{account_json, event_json, ledger_json, money_scale};
 use crate::readmodel;
@@ -133,9 +134,10 @@ async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiR
 
 pub(super) async fn account(
     State(state): State<AppState>,
-    Query(as_of): Query<AsOf>,
+    RawQuery(raw): RawQuery,
     trader: Trader,
 ) -> ApiResult<Json<Value>> {
+    let as_of: AsOf = parse_query(raw.as_deref())?;
     account_answer(&state, trader.user_id, &as_of).await
 }
 
@@ -143,7 +145,7 @@ pub(super) async fn admin_account(
     State(state): State<AppState>,
     _: Operator,
     Path(user_id): Path<String>,
-    Query(as_of): Query<AsOf>,
+    Params(as_of): Params<AsOf>,
 ) -> ApiResult<Json<Value>> {
     let user_id: u64 = user_id.parse().map_err(|_| ApiError::not_found(format!("no user {user_id}")))?;
     if !state.node.directory.read().unwrap_or_else(|p| p.into_inner()).user_ids.contains_key(&UserId(user_id)) {
@@ -161,9 +163,10 @@ pub(super) struct HistoryQuery {
 
 pub(super) async fn history(
     State(state): State<AppState>,
-    Query(query): Query<HistoryQuery>,
+    RawQuery(raw): RawQuery,
     trader: Trader,
 ) -> ApiResult<Json<Value>> {
+    let query: HistoryQuery = parse_query(raw.as_deref())?;
     let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > HISTORY_LIMIT_MAX {
@@ -180,7 +183,7 @@ pub(super) async fn history(
 pub(super) async fn ledger(
     State(state): State<AppState>,
     _: Operator,
-    Query(as_of): Query<AsOf>,
+    Params(as_of): Params<AsOf>,
 ) -> ApiResult<Json<Value>> {
     settlement(&state)?;
     let seq = as_of.resolve(&state)?;

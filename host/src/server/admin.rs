@@ -1,7 +1,7 @@
 //! Operator endpoints: users, deposits, markets, modules, snapshots, the event log.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
 use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Body, Operator, parse_json};
 use super::error::{ApiError, ApiResult};
+use super::params::Params;
 use super::views::event_json;
 use crate::readmodel;
 
@@ -89,6 +90,47 @@ struct MarketRequest {
     params: Option<Value>,
     quote_decimals: Option<u8>,
     risk: Option<RiskRequest>,
+    limits: Option<LimitsRequest>,
+}
+
+/// The module's bounds for this market; defaults in `ModuleLimits`. Journaled
+/// with the market: an out-of-fuel outcome is only deterministic if the fuel is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsRequest {
+    fuel_per_command: Option<u64>,
+    memory_bytes_max: Option<u64>,
+}
+
+/// The range an operator may set a market's fuel per command in. Below, even
+/// an empty book cannot place an order; above, one command could hold the
+/// engine for minutes (other calls' budgets are multiples of it).
+const FUEL_PER_COMMAND_RANGE: std::ops::RangeInclusive<u64> = 100_000..=100_000_000_000;
+/// The range of a market module's memory limit: at least 1 MiB, at most all of wasm32.
+const MEMORY_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 32);
+
+fn module_limits(request: Option<&LimitsRequest>) -> ApiResult<ModuleLimits> {
+    let defaults = ModuleLimits::default();
+    let Some(request) = request else { return Ok(defaults) };
+    let limits = ModuleLimits {
+        fuel_per_command: request.fuel_per_command.unwrap_or(defaults.fuel_per_command),
+        memory_bytes_max: request.memory_bytes_max.unwrap_or(defaults.memory_bytes_max),
+    };
+    if !FUEL_PER_COMMAND_RANGE.contains(&limits.fuel_per_command) {
+        return Err(ApiError::bad_request(format!(
+            "limits.fuel_per_command must be between {} and {}",
+            FUEL_PER_COMMAND_RANGE.start(),
+            FUEL_PER_COMMAND_RANGE.end()
+        )));
+    }
+    if !MEMORY_BYTES_RANGE.contains(&limits.memory_bytes_max) {
+        return Err(ApiError::bad_request(format!(
+            "limits.memory_bytes_max must be between {} and {}",
+            MEMORY_BYTES_RANGE.start(),
+            MEMORY_BYTES_RANGE.end()
+        )));
+    }
+    Ok(limits)
 }
 
 /// Margin and fee rates as decimal fractions ("0.1" is 10%); defaults in `RiskParams`.
@@ -174,6 +216,7 @@ pub(super) async fn create_market(
         return Err(ApiError::bad_request("quote_decimals is at most 18"));
     }
     let risk = risk_params(request.risk.as_ref())?;
+    let limits = module_limits(request.limits.as_ref())?;
     let spec = MarketSpec {
         symbol: request.symbol,
         base: request.base,
@@ -182,7 +225,7 @@ pub(super) async fn create_market(
         price_scale,
         qty_scale,
         module_hash,
-        limits: ModuleLimits::default(),
+        limits,
         config: MarketConfig {
             params: request.params.map(|params| params.to_string().into_bytes()).unwrap_or_default(),
             ..MarketConfig::default()
@@ -202,8 +245,11 @@ pub(super) async fn create_market(
     }
     let symbol = spec.symbol.clone();
     let applied = state.node.submit(Command::CreateMarket(spec)).await?;
-    if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|event| &event.body) {
-        return Err(ApiError::refused(*reason));
+    if let Some(reason) = applied.events.iter().find_map(|event| match &event.body {
+        EventBody::CommandRejected { reason } => Some(*reason),
+        _ => None,
+    }) {
+        return Err(ApiError::refused(reason));
     }
     Ok(Json(json!({ "seq": applied.seq, "symbol": symbol })))
 }
@@ -222,7 +268,7 @@ pub(super) struct EventsQuery {
 pub(super) async fn events(
     State(state): State<AppState>,
     _: Operator,
-    Query(query): Query<EventsQuery>,
+    Params(query): Params<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit.unwrap_or(1_000);
     if limit == 0 || limit > EVENTS_LIMIT_MAX {

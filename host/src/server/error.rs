@@ -66,12 +66,16 @@ impl ApiError {
         let status = match reason {
             Reason::UnknownOrder | Reason::UnknownMarket | Reason::UnknownUser => StatusCode::NOT_FOUND,
             Reason::MarketExists => StatusCode::CONFLICT,
-            Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol => StatusCode::UNPROCESSABLE_ENTITY,
+            Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol | Reason::ModuleMemoryLimit => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         let code = match reason {
             Reason::UnknownOrder | Reason::UnknownUser => "not_found",
-            Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol => "module_rejected",
+            Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol | Reason::ModuleMemoryLimit => {
+                "module_rejected"
+            }
             other => other.as_str(),
         };
         ApiError::new(status, code, format!("refused: {}", reason.as_str()))

@@ -1,13 +1,14 @@
 //! Public market data: markets, order book (live or as of a past sequence), trades.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use exhost_guest_sdk::{Level, MatchingQuery, MatchingQueryResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::params::Params;
 use super::trading::market_of;
 use super::views::{market_json, trade_json};
 use crate::readmodel;
@@ -33,7 +34,7 @@ pub(super) struct BookQuery {
 pub(super) async fn book(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-    Query(query): Query<BookQuery>,
+    Params(query): Params<BookQuery>,
 ) -> ApiResult<Json<Value>> {
     let (market, spec) = market_of(&state, &symbol)?;
     let depth = query.depth.unwrap_or(DEPTH_DEFAULT);
@@ -42,7 +43,11 @@ pub(super) async fn book(
     }
     let request = MatchingQuery::Depth { levels_max: depth };
     let (seq, answer) = match query.at_seq {
-        None => state.node.query(market, request).await.map_err(ApiError::unavailable)?,
+        None => {
+            let books = state.node.books.read().unwrap_or_else(|p| p.into_inner());
+            let (bids, asks) = books.market(market).map(|book| book.top(depth as usize)).unwrap_or_default();
+            (books.seq, MatchingQueryResult::Depth { bids, asks })
+        }
         Some(at_seq) => {
             let last = state.store.journal_last_seq().map_err(|e| ApiError::internal(e.to_string()))?.unwrap_or(0);
             if at_seq > last {
@@ -55,7 +60,15 @@ pub(super) async fn book(
                 if engine.registry().market(market).is_none() {
                     return Err(ApiError::unknown_market(&symbol));
                 }
-                let answer = engine.query(market, &request).map_err(|e| ApiError::internal(e.to_string()))?;
+                let answer = engine.query(market, &request).map_err(|error| match error {
+                    // The market's module could not answer: its fault, told as such.
+                    exhost_engine::EngineError::Detached { fault, .. } => ApiError::new(
+                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        "module_rejected",
+                        format!("the market's module could not answer: {fault}"),
+                    ),
+                    other => ApiError::internal(other.to_string()),
+                })?;
                 Ok((at_seq, answer))
             })
             .await
@@ -84,7 +97,7 @@ pub(super) struct TradesQuery {
 pub(super) async fn trades(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-    Query(query): Query<TradesQuery>,
+    Params(query): Params<TradesQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (market, spec) = market_of(&state, &symbol)?;
     let limit = query.limit.unwrap_or(100);

@@ -9,6 +9,7 @@ pub mod error;
 mod market;
 mod modules;
 pub mod openapi;
+pub mod params;
 mod trading;
 pub mod views;
 mod ws;
@@ -81,8 +82,10 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
 }
 
+/// Ok only while the node takes commands and its engine is not stuck on one
+/// piece of work (a watchdog: the engine thread cannot report on itself).
 async fn healthz(State(state): State<AppState>) -> axum::response::Response {
-    match state.node.health.problem() {
+    match state.node.health.problem().or_else(|| state.node.health.stall()) {
         None => axum::Json(json!({ "status": "ok" })).into_response(),
         Some(problem) => ApiError::unavailable(problem).into_response(),
     }
@@ -91,6 +94,10 @@ async fn healthz(State(state): State<AppState>) -> axum::response::Response {
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     match &state.metrics {
         Some(handle) => {
+            // Read here, from outside the engine thread: it may be the one that is stuck.
+            let health = &state.node.health;
+            metrics::gauge!("exhost_engine_busy_seconds").set(health.engine_busy().as_secs_f64());
+            metrics::gauge!("exhost_engine_stalled").set(if health.stall().is_some() { 1.0 } else { 0.0 });
             // RocksDB's memory is read here, when asked for, not on the engine thread.
             if let Ok(store) = state.store.memory() {
                 for (part, bytes) in [

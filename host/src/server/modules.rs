@@ -2,18 +2,19 @@
 //! (a journaled activation), and the list of modules with the activation history.
 //!
 //! Upload never changes the exchange: it compiles the bytes under the
-//! deterministic configuration, checks the ABI, then restores (or migrates)
-//! the live state into a scratch instance and applies nothing. Only then are
-//! the bytes stored by their SHA-256. Activation is a command: it is journaled
-//! and happens at its sequence number, live and on every replay.
+//! deterministic configuration, checks the ABI, runs the module on its own
+//! and against the live state of each market in copies ([`crate::modcheck`]),
+//! and applies nothing. Only then are the bytes stored by their SHA-256.
+//! Activation is checked again on a copy of the live state, then journaled:
+//! it happens at its sequence number, live and on every replay.
 
 use axum::Json;
 use axum::body::to_bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use exhost_engine::{Command, EventBody, LoadError, ModuleHash, ModuleLimits, ModuleTarget};
-use exhost_guest_sdk::{MarketConfig, MatchingAbi, ModuleKind, PositionAbi};
-use exhost_runtime::{CompiledModule, WasmModule};
+use exhost_guest_sdk::{MatchingAbi, ModuleKind, PositionAbi};
+use exhost_runtime::CompiledModule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,6 +22,7 @@ use super::AppState;
 use super::auth::{Operator, parse_json};
 use super::error::{ApiError, ApiResult};
 use super::trading::market_of;
+use crate::modcheck::{Takeover, check_fresh, check_takeover, fresh_market_config, fresh_position_config};
 
 /// A module upload's bytes, up to `module_bytes_max`.
 pub struct ModuleBytes(pub axum::body::Bytes);
@@ -50,78 +52,76 @@ pub(super) struct UploadQuery {
     market: Option<String>,
 }
 
-/// Restore one live state into a scratch instance of the module.
-fn dry_run_matching(
-    state: &AppState,
-    compiled: &CompiledModule,
-    limits: &ModuleLimits,
-    version: u32,
-    bytes: &[u8],
-) -> Result<(), String> {
-    let mut instance =
-        WasmModule::<MatchingAbi>::instantiate(state.loader.runtime(), compiled, limits).map_err(|f| f.to_string())?;
-    instance.restore(version, bytes).map_err(|f| f.to_string())
+fn blocking_failed(error: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("a module check did not finish: {error}"))
 }
 
 pub(super) async fn upload(
     State(state): State<AppState>,
     _: Operator,
-    Query(query): Query<UploadQuery>,
+    RawQuery(raw): RawQuery,
     ModuleBytes(bytes): ModuleBytes,
 ) -> ApiResult<Json<Value>> {
+    let query: UploadQuery = super::params::parse_query(raw.as_deref())?;
     let loader = state.loader.clone();
     let compile_bytes = bytes.clone();
     let compiled = tokio::task::spawn_blocking(move || loader.compile(&compile_bytes))
         .await
-        .map_err(|error| ApiError::internal(error.to_string()))?
+        .map_err(blocking_failed)?
         .map_err(|rejection| rejected(rejection.to_string()))?;
     let info = compiled.info.clone();
     let live = state.node.state().await.map_err(ApiError::unavailable)?;
     let focus = query.market.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?;
 
     let (dry_run, compiled) = {
-        let state = state.clone();
+        let loader = state.loader.clone();
         tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Value>, CompiledModule)> {
             let mut results = Vec::new();
             match info.kind {
                 ModuleKind::Matching => {
-                    // It must at least start a fresh book.
-                    let limits = ModuleLimits::default();
-                    let mut fresh = WasmModule::<MatchingAbi>::instantiate(state.loader.runtime(), &compiled, &limits)
-                        .map_err(|fault| rejected(fault.to_string()))?;
-                    fresh
-                        .init(&MarketConfig::default())
-                        .map_err(|fault| rejected(format!("init with the default market config failed: {fault}")))?;
+                    check_fresh::<MatchingAbi>(&loader, &compiled, &ModuleLimits::default(), &fresh_market_config())
+                        .map_err(|reason| rejected(format!("the module fails on a fresh market: {reason}")))?;
                     for (index, (spec, market_state)) in live.registry.markets.iter().zip(&live.markets).enumerate() {
                         if focus.as_ref().is_some_and(|(id, _)| id.0 as usize != index) {
                             continue;
                         }
-                        let outcome =
-                            dry_run_matching(&state, &compiled, &spec.limits, market_state.state_version, &market_state.bytes);
+                        let outcome = check_takeover::<MatchingAbi>(
+                            &loader,
+                            &spec.module_hash,
+                            &spec.limits,
+                            &market_state.image,
+                            &compiled,
+                        );
                         if let (Some(_), Err(reason)) = (&focus, &outcome) {
-                            return Err(rejected(format!("cannot take over the state of market {}: {reason}", spec.symbol)));
+                            return Err(rejected(format!("cannot take over market {}: {reason}", spec.symbol)));
                         }
-                        results.push(json!({
-                            "target": spec.symbol, "from_state_version": market_state.state_version,
-                            "ok": outcome.is_ok(), "error": outcome.err(),
-                        }));
+                        results.push(takeover_json(&spec.symbol, market_state.state_version, &outcome));
                     }
                 }
                 ModuleKind::Position => {
+                    let config =
+                        live.registry.position.as_ref().map_or_else(fresh_position_config, |p| p.config.clone());
+                    check_fresh::<PositionAbi>(&loader, &compiled, &ModuleLimits::default(), &config)
+                        .map_err(|reason| rejected(format!("the module fails on its own: {reason}")))?;
                     if let (Some(install), Some(position_state)) = (&live.registry.position, &live.position) {
-                        let mut instance = WasmModule::<PositionAbi>::instantiate(state.loader.runtime(), &compiled, &install.limits)
-                            .map_err(|fault| rejected(fault.to_string()))?;
-                        instance.restore(position_state.state_version, &position_state.bytes).map_err(|fault| {
-                            rejected(format!("cannot take over the live position state (version {}): {fault}", position_state.state_version))
-                        })?;
-                        results.push(json!({ "target": "positions", "from_state_version": position_state.state_version, "ok": true }));
+                        let outcome = check_takeover::<PositionAbi>(
+                            &loader,
+                            &install.module_hash,
+                            &install.limits,
+                            &position_state.image,
+                            &compiled,
+                        );
+                        if let Err(reason) = &outcome {
+                            return Err(rejected(format!("cannot take over the live positions: {reason}")));
+                        }
+                        results.push(takeover_json("positions", position_state.state_version, &outcome));
                     }
                 }
             }
             Ok((results, compiled))
         })
         .await
-        .map_err(|error| ApiError::internal(error.to_string()))??
+        .map_err(blocking_failed)??
     };
 
     state.store.put_module(&info.hash.0, &bytes).map_err(|error| ApiError::internal(error.to_string()))?;
@@ -135,6 +135,19 @@ pub(super) async fn upload(
         "memory_bytes_max": info.memory_bytes_max,
         "dry_run": dry_run,
     })))
+}
+
+fn takeover_json(target: &str, from_state_version: u32, outcome: &Result<Takeover, String>) -> Value {
+    match outcome {
+        Ok(takeover) => json!({
+            "target": target, "from_state_version": takeover.from_state_version,
+            "to_state_version": takeover.to_state_version, "rollback_checked": takeover.rollback_checked,
+            "ok": true, "error": null,
+        }),
+        Err(reason) => json!({
+            "target": target, "from_state_version": from_state_version, "ok": false, "error": reason,
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -154,12 +167,49 @@ async fn activate(state: &AppState, target: ModuleTarget, kind: ModuleKind, hash
     if compiled.info.kind != kind {
         return Err(rejected(format!("{module_hash} is a {} module", compiled.info.kind.as_str())));
     }
+    // Every call the swap, and a swap back, will need, on a copy of the live
+    // state, before anything is journaled.
+    let live = state.node.state().await.map_err(ApiError::unavailable)?;
+    let loader = state.loader.clone();
+    let checked = tokio::task::spawn_blocking(move || match target {
+        ModuleTarget::Market(market) => {
+            let index = market.0 as usize;
+            let (Some(spec), Some(module_state)) = (live.registry.markets.get(index), live.markets.get(index)) else {
+                return Err("no such market".to_string());
+            };
+            if spec.module_hash == module_hash {
+                return Ok(None);
+            }
+            check_takeover::<MatchingAbi>(&loader, &spec.module_hash, &spec.limits, &module_state.image, &compiled)
+                .map(Some)
+        }
+        ModuleTarget::Position => {
+            let (Some(install), Some(module_state)) = (&live.registry.position, &live.position) else {
+                return Err("no position module is installed".to_string());
+            };
+            if install.module_hash == module_hash {
+                return Ok(None);
+            }
+            check_takeover::<PositionAbi>(
+                &loader,
+                &install.module_hash,
+                &install.limits,
+                &module_state.image,
+                &compiled,
+            )
+            .map(Some)
+        }
+    })
+    .await
+    .map_err(blocking_failed)?
+    .map_err(rejected)?;
     let applied = state.node.submit(Command::ActivateModule { target, module_hash }).await?;
     for event in &applied.events {
         match &event.body {
             EventBody::ModuleActivated { from, to, migrated, .. } => {
                 return Ok(Json(json!({
                     "seq": applied.seq, "previous": from.to_hex(), "current": to.to_hex(), "migrated": migrated,
+                    "rollback_checked": checked.as_ref().is_some_and(|takeover| takeover.rollback_checked),
                 })));
             }
             EventBody::ModuleActivationRefused { reason, .. } => return Err(rejected(reason.clone())),

@@ -217,6 +217,12 @@ const ENDPOINTS: &[Endpoint] = &[
                 "initial_margin, maintenance_margin, maker_fee, taker_fee, liquidation_fee (fractions)",
                 false,
             ),
+            (
+                "limits",
+                "object",
+                "fuel_per_command (default 50000000), memory_bytes_max (default 1 GiB): the module's bounds",
+                false,
+            ),
         ],
         "{seq, symbol}",
     ),

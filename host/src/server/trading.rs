@@ -7,7 +7,7 @@
 //! (does a post-only order cross?) is decided there, journaled, and reported.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use exhost_engine::{Command, MarketId, MarketSpec, NewOrder};
 use exhost_guest_sdk::{
     MatchingEvent, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, UserId,
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Trader, parse_json};
 use super::error::{ApiError, ApiResult};
+use super::params::parse_query;
 use super::views::{OrderJson, order_json};
 use crate::node::Applied;
 use crate::readmodel::{self, OrderView};
@@ -273,9 +274,10 @@ pub(super) struct SymbolQuery {
 
 pub(super) async fn mass_cancel(
     State(state): State<AppState>,
-    Query(query): Query<SymbolQuery>,
+    RawQuery(raw): RawQuery,
     trader: Trader,
 ) -> ApiResult<Json<Value>> {
+    let query: SymbolQuery = parse_query(raw.as_deref())?;
     let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
     let applied = state.node.submit(Command::MassCancel { market, user_id: trader.user_id }).await?;
     if let Some(reason) = refusal(&applied) {
@@ -293,14 +295,30 @@ pub(super) async fn mass_cancel(
             _ => None,
         })
         .collect();
-    Ok(Json(json!({ "seq": applied.seq, "cancelled": cancelled })))
+    // Markets whose module faulted kept their orders; the caller must know which.
+    let failed: Vec<Value> = {
+        let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        applied
+            .events
+            .iter()
+            .filter_map(|event| match &event.body {
+                EventBody::MarketCommandRejected { market, reason, .. } => Some(json!({
+                    "symbol": directory.markets.get(market.0 as usize).map(|spec| spec.symbol.clone()),
+                    "reason": reason.as_str(),
+                })),
+                _ => None,
+            })
+            .collect()
+    };
+    Ok(Json(json!({ "seq": applied.seq, "cancelled": cancelled, "failed": failed })))
 }
 
 pub(super) async fn open_orders(
     State(state): State<AppState>,
-    Query(query): Query<SymbolQuery>,
+    RawQuery(raw): RawQuery,
     trader: Trader,
 ) -> ApiResult<Json<Vec<OrderJson>>> {
+    let query: SymbolQuery = parse_query(raw.as_deref())?;
     let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
     let views = readmodel::open_orders(&state.store, trader.user_id, market)
         .map_err(|error| ApiError::internal(error.to_string()))?;

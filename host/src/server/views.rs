@@ -141,6 +141,15 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
             "type": "module_activation_refused", "target": target_json(target, directory),
             "module": module_hash.to_hex(), "reason": reason,
         }),
+        EventBody::MarketCommandRejected { market, user_id, reason } => json!({
+            "type": "market_command_rejected", "symbol": spec(*market).map(|s| s.symbol.clone()),
+            "user_id": user_id.0, "reason": reason.as_str(),
+        }),
+        EventBody::MassCancelled { market, user_id, orders } => json!({
+            "type": "mass_cancelled", "symbol": market.and_then(|m| spec(m).map(|s| s.symbol.clone())),
+            "user_id": user_id.0, "orders": orders,
+        }),
+        EventBody::NoEffect => json!({ "type": "no_effect" }),
         EventBody::OrderReceived {
             market,
             order_id,

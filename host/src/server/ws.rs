@@ -23,7 +23,7 @@
 //! `ORDERS_IN_FLIGHT_MAX` may await their answer; beyond that the connection
 //! stops reading until answers go out.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -31,7 +31,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use exhost_engine::{Event, EventBody, MarketId};
-use exhost_guest_sdk::{Level, MatchingEvent, MatchingQuery, MatchingQueryResult, PositionEvent, Side, UserId};
+use exhost_guest_sdk::{Level, MatchingEvent, PositionEvent, Side, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -283,19 +283,17 @@ impl Connection {
                     self.trades.insert(market);
                     return self.send(json!({ "type": "subscribed", "channel": "trades", "symbol": symbol })).await;
                 }
-                match self.state.node.query(market, MatchingQuery::Depth { levels_max: u32::MAX }).await {
-                    Ok((seq, MatchingQueryResult::Depth { bids, asks })) => {
-                        self.books.push((market, seq));
-                        let snapshot = self.levels_json(market, &bids, &asks);
-                        self.send(json!({
-                            "channel": "book", "type": "snapshot", "symbol": symbol, "seq": seq,
-                            "bids": snapshot.0, "asks": snapshot.1,
-                        }))
-                        .await
-                    }
-                    Ok(_) => self.error("internal", "unexpected answer to a depth query").await,
-                    Err(error) => self.error("unavailable", error).await,
-                }
+                let (seq, (bids, asks)) = {
+                    let books = self.state.node.books.read().unwrap_or_else(|p| p.into_inner());
+                    (books.seq, books.market(market).map(|book| book.top(usize::MAX)).unwrap_or_default())
+                };
+                self.books.push((market, seq));
+                let snapshot = self.levels_json(market, &bids, &asks);
+                self.send(json!({
+                    "channel": "book", "type": "snapshot", "symbol": symbol, "seq": seq,
+                    "bids": snapshot.0, "asks": snapshot.1,
+                }))
+                .await
             }
             "user" => match self.user {
                 None => self.error("unauthorized", "send {\"op\":\"auth\", ...} first").await,
@@ -367,7 +365,7 @@ impl Connection {
     async fn on_live(&mut self, events: &Arc<Vec<Event>>) -> Flow {
         let mut out: Vec<Value> = Vec::new();
         // Book diffs: one message per (market, seq), levels in the module's order.
-        let mut diffs: Vec<(MarketId, u64, Vec<Level>, Vec<Level>)> = Vec::new();
+        let mut diffs: Vec<(MarketId, u64, BTreeMap<(Side, u64), u64>)> = Vec::new();
         {
             let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
             for event in events.iter() {
@@ -397,17 +395,17 @@ impl Connection {
                     }
                     EventBody::Matching { market, event: MatchingEvent::Level { side, price_ticks, qty_lots } } => {
                         if self.books.iter().any(|(m, since)| m == market && event.seq > *since) {
-                            let level = Level { price_ticks: *price_ticks, qty_lots: *qty_lots };
-                            match diffs.last_mut() {
-                                Some((m, seq, bids, asks)) if m == market && *seq == event.seq => {
-                                    if *side == Side::Buy { bids.push(level) } else { asks.push(level) }
+                            // One diff per command and market, even when the command
+                            // touched the market twice (a liquidation across markets):
+                            // a level changed twice shows its final quantity once.
+                            let index = match diffs.iter().position(|(m, seq, _)| m == market && *seq == event.seq) {
+                                Some(index) => index,
+                                None => {
+                                    diffs.push((*market, event.seq, BTreeMap::new()));
+                                    diffs.len() - 1
                                 }
-                                _ => {
-                                    let (bids, asks) =
-                                        if *side == Side::Buy { (vec![level], vec![]) } else { (vec![], vec![level]) };
-                                    diffs.push((*market, event.seq, bids, asks));
-                                }
-                            }
+                            };
+                            diffs[index].2.insert((*side, *price_ticks), *qty_lots);
                         }
                     }
                     _ => {}
@@ -425,8 +423,14 @@ impl Connection {
         {
             self.events_through = Some(last.seq);
         }
-        for (market, seq, bids, asks) in diffs {
-            let (bids, asks) = self.levels_json(market, &bids, &asks);
+        for (market, seq, levels) in diffs {
+            let side = |wanted: Side| -> Vec<Level> {
+                let levels = levels.iter().filter(|((side, _), _)| *side == wanted);
+                let levels = levels.map(|(&(_, price_ticks), &qty_lots)| Level { price_ticks, qty_lots });
+                // Best first, as in a snapshot.
+                if wanted == Side::Buy { levels.rev().collect() } else { levels.collect() }
+            };
+            let (bids, asks) = self.levels_json(market, &side(Side::Buy), &side(Side::Sell));
             let symbol = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner()).markets[market.0 as usize]
                 .symbol
                 .clone();
@@ -482,7 +486,9 @@ fn concerns(body: &EventBody, user_id: UserId) -> bool {
             }
             _ => false,
         },
-        EventBody::Deposited { user_id: owner, .. } => *owner == user_id,
+        EventBody::Deposited { user_id: owner, .. }
+        | EventBody::MarketCommandRejected { user_id: owner, .. }
+        | EventBody::MassCancelled { user_id: owner, .. } => *owner == user_id,
         _ => false,
     }
 }
