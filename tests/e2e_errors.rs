@@ -67,7 +67,7 @@ fn bad_input_is_refused_precisely_and_changes_nothing() {
     // Signatures: wrong secret, stale timestamp, tampered body.
     let path = "/v1/orders";
     let body = order("27000", "0.001").to_string();
-    let mut forged = alice.headers("POST", path, body.as_bytes());
+    let mut forged = alice.headers_v1("POST", path, body.as_bytes());
     forged[2].1 = exhost::server::auth::sign("not-the-secret", &forged[1].1, "POST", path, body.as_bytes());
     assert_eq!(host.request("POST", path, &forged, Some(body.as_bytes())).code(), "unauthorized");
     let stale_ts = (now_ms() - 60_000).to_string();

@@ -55,13 +55,20 @@ fn events_of<'a>(answer: &'a Value, kind: &str) -> Vec<&'a Value> {
     answer["liquidations"].as_array().unwrap().iter().filter(|e| e["type"] == kind).collect()
 }
 
-fn connect(host: &Host) -> WebSocket<MaybeTlsStream<TcpStream>> {
+fn connect(host: &Host) -> (WebSocket<MaybeTlsStream<TcpStream>>, String) {
     let url = host.base.replace("http://", "ws://") + "/ws";
     let (mut socket, _) = tungstenite::connect(url).expect("the WebSocket connects");
     if let MaybeTlsStream::Plain(stream) = socket.get_mut() {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
-    socket
+    // Every socket opens with its challenge, which an `auth` must sign.
+    let challenge = loop {
+        if let Message::Text(text) = socket.read().expect("the challenge") {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(challenge["type"], "challenge", "{challenge}");
+    (socket, challenge["nonce"].as_str().unwrap().to_string())
 }
 
 fn send(socket: &mut WebSocket<MaybeTlsStream<TcpStream>>, value: Value) {
@@ -246,7 +253,7 @@ fn the_event_stream_resumes_from_an_offset_across_a_restart() {
     order(&host, &alice, "sell", "27000", "0.01");
 
     // Public channels: a book snapshot, then a diff carrying the seq that caused it.
-    let mut public = connect(&host);
+    let (mut public, _) = connect(&host);
     send(&mut public, json!({"op": "subscribe", "channel": "book", "symbol": "BTC-PERP"}));
     let snapshot = receive(&mut public);
     assert_eq!(
@@ -256,11 +263,9 @@ fn the_event_stream_resumes_from_an_offset_across_a_restart() {
     send(&mut public, json!({"op": "subscribe", "channel": "trades", "symbol": "BTC-PERP"}));
     assert_eq!(receive(&mut public)["type"], "subscribed");
 
-    // A user channel, authenticated by signature over timestamp + "GET/ws".
-    let mut private = connect(&host);
-    let timestamp = now_ms().to_string();
-    let signature = exhost::server::auth::sign(&bob.api_secret, &timestamp, "GET", "/ws", b"");
-    send(&mut private, json!({"op": "auth", "api_key": bob.api_key, "timestamp": timestamp, "signature": signature}));
+    // A user channel, authenticated by a signature over the socket's challenge.
+    let (mut private, nonce) = connect(&host);
+    send(&mut private, bob.ws_auth(&nonce));
     assert_eq!(receive(&mut private)["type"], "authenticated");
     send(&mut private, json!({"op": "subscribe", "channel": "user"}));
     assert_eq!(receive(&mut private)["type"], "subscribed");
@@ -300,7 +305,7 @@ fn the_event_stream_resumes_from_an_offset_across_a_restart() {
     assert!(mine.contains(&"order_received".to_string()), "{mine:?}");
 
     // An operator follows the whole log from the start.
-    let mut operator = connect(&host);
+    let (mut operator, _) = connect(&host);
     send(&mut operator, json!({"op": "auth_operator", "token": ADMIN_TOKEN}));
     assert_eq!(receive(&mut operator)["type"], "authenticated");
     send(&mut operator, json!({"op": "subscribe", "channel": "events", "from_seq": 1}));
@@ -311,7 +316,7 @@ fn the_event_stream_resumes_from_an_offset_across_a_restart() {
     // After a restart, resume right after the last event seen, then go live.
     let host = Host::start(dir.path());
     let resume_from = seen.last().unwrap().0 + 1;
-    let mut operator = connect(&host);
+    let (mut operator, _) = connect(&host);
     send(&mut operator, json!({"op": "auth_operator", "token": ADMIN_TOKEN}));
     receive(&mut operator);
     send(&mut operator, json!({"op": "subscribe", "channel": "events", "from_seq": resume_from}));

@@ -16,13 +16,20 @@ use tungstenite::{Message, WebSocket};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
-fn connect(host: &Host) -> Socket {
+fn connect(host: &Host) -> (Socket, String) {
     let url = host.base.replace("http://", "ws://") + "/ws";
     let (mut socket, _) = tungstenite::connect(url).expect("the WebSocket connects");
     if let MaybeTlsStream::Plain(stream) = socket.get_mut() {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
-    socket
+    // Every socket opens with its challenge, which an `auth` must sign.
+    let challenge = loop {
+        if let Message::Text(text) = socket.read().expect("the challenge") {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(challenge["type"], "challenge", "{challenge}");
+    (socket, challenge["nonce"].as_str().unwrap().to_string())
 }
 
 fn send(socket: &mut Socket, value: Value) {
@@ -39,10 +46,8 @@ fn receive(socket: &mut Socket) -> Value {
     }
 }
 
-fn authenticate(socket: &mut Socket, trader: &Trader) {
-    let timestamp = now_ms().to_string();
-    let signature = exhost::server::auth::sign(&trader.api_secret, &timestamp, "GET", "/ws", b"");
-    send(socket, json!({"op": "auth", "api_key": trader.api_key, "timestamp": timestamp, "signature": signature}));
+fn authenticate(socket: &mut Socket, nonce: &str, trader: &Trader) {
+    send(socket, trader.ws_auth(nonce));
     let answer = receive(socket);
     assert_eq!(answer["type"], "authenticated", "{answer}");
 }
@@ -60,7 +65,7 @@ fn websocket_order_entry_is_pipelined_checked_and_durable() {
     let taker = host.new_trader();
 
     // Before `auth`, order entry is refused, and the refusal names the request.
-    let mut socket = connect(&host);
+    let (mut socket, nonce) = connect(&host);
     send(
         &mut socket,
         json!({"op": "order", "id": "early", "symbol": "BTC-PERP", "side": "buy", "type": "limit", "price": "1", "qty": "1"}),
@@ -68,7 +73,7 @@ fn websocket_order_entry_is_pipelined_checked_and_durable() {
     let answer = receive(&mut socket);
     assert_eq!((answer["type"].as_str(), answer["id"].as_str()), (Some("error"), Some("early")), "{answer}");
     assert_eq!(answer["error"]["code"], "unauthorized");
-    authenticate(&mut socket, &maker);
+    authenticate(&mut socket, &nonce, &maker);
 
     // Twenty bids sent without reading an answer, with two bad requests among them.
     let mut sent = Vec::new();
@@ -141,8 +146,8 @@ fn websocket_order_entry_is_pipelined_checked_and_durable() {
     assert_eq!(receive(&mut socket)["error"]["code"], "bad_request");
 
     // Another trader cannot cancel the maker's orders over their socket.
-    let mut other = connect(&host);
-    authenticate(&mut other, &taker);
+    let (mut other, other_nonce) = connect(&host);
+    authenticate(&mut other, &other_nonce, &taker);
     send(&mut other, json!({"op": "cancel", "id": 1, "order_id": second}));
     assert_eq!(receive(&mut other)["error"]["code"], "not_found");
 

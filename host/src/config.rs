@@ -30,6 +30,28 @@ pub struct Config {
     pub module_bytes_max: usize,
     /// Accepted clock skew of signed requests, in milliseconds.
     pub signature_window_ms: u64,
+    /// The key that seals API secrets at rest (default `<data_dir>/secrets.key`,
+    /// created on first start). Keep it apart from the database's backups.
+    pub secrets_key_file: Option<PathBuf>,
+    /// Requests one API key may make per second, sustained; beyond it,
+    /// `429 rate_limited` (other keys are still served).
+    pub rate_limit_per_second: u32,
+    /// Requests one API key may make at once above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// What a command that made a module fault costs its key, in requests:
+    /// a fault costs the engine a rollback, so a key sending faulting
+    /// commands is slowed down far sooner than one sending good ones.
+    pub fault_cost_requests: u32,
+    /// A connection that has not sent a request's headers within this long is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request whose body has not arrived within this long is refused.
+    pub body_read_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub connections_max: usize,
+    /// Point-in-time rebuilds (`at_seq` books, `source=replay` accounts) run at once.
+    pub point_in_time_concurrent_max: usize,
+    /// The most journal commands one point-in-time rebuild may replay past its snapshot.
+    pub point_in_time_replay_commands_max: u64,
 }
 
 impl Default for Config {
@@ -44,6 +66,15 @@ impl Default for Config {
             body_bytes_max: 64 * 1024,
             module_bytes_max: 16 * 1024 * 1024,
             signature_window_ms: 5_000,
+            secrets_key_file: None,
+            rate_limit_per_second: 500,
+            rate_limit_burst: 1_000,
+            fault_cost_requests: 100,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            connections_max: 10_000,
+            point_in_time_concurrent_max: 2,
+            point_in_time_replay_commands_max: 1_000_000,
         }
     }
 }
@@ -62,6 +93,10 @@ impl Config {
 
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("admin.token")
+    }
+
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file.clone().unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 }
 

@@ -14,5 +14,6 @@ pub mod modules_cli;
 pub mod node;
 pub mod readmodel;
 pub mod recovery;
+pub mod secrets;
 pub mod serve;
 pub mod server;

@@ -10,11 +10,17 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // The story (finding 6): with the log on a full disk, a failed log write
+        // made tracing report it with `eprintln!`, which panics when stderr
+        // cannot be written, and every 5xx panicked its handler. Logging must
+        // never fail a request: a line that cannot be written is dropped.
+        .log_internal_errors(false)
         .init();
     match exhost::cli::run(exhost::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }

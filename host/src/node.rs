@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::livebook::{Depth, LiveBooks};
 use crate::readmodel::ReadModelWriter;
+use crate::secrets::{Sealer, Verifier};
 
 /// The outcome of one applied command, as the engine reported it.
 #[derive(Clone, Debug)]
@@ -58,8 +59,13 @@ pub enum SubmitError {
     Overloaded,
     #[error("the journal write failed: {0}")]
     Journal(String),
+    /// Refused before the journal: not recorded, ever.
     #[error("the engine has halted: {0}")]
     Halted(String),
+    /// Journaled (durable) but not applied: the engine stopped first. It takes
+    /// effect when the host restarts and replays the journal.
+    #[error("journaled but not applied, the engine stopped: {0}")]
+    NotApplied(String),
     #[error("the host is shutting down")]
     ShuttingDown,
 }
@@ -69,8 +75,8 @@ pub enum SubmitError {
 /// that changes it.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    /// API key to (user, secret).
-    pub users: HashMap<String, (UserId, String)>,
+    /// API key to (user, what checks its signatures).
+    pub users: HashMap<String, (UserId, Verifier)>,
     pub user_ids: BTreeMap<UserId, String>,
     pub markets: Vec<MarketSpec>,
     pub symbols: HashMap<String, MarketId>,
@@ -78,12 +84,22 @@ pub struct Directory {
     pub settlement_asset: Option<String>,
     pub position_module: Option<exhost_engine::ModuleHash>,
     pub activations: Vec<exhost_engine::Activation>,
+    /// Opens the sealed secrets of new users.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Directory {
-    pub fn from_registry(registry: &Registry) -> Directory {
-        let mut directory = Directory::default();
+    pub fn from_registry(registry: &Registry, sealer: Option<Arc<Sealer>>) -> Directory {
+        let mut directory = Directory { sealer, ..Directory::default() };
         directory.refresh(registry);
+        let unusable = directory.users.values().filter(|(_, verifier)| matches!(verifier, Verifier::Unusable(_)));
+        let unusable = unusable.count();
+        if unusable > 0 {
+            tracing::error!(
+                users = unusable,
+                "some users cannot sign requests: their secrets do not open with this host's secrets key (is secrets_key_file the key this data directory was made with?)"
+            );
+        }
         directory
     }
 
@@ -91,9 +107,8 @@ impl Directory {
         for (user_id, record) in
             registry.users.range(self.user_ids.keys().next_back().map_or(UserId(0), |id| UserId(id.0 + 1))..)
         {
-            if let exhost_engine::Credential::Clear(secret) = &record.credential {
-                self.users.insert(record.api_key.clone(), (*user_id, secret.clone()));
-            }
+            let verifier = Verifier::of(&record.api_key, &record.credential, self.sealer.as_deref());
+            self.users.insert(record.api_key.clone(), (*user_id, verifier));
             self.user_ids.insert(*user_id, record.api_key.clone());
         }
         for (index, spec) in registry.markets.iter().enumerate().skip(self.markets.len()) {
@@ -189,6 +204,8 @@ pub struct NodeSettings {
     pub batch_commands_max: usize,
     pub submit_queue_max: usize,
     pub snapshot_every_commands: u64,
+    /// Opens sealed API secrets (`None`: only keys in clear and Ed25519 keys work).
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 struct Submission {
@@ -245,7 +262,7 @@ pub struct Node {
 impl Node {
     /// Start the write path on a recovered engine.
     pub fn start(store: Store, mut engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
-        let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry())));
+        let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry(), settings.sealer.clone())));
         let books = Arc::new(RwLock::new(initial_books(&mut engine)));
         let health = Arc::new(Health::default());
         let (live, _) = tokio::sync::broadcast::channel(LIVE_BATCHES_BUFFERED);
@@ -488,7 +505,7 @@ impl EngineLoop {
             }
             if let Some(problem) = self.health.problem() {
                 for item in segment {
-                    let _ = item.reply.send(Err(SubmitError::Halted(problem.clone())));
+                    let _ = item.reply.send(Err(SubmitError::NotApplied(problem.clone())));
                 }
                 continue;
             }
@@ -528,7 +545,7 @@ impl EngineLoop {
                 let reason = format!("command {} cannot be applied: {error}", first_seq + applied as u64);
                 self.health.halt(reason.clone());
                 for item in segment {
-                    let _ = item.reply.send(Err(SubmitError::Halted(reason.clone())));
+                    let _ = item.reply.send(Err(SubmitError::NotApplied(reason.clone())));
                 }
             }
         }

@@ -9,7 +9,9 @@
 //!   account as of sequence N" is one reverse seek;
 //! - `h` user id, seq, idx → market id + 1 (0: none): the user's change messages
 //!   (balances, positions, fills, liquidations), for the account history;
-//! - `L` seq → the exchange's `LedgerState` after that command.
+//! - `L` seq → the exchange's `LedgerState` after that command;
+//! - `c` user id, client order id → the id of the user's latest order that
+//!   carried it, so a client that timed out can learn whether its order exists.
 //!
 //! Events themselves go to the `events` family. The writer also records the
 //! last sequence it covered (`meta/read_model_seq`), so recovery rewrites
@@ -123,6 +125,14 @@ fn user_key(namespace: u8, user_id: UserId, seq: u64) -> Vec<u8> {
 fn history_key(user_id: UserId, seq: u64, idx: u32) -> Vec<u8> {
     let mut key = user_key(b'h', user_id, seq);
     key.extend_from_slice(&idx.to_be_bytes());
+    key
+}
+
+fn client_order_key(user_id: UserId, client_order_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + client_order_id.len());
+    key.push(b'c');
+    key.extend_from_slice(&user_id.0.to_be_bytes());
+    key.extend_from_slice(client_order_id.as_bytes());
     key
 }
 
@@ -277,6 +287,10 @@ impl<'a> ReadModelWriter<'a> {
         self.batch.put(Family::Events, event_key(event.seq, event.idx).to_vec(), encode(event));
         self.last_seq = Some(event.seq);
         if let Some(view) = received_view(event) {
+            if let Some(client_order_id) = &view.client_order_id {
+                let key = client_order_key(view.user_id, client_order_id);
+                self.batch.put(Family::Read, key, view.order_id.0.to_be_bytes().to_vec());
+            }
             self.orders.insert(view.order_id, view);
             return Ok(());
         }
@@ -365,6 +379,18 @@ pub fn covered_seq(store: &Store) -> Result<u64, StoreError> {
 pub fn order(store: &Store, order_id: OrderId) -> Result<Option<OrderView>, StoreError> {
     let key = order_key(order_id);
     store.get(Family::Read, &key)?.map(|bytes| decode(&bytes).map_err(|error| malformed(&key, error))).transpose()
+}
+
+/// The user's latest order that carried this client order id, open or not.
+pub fn order_by_client_id(
+    store: &Store,
+    user_id: UserId,
+    client_order_id: &str,
+) -> Result<Option<OrderView>, StoreError> {
+    let key = client_order_key(user_id, client_order_id);
+    let Some(value) = store.get(Family::Read, &key)? else { return Ok(None) };
+    let order_id = u64::from_be_bytes(value.as_slice().try_into().map_err(|_| malformed(&key, "order id"))?);
+    Ok(order(store, OrderId(order_id))?.filter(|view| view.user_id == user_id))
 }
 
 /// A user's open orders, in one market or all, by order id.

@@ -68,8 +68,9 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
     writeln!(file, "{token}")?;
-    println!("operator token: {token}");
-    println!("(saved to {}; send it as `Authorization: Bearer <token>`)", path.display());
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "operator token: {token}");
+    let _ = writeln!(out, "(saved to {}; send it as `Authorization: Bearer <token>`)", path.display());
     Ok(token)
 }
 
@@ -99,14 +100,87 @@ pub struct Started {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let Started { state, listener } = start(config).await?;
+    let Started { state, listener } = start(config.clone()).await?;
     let node = state.node.clone();
-    println!("exhost listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let gate = state.gate.clone();
+    tokio::spawn(async move {
+        // Buckets of keys that went quiet are full again: forget them, so memory follows active keys.
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            gate.limits.forget_idle();
+        }
+    });
+    let app = router(state).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_millis(
+        config.body_read_timeout_ms,
+    )));
+    // A line a person may read even when the log cannot be written.
+    let _ = writeln!(std::io::stdout(), "exhost listening on http://{}", listener.local_addr()?);
+    let _ = std::io::stdout().flush();
+    serve_connections(listener, app, &config, shutdown_signal()).await;
 
     tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
     tokio::task::spawn_blocking(move || node.shutdown()).await?;
     Ok(())
+}
+
+/// How long a clean shutdown waits for open connections (a socket following
+/// the event stream never ends by itself).
+const CONNECTIONS_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accept and serve connections until `shutdown`: HTTP/1.1 with upgrades
+/// (WebSocket), at most `connections_max` at once (beyond, new connections
+/// wait in the listen backlog), and a connection that does not send a
+/// request's headers within `header_read_timeout_ms` closed: a client that
+/// trickles its headers (slowloris) cannot hold connections open.
+pub(crate) async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.connections_max.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(config.header_read_timeout_ms));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(CONNECTIONS_DRAIN_MAX, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still open at shutdown; closing them");
+    }
 }
 
 /// Everything `exhost serve` does before it answers the first request.
@@ -135,7 +209,9 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         engine.last_seq()
     );
     let fresh = engine.last_seq() == 0;
+    let sealer = Arc::new(crate::secrets::Sealer::load_or_create(&config.secrets_key_path())?);
     let settings = NodeSettings {
+        sealer: Some(sealer.clone()),
         durability: if config.journal_sync { Durability::Synced } else { Durability::None },
         batch_commands_max: config.journal_batch_commands_max.max(1),
         submit_queue_max: config.submit_queue_max.max(1),
@@ -172,8 +248,17 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         );
     }
 
-    let state =
-        AppState { node, store, loader, config: Arc::new(config.clone()), admin_token: admin_token.into(), metrics };
+    let gate = Arc::new(crate::server::gate::Gate::new(&config));
+    let state = AppState {
+        node,
+        store,
+        loader,
+        config: Arc::new(config.clone()),
+        admin_token: admin_token.into(),
+        metrics,
+        sealer,
+        gate,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

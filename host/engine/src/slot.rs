@@ -34,10 +34,14 @@ pub(crate) struct Slot<A: Abi> {
 /// Fewest commands retained before a new checkpoint is taken.
 pub const RETAINED_COMMANDS_MIN: usize = 10_000;
 /// A larger image is copied less often: one command retained per this many
-/// image bytes. Copying an image costs about 0.2 ns a byte and a command a
-/// few microseconds, so a checkpoint costs under a tenth of a microsecond per
-/// command, and a rollback re-applies at most this share of commands.
-pub const IMAGE_BYTES_PER_RETAINED_COMMAND: usize = 1_024;
+/// image bytes. Taking an image (scanning and copying the memory) costs
+/// about 0.5 ns a byte and a book command about 1.5 µs, so checkpoints cost
+/// about a tenth of a command's time, and a rollback re-applies at most one
+/// command per 256 image bytes (0.5 M commands at a million resting orders).
+pub const IMAGE_BYTES_PER_RETAINED_COMMAND: usize = 256;
+/// A native instance's checkpoint is its own snapshot, which costs far more
+/// per byte than a memory copy: one command retained per 4 of its bytes.
+pub const SNAPSHOT_BYTES_PER_RETAINED_COMMAND: usize = 4;
 
 /// Commands kept to rebuild an instance from its checkpoint, encoded.
 ///
@@ -142,8 +146,11 @@ impl<A: Abi> Slot<A> {
 
     /// Whether enough commands piled up since the checkpoint to take a new one.
     pub(crate) fn checkpoint_due(&self) -> bool {
-        self.retained.len()
-            >= RETAINED_COMMANDS_MIN.max(self.checkpoint.stored_bytes() / IMAGE_BYTES_PER_RETAINED_COMMAND)
+        let bytes_per_command = match &*self.checkpoint {
+            InstanceImage::Memory(_) => IMAGE_BYTES_PER_RETAINED_COMMAND,
+            InstanceImage::Snapshot { .. } => SNAPSHOT_BYTES_PER_RETAINED_COMMAND,
+        };
+        self.retained.len() >= RETAINED_COMMANDS_MIN.max(self.checkpoint.stored_bytes() / bytes_per_command)
     }
 
     pub(crate) fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {

@@ -130,6 +130,7 @@ fn write_path(dir: &Path, seconds: f64, clients: usize) -> anyhow::Result<()> {
     }
     // The engine's setup is not journaled here: the node starts past it.
     let settings = NodeSettings {
+        sealer: None,
         durability: Durability::Synced,
         batch_commands_max: 4_096,
         submit_queue_max: 65_536,

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
 use crate::serve::{Started, start};
-use crate::server::auth::sign;
+use crate::server::auth::{sign_v2, sign_ws};
 use crate::server::router;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -139,6 +139,16 @@ fn now_ms() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0).to_string()
 }
 
+/// A timestamp for a new signature, never the same millisecond twice in this
+/// process: a state-changing signature counts once.
+fn fresh_timestamp() -> String {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let previous = LAST.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+    let timestamp = if previous < now { now } else { LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 };
+    timestamp.to_string()
+}
+
 async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: Instant) -> anyhow::Result<ClientStats> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
@@ -151,8 +161,8 @@ async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: I
             Step::Place(order) => ("POST", "/v1/orders".to_string(), order.to_string()),
             Step::Cancel(order_id) => ("DELETE", format!("/v1/orders/{order_id}"), String::new()),
         };
-        let timestamp = now_ms();
-        let signature = sign(&user.api_secret, &timestamp, method, &path, body.as_bytes());
+        let timestamp = fresh_timestamp();
+        let signature = sign_v2(&user.api_secret, &timestamp, method, &path, body.as_bytes());
         let request = hyper::Request::builder()
             .method(method)
             .uri(&path)
@@ -160,6 +170,7 @@ async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: I
             .header("content-type", "application/json")
             .header("x-api-key", &user.api_key)
             .header("x-timestamp", timestamp)
+            .header("x-signature-version", "2")
             .header("x-signature", signature)
             .body(Full::new(Bytes::from(body)))?;
         let sent = Instant::now();
@@ -186,9 +197,18 @@ async fn ws_client(
     deadline: Instant,
 ) -> anyhow::Result<ClientStats> {
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
-    let timestamp = now_ms();
-    let signature = sign(&user.api_secret, &timestamp, "GET", "/ws", b"");
-    let auth = json!({ "op": "auth", "api_key": user.api_key, "timestamp": timestamp, "signature": signature });
+    let nonce = match socket.next().await {
+        Some(Ok(Message::Text(text))) => {
+            let challenge: Value = serde_json::from_str(&text)?;
+            challenge["nonce"].as_str().map(str::to_string).context("the socket's first message is its challenge")?
+        }
+        other => bail!("no challenge from the WebSocket: {other:?}"),
+    };
+    let timestamp = fresh_timestamp();
+    let signature = sign_ws(&user.api_secret, &timestamp, &nonce);
+    let auth = json!({
+        "op": "auth", "api_key": user.api_key, "timestamp": timestamp, "signature": signature, "nonce": nonce,
+    });
     socket.send(Message::text(auth.to_string())).await?;
     match socket.next().await {
         Some(Ok(Message::Text(text))) if text.contains("\"authenticated\"") => {}
@@ -252,9 +272,11 @@ async fn traders(started: &Started, count: usize) -> anyhow::Result<Vec<Credenti
         let applied = started
             .state
             .node
-            .submit(Command::CreateUser {
+            .submit(Command::RegisterUser {
                 api_key: credentials.api_key.clone(),
-                api_secret: credentials.api_secret.clone(),
+                credential: exhost_engine::Credential::SealedSecret(
+                    started.state.sealer.seal(&credentials.api_key, &credentials.api_secret)?,
+                ),
             })
             .await?;
         let user_id = applied
@@ -333,6 +355,9 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         // Snapshots are not what this measures; the host still journals every command synced.
         snapshot_every_commands: 0,
+        // One key per connection pushes far past a trader's allowance: this measures the host, not the limit.
+        rate_limit_per_second: u32::MAX / 2,
+        rate_limit_burst: u32::MAX / 2,
         ..Config::default()
     };
     let server = tokio::runtime::Builder::new_multi_thread()
@@ -340,17 +365,19 @@ pub fn run(dir: &Path, shape: LoadShape) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("exhost-http")
         .build()?;
-    let started = server.block_on(start(config))?;
+    let started = server.block_on(start(config.clone()))?;
     let addr = started.listener.local_addr()?;
     let users = server.block_on(traders(&started, shape.connections))?;
     let node = started.state.node.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Served as `exhost serve` serves: the same connection limits and timeouts.
     let serving = server.spawn(async move {
-        axum::serve(started.listener, router(started.state))
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
+        let app = router(started.state);
+        crate::serve::serve_connections(started.listener, app, &config, async {
+            let _ = stopped.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
     });
 
     // The load generator: its own runtime, so it does not queue behind the host's tasks.

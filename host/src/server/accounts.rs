@@ -15,7 +15,7 @@ use super::auth::{Body, Operator, Trader, parse_json};
 use super::error::{ApiError, ApiResult};
 use super::params::{Params, parse_query};
 use super::trading::market_of;
-use super::views::{account_json, event_json, ledger_json, money_scale};
+use super::views::{account_json, event_json, ledger_json, money_scale, user_event_json};
 use crate::readmodel;
 
 /// Most events one page of account history may hold.
@@ -101,17 +101,16 @@ async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiR
     let found = match as_of.source.as_deref() {
         None | Some("read_model") => readmodel::account_at(&state.store, user_id, seq).map_err(internal)?,
         Some("replay") => {
-            let (store, loader) = (state.store.clone(), state.loader.clone());
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let mut engine = crate::recovery::engine_at(&store, loader, seq)?;
-                Ok(match engine.query_position(&exhost_guest_sdk::PositionQuery::Account { user_id })? {
+            super::pit::at_seq(state, seq, move |engine| {
+                let answer = engine
+                    .query_position(&exhost_guest_sdk::PositionQuery::Account { user_id })
+                    .map_err(|error| ApiError::internal(error.to_string()))?;
+                Ok(match answer {
                     exhost_guest_sdk::PositionQueryResult::Account(account) => account.map(|a| (seq, a)),
                     _ => None,
                 })
             })
-            .await
-            .map_err(internal)?
-            .map_err(|error| ApiError::internal(format!("{error:#}")))?
+            .await?
         }
         Some(other) => {
             return Err(ApiError::bad_request(format!("source must be read_model or replay, not {other:?}")));
@@ -176,7 +175,7 @@ pub(super) async fn history(
         .map_err(internal)?;
     let next_seq = events.last().map(|event| event.seq + 1);
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
-    let events: Vec<Value> = events.iter().map(|event| event_json(event, &directory)).collect();
+    let events: Vec<Value> = events.iter().map(|event| user_event_json(event, &directory, trader.user_id)).collect();
     Ok(Json(json!({ "events": events, "next_seq": next_seq })))
 }
 

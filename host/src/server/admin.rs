@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use exhost_engine::{Command, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
+use exhost_engine::{Command, Credential, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
 use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,16 +24,39 @@ fn random_hex(bytes: usize) -> ApiResult<String> {
     Ok(hex::encode(buffer))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRequest {
+    /// An Ed25519 public key (64 hex digits): the user signs with its private
+    /// key and the host holds no secret. Without it, the host makes an HMAC secret.
+    public_key: Option<String>,
+}
+
 pub(super) async fn create_user(
     State(state): State<AppState>,
     _: Operator,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
-    let _: serde_json::Map<String, Value> = parse_json(&body)?;
+    let request: UserRequest = parse_json(&body)?;
     let api_key = random_hex(16)?;
-    let api_secret = random_hex(32)?;
-    let applied =
-        state.node.submit(Command::CreateUser { api_key: api_key.clone(), api_secret: api_secret.clone() }).await?;
+    let (credential, api_secret) = match &request.public_key {
+        Some(text) => {
+            let mut public_key = [0u8; 32];
+            hex::decode_to_slice(text, &mut public_key)
+                .map_err(|_| ApiError::bad_request("public_key must be 64 hex digits (an Ed25519 public key)"))?;
+            ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+                .map_err(|_| ApiError::bad_request("public_key is not a valid Ed25519 public key"))?;
+            (Credential::Ed25519(public_key), None)
+        }
+        None => {
+            let api_secret = random_hex(32)?;
+            // Sealed before it is journaled: the secret is in clear only in this answer and in memory.
+            let sealed =
+                state.sealer.seal(&api_key, &api_secret).map_err(|error| ApiError::internal(error.to_string()))?;
+            (Credential::SealedSecret(sealed), Some(api_secret))
+        }
+    };
+    let applied = state.node.submit(Command::RegisterUser { api_key: api_key.clone(), credential }).await?;
     let user_id = applied
         .events
         .iter()
@@ -42,7 +65,12 @@ pub(super) async fn create_user(
             _ => None,
         })
         .ok_or_else(|| ApiError::internal("the engine created no user"))?;
-    Ok(Json(json!({ "seq": applied.seq, "user_id": user_id, "api_key": api_key, "api_secret": api_secret })))
+    let mut answer = json!({ "seq": applied.seq, "user_id": user_id, "api_key": api_key });
+    match api_secret {
+        Some(secret) => answer["api_secret"] = json!(secret),
+        None => answer["public_key"] = json!(request.public_key),
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

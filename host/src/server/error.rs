@@ -1,6 +1,9 @@
 //! The one error type of the HTTP edge. Every 4xx/5xx body has the shape
 //! `{"error": {"code": "<snake_case>", "message": "..."}}`; 4xx are the
-//! client's business and not logged, 5xx are logged.
+//! client's business and not logged. A 5xx body never carries internal
+//! text (paths, storage errors, module messages): it says what the client
+//! can know and gives an error id, and the log line with the same id holds
+//! the details.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -15,12 +18,25 @@ use crate::node::SubmitError;
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
+    /// What the client is told.
     pub message: String,
+    /// What only the log is told (5xx).
+    pub detail: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), detail: None }
+    }
+
+    /// Keep `detail` for the log only.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> ApiError {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn rate_limited(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -43,8 +59,10 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_market", format!("no market {symbol:?}"))
     }
 
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    /// Something went wrong inside the host; `detail` goes to the log only.
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the host could not answer this request")
+            .with_detail(detail)
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
@@ -85,20 +103,53 @@ impl ApiError {
 impl From<SubmitError> for ApiError {
     fn from(error: SubmitError) -> ApiError {
         match error {
-            SubmitError::Overloaded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string()),
-            other => ApiError::unavailable(other.to_string()),
+            SubmitError::Overloaded => ApiError::rate_limited(error.to_string()),
+            SubmitError::Journal(detail) => ApiError::unavailable(
+                "the journal could not be written, so whether this command was recorded is unknown; \
+                 the host takes no commands until it is restarted. Once it is back, look the order up \
+                 (GET /v1/orders/by-client-id/{client_order_id}) before sending it again",
+            )
+            .with_detail(detail),
+            SubmitError::Halted(detail) => ApiError::unavailable(
+                "the host has stopped taking commands until it is restarted; this command was not recorded",
+            )
+            .with_detail(detail),
+            SubmitError::NotApplied(detail) => ApiError::unavailable(
+                "this command is in the journal but the host stopped before applying it; it takes effect \
+                 when the host restarts, so do not send it again",
+            )
+            .with_detail(detail),
+            SubmitError::ShuttingDown => ApiError::unavailable(
+                "the host is shutting down; whether this command was recorded is unknown until it is back \
+                 (look the order up by its client order id before sending it again)",
+            ),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
-        }
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let message = if self.status.is_server_error() {
+            let id = error_id();
+            // Logging must never fail a request: tracing's writer ignores write errors.
+            tracing::error!(code = self.code, %id, message = %self.message, detail = self.detail.as_deref().unwrap_or(""), "request failed");
+            format!("{} (error id {id})", self.message)
+        } else {
+            self.message
+        };
+        let body = json!({ "error": { "code": self.code, "message": message } });
         (self.status, Json(body)).into_response()
     }
+}
+
+/// A short random id that ties a 5xx answer to its log line.
+fn error_id() -> String {
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        bytes.copy_from_slice(&FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes()[2..]);
+    }
+    hex::encode(bytes)
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

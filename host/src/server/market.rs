@@ -12,7 +12,6 @@ use super::params::Params;
 use super::trading::market_of;
 use super::views::{market_json, trade_json};
 use crate::readmodel;
-use crate::recovery;
 
 /// Most levels per side a book request may ask for.
 const DEPTH_MAX: u32 = 1_000;
@@ -53,10 +52,7 @@ pub(super) async fn book(
             if at_seq > last {
                 return Err(ApiError::bad_request(format!("at_seq {at_seq} is beyond the last sequence {last}")));
             }
-            let (store, loader) = (state.store.clone(), state.loader.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut engine =
-                    recovery::engine_at(&store, loader, at_seq).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            super::pit::at_seq(&state, at_seq, move |engine| {
                 if engine.registry().market(market).is_none() {
                     return Err(ApiError::unknown_market(&symbol));
                 }
@@ -71,8 +67,7 @@ pub(super) async fn book(
                 })?;
                 Ok((at_seq, answer))
             })
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??
+            .await?
         }
     };
     let MatchingQueryResult::Depth { bids, asks } = answer else {

@@ -6,10 +6,12 @@ mod accounts;
 mod admin;
 pub mod auth;
 pub mod error;
+pub mod gate;
 mod market;
 mod modules;
 pub mod openapi;
 pub mod params;
+mod pit;
 mod trading;
 pub mod views;
 mod ws;
@@ -39,6 +41,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub admin_token: Arc<str>,
     pub metrics: Option<PrometheusHandle>,
+    /// Seals the secrets of new users before they are journaled.
+    pub sealer: Arc<crate::secrets::Sealer>,
+    pub gate: Arc<gate::Gate>,
 }
 
 /// The whole API.
@@ -53,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/markets/{symbol}/trades", get(market::trades))
         .route("/v1/orders", post(trading::place).get(trading::open_orders).delete(trading::mass_cancel))
         .route("/v1/orders/{order_id}", delete(trading::cancel).patch(trading::amend))
+        .route("/v1/orders/by-client-id/{client_order_id}", get(trading::by_client_id))
         .route("/v1/withdrawals", post(accounts::withdraw))
         .route("/v1/account", get(accounts::account))
         .route("/v1/account/history", get(accounts::history))

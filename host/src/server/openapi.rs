@@ -135,6 +135,15 @@ const ENDPOINTS: &[Endpoint] = &[
         "order",
     ),
     ep(
+        HttpMethod::Get,
+        "/v1/orders/by-client-id/{client_order_id}",
+        "The caller's latest order that carried this client order id, open or not",
+        Auth::Trader,
+        &[],
+        &[],
+        "order",
+    ),
+    ep(
         HttpMethod::Patch,
         "/v1/orders/{order_id}",
         "Amend an open order: qty is the new total quantity",
@@ -180,8 +189,8 @@ const ENDPOINTS: &[Endpoint] = &[
         "Create a user with trading credentials",
         Auth::Operator,
         &[],
-        &[],
-        "{seq, user_id, api_key, api_secret}",
+        &[("public_key", "string", "an Ed25519 public key (64 hex digits); without it an HMAC secret is made", false)],
+        "{seq, user_id, api_key, api_secret (HMAC users) or public_key (Ed25519 users)}",
     ),
     ep(
         HttpMethod::Post,
@@ -436,7 +445,7 @@ fn build() -> OpenApi {
             "trader_signature",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-KEY",
-                "with X-TIMESTAMP (ms, within 5 s) and X-SIGNATURE = hex HMAC-SHA256(secret, timestamp + METHOD + path_with_query + body)",
+                "with X-TIMESTAMP (ms, within 5 s), X-SIGNATURE-VERSION: 2 and X-SIGNATURE = hex HMAC-SHA256(secret, timestamp \\n METHOD \\n path_with_query \\n body), or the hex Ed25519 signature of the same bytes for users made with a public_key; version 1 (no header, the parts run together) only with no body on GET and DELETE and one JSON object on POST and PATCH; a state-changing signature counts once",
             ))),
         )
         .build();

@@ -120,7 +120,54 @@ pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiR
     let request: PlaceRequest = parse_json(&trader.body)?;
     let entry = place_entry(&state, trader.user_id, request)?;
     let applied = state.node.submit(entry.command).await?;
+    charge_faults(&state, &trader.api_key, &applied);
     Ok(Json(entry.answer.order(&applied)?))
+}
+
+/// A command that made a module fault cost the engine a rollback: charge
+/// its key many requests' worth, so a key that keeps sending them is slowed
+/// down long before it can hold the engine.
+pub(super) fn charge_faults(state: &AppState, api_key: &str, applied: &Applied) {
+    let faulted = applied.events.iter().any(|event| {
+        let reason = match &event.body {
+            EventBody::CommandRejected { reason } | EventBody::MarketCommandRejected { reason, .. } => Some(*reason),
+            EventBody::Matching { event: MatchingEvent::Rejected { reason, .. }, .. } => Some(*reason),
+            EventBody::Matching { event: MatchingEvent::Order(update), .. } => update.reason,
+            _ => None,
+        };
+        matches!(
+            reason,
+            Some(Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol | Reason::ModuleMemoryLimit)
+        )
+    });
+    if faulted {
+        state.gate.limits.charge_fault(api_key);
+    }
+}
+
+/// `GET /v1/orders/by-client-id/{client_order_id}`: the caller's latest order
+/// that carried this id, open or not, so a client that timed out (or heard
+/// that the outcome is unknown) can learn whether its order exists before
+/// sending it again.
+pub(super) async fn by_client_id(
+    State(state): State<AppState>,
+    Path(client_order_id): Path<String>,
+    trader: Trader,
+) -> ApiResult<Json<OrderJson>> {
+    let not_found = || ApiError::not_found(format!("no order of yours carried client_order_id {client_order_id:?}"));
+    let view = readmodel::order_by_client_id(&state.store, trader.user_id, &client_order_id)
+        .map_err(|error| ApiError::internal(error.to_string()))?
+        .ok_or_else(not_found)?;
+    let spec = state
+        .node
+        .directory
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .markets
+        .get(view.market.0 as usize)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("order of an unknown market"))?;
+    Ok(Json(order_json(&view, &spec, view.updated_seq, None)))
 }
 
 /// Check a new order against the market without the engine.
@@ -224,6 +271,7 @@ pub(super) async fn cancel(
 ) -> ApiResult<Json<OrderJson>> {
     let entry = cancel_entry(&state, trader.user_id, &order_id)?;
     let applied = state.node.submit(entry.command).await?;
+    charge_faults(&state, &trader.api_key, &applied);
     Ok(Json(entry.answer.order(&applied)?))
 }
 
@@ -248,6 +296,7 @@ pub(super) async fn amend(
     let request: AmendRequest = parse_json(&trader.body)?;
     let entry = amend_entry(&state, trader.user_id, &order_id, request)?;
     let applied = state.node.submit(entry.command).await?;
+    charge_faults(&state, &trader.api_key, &applied);
     Ok(Json(entry.answer.order(&applied)?))
 }
 
@@ -280,6 +329,7 @@ pub(super) async fn mass_cancel(
     let query: SymbolQuery = parse_query(raw.as_deref())?;
     let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
     let applied = state.node.submit(Command::MassCancel { market, user_id: trader.user_id }).await?;
+    charge_faults(&state, &trader.api_key, &applied);
     if let Some(reason) = refusal(&applied) {
         return Err(ApiError::refused(reason));
     }

@@ -234,6 +234,39 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
     value
 }
 
+/// An event as one user may see it: their own side of a trade only. The
+/// story (finding 10): trades on the user channel and in the account
+/// history carried the other side's user id and order id, so a trader could
+/// map who they traded with. The operator's event log keeps both sides.
+pub fn user_event_json(event: &Event, directory: &Directory, user_id: exhost_guest_sdk::UserId) -> Value {
+    let mut value = event_json(event, directory);
+    match &event.body {
+        EventBody::Matching { event: MatchingEvent::Trade(trade), .. } => {
+            let object = value.as_object_mut().expect("every event renders as an object");
+            for field in ["maker_order_id", "maker_user_id", "taker_order_id", "taker_user_id"] {
+                object.remove(field);
+            }
+            let (order_id, liquidity, side) = if trade.taker_user_id == user_id {
+                (trade.taker_order_id, "taker", trade.taker_side)
+            } else {
+                (trade.maker_order_id, "maker", trade.taker_side.opposite())
+            };
+            object.insert("order_id".into(), order_id.0.into());
+            object.insert("liquidity".into(), liquidity.into());
+            object.insert("side".into(), side.as_str().into());
+        }
+        EventBody::Position(PositionEvent::AutoDeleverage { liquidated_user_id, .. }) => {
+            let object = value.as_object_mut().expect("every event renders as an object");
+            object.remove("liquidated_user_id");
+            object.remove("counterparty_user_id");
+            let role = if *liquidated_user_id == user_id { "liquidated" } else { "counterparty" };
+            object.insert("role".into(), role.into());
+        }
+        _ => {}
+    }
+    value
+}
+
 fn target_json(target: &exhost_engine::ModuleTarget, directory: &Directory) -> Value {
     match target {
         exhost_engine::ModuleTarget::Market(market) => {

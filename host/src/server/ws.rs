@@ -41,7 +41,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::error::ApiError;
 use super::trading::{AmendRequest, Answer, OrderEntry, PlaceRequest, amend_entry, cancel_entry, place_entry};
-use super::views::{event_json, trade_json};
+use super::views::{event_json, trade_json, user_event_json};
 use crate::node::Pending;
 use crate::readmodel::{self, TradeView};
 
@@ -68,7 +68,7 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, u
 #[serde(tag = "op", rename_all = "snake_case")]
 enum ClientMessage {
     Subscribe { channel: String, symbol: Option<String>, from_seq: Option<u64> },
-    Auth { api_key: String, timestamp: String, signature: String },
+    Auth { api_key: String, timestamp: String, signature: String, nonce: Option<String> },
     AuthOperator { token: String },
     Ping,
 }
@@ -87,6 +87,9 @@ struct Connection {
     live: Option<broadcast::Receiver<Arc<Vec<Event>>>>,
     operator: bool,
     user: Option<UserId>,
+    api_key: Option<String>,
+    /// This socket's challenge: an `auth` must sign it, so it opens no other socket.
+    nonce: String,
     trades: BTreeSet<MarketId>,
     /// Book subscriptions, with the sequence of their snapshot.
     books: Vec<(MarketId, u64)>,
@@ -108,6 +111,8 @@ impl Connection {
             live: None,
             operator,
             user: None,
+            api_key: None,
+            nonce: challenge_nonce(),
             trades: BTreeSet::new(),
             books: Vec::new(),
             user_channel: false,
@@ -128,6 +133,10 @@ impl Connection {
 
     async fn run(mut self) {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let nonce = self.nonce.clone();
+        if let Flow::Close = self.send(json!({ "type": "challenge", "nonce": nonce })).await {
+            return;
+        }
         loop {
             let flow = tokio::select! {
                 incoming = self.socket.recv(), if in_flight.len() < ORDERS_IN_FLIGHT_MAX => match incoming {
@@ -163,6 +172,9 @@ impl Connection {
         answer: Answer,
         applied: Result<crate::node::Applied, crate::node::SubmitError>,
     ) -> Flow {
+        if let (Ok(applied), Some(api_key)) = (&applied, &self.api_key) {
+            super::trading::charge_faults(&self.state, api_key, applied);
+        }
         match applied.map_err(ApiError::from).and_then(|applied| answer.order(&applied)) {
             Ok(order) => self.send(json!({ "type": "order", "id": id, "order": order })).await,
             Err(error) => self.entry_error(id, error).await,
@@ -185,9 +197,14 @@ impl Connection {
         mut fields: serde_json::Map<String, Value>,
         in_flight: &mut VecDeque<InFlight>,
     ) -> Flow {
-        let Some(user_id) = self.user else {
+        let (Some(user_id), Some(api_key)) = (self.user, self.api_key.clone()) else {
             return self.entry_error(id, ApiError::unauthorized("send {\"op\":\"auth\", ...} first")).await;
         };
+        if !self.state.gate.limits.allow(&api_key) {
+            return self
+                .entry_error(id, ApiError::rate_limited("too many requests from this API key; slow down"))
+                .await;
+        }
         let invalid = |error: serde_json::Error| ApiError::bad_request(format!("invalid {op} message: {error}"));
         let entry: Result<OrderEntry, ApiError> = match op {
             "order" => serde_json::from_value::<PlaceRequest>(Value::Object(fields))
@@ -251,11 +268,27 @@ impl Connection {
                     self.error("forbidden", "the operator token is not valid").await
                 }
             }
-            ClientMessage::Auth { api_key, timestamp, signature } => {
-                match self.state.verify_signature(&api_key, &timestamp, &signature, "GET", "/ws", b"") {
-                    Ok(user_id) => {
-                        self.user = Some(user_id);
-                        self.send(json!({ "type": "authenticated", "role": "user", "user_id": user_id.0 })).await
+            ClientMessage::Auth { api_key, timestamp, signature, nonce } => {
+                // The story (finding 5): an `auth` message signed only its timestamp,
+                // so one captured on the wire opened any other socket, which could
+                // then trade indefinitely. It must sign this socket's own challenge.
+                let Some(nonce) = nonce else {
+                    return self
+                        .error(
+                            "unauthorized",
+                            "sign this socket's challenge: timestamp \\n GET \\n /ws \\n nonce, and send the nonce",
+                        )
+                        .await;
+                };
+                if !bool::from(nonce.as_bytes().ct_eq(self.nonce.as_bytes())) {
+                    return self.error("unauthorized", "that is not this socket's challenge nonce").await;
+                }
+                let message = super::auth::ws_message(&timestamp, &nonce);
+                match self.state.authenticate(&api_key, &timestamp, &signature, &message) {
+                    Ok(proven) => {
+                        self.user = Some(proven.user_id);
+                        self.api_key = Some(api_key);
+                        self.send(json!({ "type": "authenticated", "role": "user", "user_id": proven.user_id.0 })).await
                     }
                     Err(error) => self.error(error.code, error.message).await,
                 }
@@ -414,7 +447,7 @@ impl Connection {
                     && let Some(user_id) = self.user
                     && concerns(&event.body, user_id)
                 {
-                    out.push(json!({ "channel": "user", "event": event_json(event, &directory) }));
+                    out.push(json!({ "channel": "user", "event": user_event_json(event, &directory, user_id) }));
                 }
             }
         }
@@ -445,6 +478,16 @@ impl Connection {
         }
         Flow::Continue
     }
+}
+
+/// A fresh random challenge for one socket (128 bits, hex).
+fn challenge_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without randomness no socket can be authenticated: a nonce nobody can know.
+        return "unavailable".repeat(4);
+    }
+    hex::encode(bytes)
 }
 
 /// The answer to the oldest order-entry command in flight; never, if there is none.
