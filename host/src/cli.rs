@@ -1,6 +1,7 @@
 //! The `exhost` command line: `serve`, and the offline tools that work on a
 //! data directory (`journal`, `replay`, `verify`, `snapshot`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +61,15 @@ pub enum Commands {
     Snapshot {
         #[command(flatten)]
         data: DataArgs,
+    },
+    /// Accept, on the record, what a damaged journal lost, so the host starts
+    /// again from what is left (see docs/GUARANTEES.md before running it).
+    Repair {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Accept that acknowledged commands past the journal's end are lost.
+        #[arg(long)]
+        accept_journal_loss: bool,
     },
     /// Measurements; each figure is printed as one JSON line.
     #[command(subcommand)]
@@ -415,12 +425,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench(BenchCommand::Startup { data }) => crate::bench::startup(&data.config()?.data_dir),
         Commands::Module(command) => crate::modules_cli::run(command),
         Commands::Verify { data } => verify(&open_existing(&data.config()?, true)?),
+        Commands::Repair { data, accept_journal_loss } => repair(&data.config()?, accept_journal_loss),
         Commands::Snapshot { data } => {
             let store = open_existing(&data.config()?, false)?;
             let loader = loader_for(&store)?;
             let (mut engine, _) = recovery::recover(&store, loader)?;
             let taken = crate::node::take_snapshot(&mut engine, &store).map_err(anyhow::Error::msg)?;
             println!("snapshot seq {} digest {} ({} bytes)", taken.seq, taken.digest_hex, taken.size_bytes);
+            Ok(())
+        }
+    }
+}
+
+/// `exhost repair --accept-journal-loss`: the journal lost acknowledged
+/// commands (its end is below the watermark's confirmed sequence) and the
+/// operator accepts it: the marks are set to the journal's end, and the loss
+/// is written to `<data-dir>/repairs.log`, so it stays on the record.
+fn repair(config: &Config, accept_journal_loss: bool) -> anyhow::Result<()> {
+    let path = crate::watermark::path_in(&config.data_dir);
+    let marks = crate::watermark::load(&path)?;
+    let last = open_existing(config, true)?.journal_last_seq()?.unwrap_or(0);
+    match crate::watermark::check(marks, last) {
+        crate::watermark::Finding::Lost { last_seq, confirmed, ceiling } => {
+            if !accept_journal_loss {
+                bail!(
+                    "the journal ends at {last_seq}, but commands up to {confirmed} were acknowledged (and up to {} may have been): rerun with --accept-journal-loss to start again from {last_seq}",
+                    ceiling - 1
+                );
+            }
+            let line = format!(
+                "{} accepted the loss of journaled commands {}..={} (acknowledged at least), up to {} at most; the journal now ends at {last_seq}\n",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                last_seq + 1,
+                confirmed,
+                ceiling - 1
+            );
+            let log = config.data_dir.join("repairs.log");
+            std::fs::OpenOptions::new().create(true).append(true).open(&log)?.write_all(line.as_bytes())?;
+            crate::watermark::store(&path, crate::watermark::Marks { confirmed: last_seq, ceiling: last_seq + 1 })?;
+            print!("{line}");
+            println!("recorded in {}; `exhost serve` will start from seq {last_seq}", log.display());
+            Ok(())
+        }
+        finding => {
+            println!("nothing to repair: {finding:?}");
             Ok(())
         }
     }

@@ -17,3 +17,4 @@ pub mod recovery;
 pub mod secrets;
 pub mod serve;
 pub mod server;
+pub mod watermark;

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::livebook::{Depth, LiveBooks};
 use crate::readmodel::ReadModelWriter;
 use crate::secrets::{Sealer, Verifier};
+use crate::watermark::Watermark;
 
 /// The outcome of one applied command, as the engine reported it.
 #[derive(Clone, Debug)]
@@ -261,7 +262,13 @@ pub struct Node {
 
 impl Node {
     /// Start the write path on a recovered engine.
-    pub fn start(store: Store, mut engine: Engine, settings: NodeSettings, last_snapshot_seq: u64) -> Node {
+    pub fn start(
+        store: Store,
+        mut engine: Engine,
+        settings: NodeSettings,
+        last_snapshot_seq: u64,
+        watermark: Option<Watermark>,
+    ) -> Node {
         let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry(), settings.sealer.clone())));
         let books = Arc::new(RwLock::new(initial_books(&mut engine)));
         let health = Arc::new(Health::default());
@@ -277,7 +284,9 @@ impl Node {
                 (store.clone(), health.clone(), engine_tx.clone(), settings.clone());
             std::thread::Builder::new()
                 .name("exhost-sequencer".into())
-                .spawn(move || sequencer_loop(submit_rx, engine_tx, store, health, settings, next_seq, last_ts_ns))
+                .spawn(move || {
+                    sequencer_loop(submit_rx, engine_tx, store, health, settings, watermark, next_seq, last_ts_ns)
+                })
                 .expect("the sequencer thread starts")
         };
         let engine_thread = {
@@ -371,6 +380,7 @@ fn sequencer_loop(
     store: Store,
     health: Arc<Health>,
     settings: NodeSettings,
+    mut watermark: Option<Watermark>,
     mut next_seq: u64,
     mut last_ts_ns: u64,
 ) {
@@ -404,6 +414,16 @@ fn sequencer_loop(
             encode_record(seq, ts_ns, &encoded, &mut records);
             bounds.push((seq, start, records.len()));
         }
+        let last_seq = next_seq + batch.len() as u64 - 1;
+        // The watermark's ceiling goes up before anything past it can be acknowledged.
+        if let Some(Err(error)) = watermark.as_mut().map(|watermark| watermark.cover(last_seq)) {
+            let reason = format!("the journal watermark could not be raised at seq {next_seq}: {error}");
+            health.halt(reason.clone());
+            for submission in batch.drain(..) {
+                let _ = submission.reply.send(Err(SubmitError::Halted(reason.clone())));
+            }
+            continue;
+        }
         let started = Instant::now();
         let written = store
             .append_journal(bounds.iter().map(|&(seq, start, end)| (seq, &records[start..end])), settings.durability);
@@ -411,6 +431,9 @@ fn sequencer_loop(
         metrics::histogram!("exhost_journal_batch_commands").record(batch.len() as f64);
         match written {
             Ok(()) => {
+                if let Some(watermark) = watermark.as_mut() {
+                    watermark.confirm(last_seq);
+                }
                 metrics::counter!("exhost_journal_commands_total").increment(batch.len() as u64);
                 let sequenced: Vec<Sequenced> = batch
                     .drain(..)
@@ -430,8 +453,10 @@ fn sequencer_loop(
                 }
             }
             Err(error) => {
-                // Nothing in this batch is durable: refuse all of it and stop taking
-                // commands, since the disk may be failing.
+                // The batch may or may not be durable (a failed sync can leave it
+                // written): its outcome is unknown, and its clients are told so. The
+                // host stops taking commands, since the disk may be failing; a
+                // restart replays whatever of it is in the journal.
                 let reason = format!("journal write failed at seq {next_seq}: {error}");
                 health.halt(reason.clone());
                 for submission in batch.drain(..) {
@@ -478,12 +503,16 @@ impl EngineLoop {
                 break;
             }
         }
-        // Clean shutdown: leave a snapshot so the next start replays nothing.
+        // Clean shutdown: leave a snapshot so the next start replays nothing,
+        // and flush, so it reads tables rather than a write-ahead log.
         if self.health.problem().is_none()
             && self.engine.last_seq() > self.last_snapshot_seq
             && let Err(error) = self.take_snapshot()
         {
             tracing::error!(%error, "snapshot at shutdown failed");
+        }
+        if let Err(error) = self.store.flush() {
+            tracing::warn!(%error, "flushing the store at shutdown failed");
         }
     }
 
@@ -584,7 +613,10 @@ impl EngineLoop {
         }
         // After the answers: nothing here is needed to acknowledge a command.
         self.report_memory(registry_changed);
+        // Not once halted: the read model may have missed this batch, and a
+        // snapshot past it would only make recovery replay further.
         if self.settings.snapshot_every_commands > 0
+            && self.health.problem().is_none()
             && self.engine.last_seq() - self.last_snapshot_seq >= self.settings.snapshot_every_commands
             && let Err(error) = self.take_snapshot()
         {

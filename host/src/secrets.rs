@@ -60,6 +60,8 @@ impl Sealer {
                 let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
                 writeln!(file, "{}", hex::encode(key))?;
                 file.sync_all()?;
+                // Its entry too: sealed secrets journaled under a key a power cut took would never open.
+                crate::watermark::sync_directory(path.parent().unwrap_or(Path::new(".")))?;
                 tracing::info!(path = %path.display(), "created the key that seals API secrets at rest");
                 Ok(Sealer::from_key(key))
             }

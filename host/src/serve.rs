@@ -68,10 +68,53 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
     writeln!(file, "{token}")?;
+    file.sync_all()?;
+    crate::watermark::sync_directory(&config.data_dir)?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "operator token: {token}");
     let _ = writeln!(out, "(saved to {}; send it as `Authorization: Bearer <token>`)", path.display());
     Ok(token)
+}
+
+/// Create the database directory (and the data directory) if needed, and
+/// make their entries durable, up to the data directory's parent: RocksDB
+/// syncs what it writes inside its directory, not the directory's own entry,
+/// so a power cut after a fresh `mkdir` (by exhost or by the operator) could
+/// take the whole data directory with it. The power-loss test's filesystem
+/// showed exactly that.
+fn create_durably(db_dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(db_dir)?;
+    // The database directory, the data directory and the data directory's parent.
+    for dir in db_dir.ancestors().skip(1).take(2) {
+        let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+        crate::watermark::sync_directory(dir)?;
+    }
+    Ok(())
+}
+
+/// Compare the journal with its watermark before anything is replayed: a
+/// journal that lost acknowledged commands stops start-up, with what was
+/// lost and how to accept it; otherwise the watermark is opened for the write path.
+fn journal_watermark(config: &Config, store: &Store) -> anyhow::Result<crate::watermark::Watermark> {
+    use crate::watermark::{self, Finding};
+    let path = watermark::path_in(&config.data_dir);
+    let last_seq = store.journal_last_seq()?.unwrap_or(0);
+    match watermark::check(watermark::load(&path)?, last_seq) {
+        Finding::Lost { last_seq, confirmed, ceiling } => anyhow::bail!(
+            "the journal ends at seq {last_seq}, but commands up to seq {confirmed} were acknowledged (and up to seq {} may have been): at least {} acknowledged commands are lost, so the write-ahead log was cut or damaged. Starting would hand their sequence numbers to new commands. Restore the data directory from a copy, or accept the loss on the record with `exhost repair --accept-journal-loss --data-dir {}`",
+            ceiling - 1,
+            confirmed - last_seq,
+            config.data_dir.display()
+        ),
+        Finding::Whole { last_seq, ceiling } => tracing::info!(
+            last_seq,
+            acknowledged_at_most = ceiling - 1,
+            "the journal ends at seq {last_seq}; no acknowledgement could have named a sequence past {}",
+            ceiling - 1
+        ),
+        Finding::Unmarked => tracing::info!(last_seq, "the journal has no watermark yet; starting one"),
+    }
+    watermark::Watermark::open(path, last_seq)
 }
 
 /// Store the embedded reference modules (idempotent); returns the hashes of
@@ -185,11 +228,12 @@ pub(crate) async fn serve_connections(
 
 /// Everything `exhost serve` does before it answers the first request.
 pub async fn start(config: Config) -> anyhow::Result<Started> {
-    std::fs::create_dir_all(&config.data_dir)
+    create_durably(&config.db_dir())
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
     let store = Store::open(&config.db_dir())
         .with_context(|| format!("opening {} (is another exhost using it?)", config.db_dir().display()))?;
+    let watermark = journal_watermark(&config, &store)?;
     let loader = loader_for(&store)?;
     let (embedded, embedded_positions) = install_embedded(&store)?;
     // Compile now, so a broken embedded module fails start-up rather than the first market.
@@ -233,7 +277,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             }
         });
     }
-    let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq));
+    let node = Arc::new(Node::start(store.clone(), engine, settings, stats.snapshot_seq, Some(watermark)));
     if fresh {
         for command in [default_position_install(embedded_positions), Command::CreateMarket(default_market(embedded))] {
             let applied = node.submit(command).await?;

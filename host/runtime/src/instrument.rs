@@ -57,6 +57,7 @@ pub struct Instrumented {
 struct Survey {
     types: u32,
     functions_defined: u32,
+    memories: u32,
     mutable_globals: Vec<u32>,
 }
 
@@ -76,6 +77,7 @@ fn survey(bytes: &[u8]) -> Result<Survey, Refusal> {
                 return Err(Refusal("the module imports something; exhost modules import nothing".into()));
             }
             Payload::FunctionSection(section) => found.functions_defined = section.count(),
+            Payload::MemorySection(section) => found.memories = section.count(),
             Payload::GlobalSection(section) => {
                 for global in section {
                     let global = global.map_err(|error| Refusal(error.to_string()))?;
@@ -144,6 +146,11 @@ pub fn instrument(bytes: &[u8]) -> Result<Instrumented, Refusal> {
         fill_function: survey.functions_defined,
         copy_function: survey.functions_defined + 1,
         mutable_globals: survey.mutable_globals.clone(),
+        // The metered helpers work on memory 0. Without a memory no bulk
+        // operation can occur, and helpers naming one would make a valid
+        // module invalid (found by the `module_bytes` fuzzer): the validator
+        // then refuses it for what it is, a module with no memory.
+        helpers: survey.memories > 0,
     };
     let mut module = wasm_encoder::Module::new();
     rewriter.parse_core_module(&mut module, Parser::new(0), bytes).map_err(|error| match error {
@@ -159,6 +166,8 @@ struct Rewriter {
     fill_function: u32,
     copy_function: u32,
     mutable_globals: Vec<u32>,
+    /// Whether to append the metered fill and copy.
+    helpers: bool,
 }
 
 impl Reencode for Rewriter {
@@ -180,8 +189,10 @@ impl Reencode for Rewriter {
         section: wasmparser::FunctionSectionReader<'_>,
     ) -> Result<(), ReencodeError<Refusal>> {
         utils::parse_function_section(self, functions, section)?;
-        functions.function(self.helper_type);
-        functions.function(self.helper_type);
+        if self.helpers {
+            functions.function(self.helper_type);
+            functions.function(self.helper_type);
+        }
         Ok(())
     }
 
@@ -203,8 +214,10 @@ impl Reencode for Rewriter {
         section: wasmparser::CodeSectionReader<'_>,
     ) -> Result<(), ReencodeError<Refusal>> {
         utils::parse_code_section(self, code, section)?;
-        code.function(&metered_fill());
-        code.function(&metered_copy());
+        if self.helpers {
+            code.function(&metered_fill());
+            code.function(&metered_copy());
+        }
         Ok(())
     }
 

@@ -363,6 +363,19 @@ fn validation_refuses_what_the_host_could_not_bound_or_copy() {
     assert!(reserved.contains("reserved"), "{reserved}");
 }
 
+/// Found by the `module_bytes` fuzzer: the instrumenter appended its metered
+/// fill and copy (which name memory 0) to modules without a memory, turning a
+/// valid module into an invalid one, refused as "unknown memory 0" instead of
+/// for what is wrong with it.
+#[test]
+fn a_module_without_memory_is_refused_for_having_none() {
+    let runtime = Runtime::new().unwrap();
+    let bytes = wat::parse_str(r#"(module (func (export "exhost_abi_version") (result i32) i32.const 1))"#).unwrap();
+    let instrumented = exhost_runtime::instrument::instrument(&bytes).unwrap();
+    wasmparser::Validator::new().validate_all(&instrumented.bytes).expect("instrumented output is valid");
+    assert!(matches!(runtime.compile(&bytes), Err(Rejection::NoMemory)), "{:?}", runtime.compile(&bytes).err());
+}
+
 /// Floats are allowed. wasm's float operations are IEEE 754 with one
 /// rounding mode, so they are deterministic except for the bits of a NaN,
 /// which the host's configuration canonicalises: whatever the hardware,

@@ -137,7 +137,7 @@ fn write_path(dir: &Path, seconds: f64, clients: usize) -> anyhow::Result<()> {
         snapshot_every_commands: 0,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let node = Arc::new(Node::start(store, engine, settings, 0));
+    let node = Arc::new(Node::start(store, engine, settings, 0, None));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let latencies = runtime.block_on(async {
         let mut tasks = Vec::new();

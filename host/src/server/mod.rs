@@ -16,6 +16,8 @@ mod trading;
 pub mod views;
 mod ws;
 
+pub use trading::parse_place_order;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -173,6 +173,24 @@ pub(super) async fn by_client_id(
 /// Check a new order against the market without the engine.
 pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceRequest) -> ApiResult<OrderEntry> {
     let (market, spec) = market_of(state, &request.symbol)?;
+    let order = new_order(market, &spec, user_id, request)?;
+    Ok(OrderEntry { command: Command::PlaceOrder(order), answer: Answer { spec, existing: None } })
+}
+
+/// The order a `POST /v1/orders` body asks for, checked the way the gateway
+/// checks it, with `market` to look up the symbol: the whole JSON order
+/// parser, apart from the server, for the fuzzer and the tests.
+pub fn parse_place_order(
+    body: &[u8],
+    user_id: UserId,
+    market: impl FnOnce(&str) -> Option<(MarketId, MarketSpec)>,
+) -> ApiResult<NewOrder> {
+    let request: PlaceRequest = parse_json(body)?;
+    let (id, spec) = market(&request.symbol).ok_or_else(|| ApiError::unknown_market(&request.symbol))?;
+    new_order(id, &spec, user_id, request)
+}
+
+fn new_order(market: MarketId, spec: &MarketSpec, user_id: UserId, request: PlaceRequest) -> ApiResult<NewOrder> {
     let side = enum_field("side", &request.side, Side::from_str_name, "\"buy\", \"sell\"")?;
     let order_type = enum_field("type", &request.order_type, OrderType::from_str_name, "\"limit\", \"market\"")?;
     let time_in_force = match &request.time_in_force {
@@ -191,7 +209,7 @@ pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceReque
         )?,
     };
     let price_ticks = match (order_type, &request.price) {
-        (OrderType::Limit, Some(price)) => parse_price(&spec, price)?,
+        (OrderType::Limit, Some(price)) => parse_price(spec, price)?,
         (OrderType::Limit, None) => {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -205,7 +223,7 @@ pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceReque
     if order_type == OrderType::Market && time_in_force == TimeInForce::PostOnly {
         return Err(ApiError::bad_request("a market order cannot be post_only"));
     }
-    let qty_lots = parse_qty(&spec, &request.qty)?;
+    let qty_lots = parse_qty(spec, &request.qty)?;
     if price_ticks > spec.config.price_ticks_max {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -229,7 +247,7 @@ pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceReque
             "client_order_id must be 1 to {CLIENT_ORDER_ID_CHARS_MAX} printable ASCII characters"
         )));
     }
-    let command = Command::PlaceOrder(NewOrder {
+    Ok(NewOrder {
         market,
         user_id,
         client_order_id: request.client_order_id,
@@ -240,8 +258,7 @@ pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceReque
         time_in_force,
         self_trade_prevention,
         reduce_only: request.reduce_only.unwrap_or(false),
-    });
-    Ok(OrderEntry { command, answer: Answer { spec, existing: None } })
+    })
 }
 
 /// The caller's open order with this id, or 404 without saying whether it exists.

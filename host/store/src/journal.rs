@@ -14,9 +14,7 @@
 //! record or a missing sequence number with the sequence it concerns, never
 //! skipping one: replay past a hole would be a different history.
 
-use rocksdb::WriteBatch;
-
-use crate::{Durability, Family, Store, StoreError, seq_key};
+use crate::{Batch, Durability, Family, Store, StoreError, seq_key};
 
 /// The current record format.
 pub const RECORD_FORMAT: u8 = 1;
@@ -68,13 +66,11 @@ impl Store {
         records: impl IntoIterator<Item = (u64, &'a [u8])>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        let cf = self.cf(Family::Journal);
+        let mut batch = Batch::default();
         for (seq, record) in records {
-            batch.put_cf(&cf, seq_key(seq), record);
+            batch.put(Family::Journal, seq_key(seq).to_vec(), record.to_vec());
         }
-        drop(cf);
-        self.write_raw(batch, durability)
+        self.write(batch, durability)
     }
 
     /// The sequence number of the last record, if any.

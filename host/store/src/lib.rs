@@ -1,7 +1,12 @@
 //! # exhost store
 //!
-//! The only code that knows RocksDB. One database per data directory, one
-//! column family per concern:
+//! Storage for one data directory, behind a narrow seam ([`Backend`]: atomic
+//! batches, point reads, ordered scans) with two implementations: RocksDB
+//! (`rocks`, the only code that knows it) and an in-memory twin
+//! ([`memory::MemoryBackend`]) that keeps synced and unsynced writes apart
+//! and can fail a write, fail a sync or lose everything unsynced at a
+//! simulated crash, so the write path can be tried against every fault. One
+//! family per concern:
 //!
 //! | family | key | value |
 //! |---|---|---|
@@ -22,20 +27,39 @@
 //! writes are not, because they are rebuilt from the journal after a crash.
 
 pub mod journal;
+pub mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+#[cfg(feature = "rocksdb")]
+pub use rocks::table_files;
 pub mod snapshots;
 
-use std::path::Path;
 use std::sync::Arc;
-
-use rocksdb::{
-    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode,
-    MultiThreaded, Options, WriteBatch, WriteOptions,
-};
 
 pub use journal::{JournalRecord, RECORD_FORMAT};
 pub use snapshots::{SnapshotInfo, StoredSnapshot};
 
-type Db = DBWithThreadMode<MultiThreaded>;
+/// Entries of an ordered scan.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StoreError>> + 'a>;
+
+/// What the store needs of a database: atomic batches, point reads, ordered
+/// scans. Keys compare as bytes.
+pub trait Backend: Send + Sync {
+    /// Apply a batch atomically; with `Durability::Synced`, it and every
+    /// earlier write are durable when this returns `Ok`.
+    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError>;
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with keys at or after `from` (forward) or at or before it (reverse).
+    fn scan<'a>(&'a self, family: Family, from: &[u8], forward: bool) -> Entries<'a>;
+    /// The entry with the greatest key.
+    fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError>;
+    fn memory(&self) -> Result<StoreMemory, StoreError> {
+        Ok(StoreMemory::default())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
 
 /// RocksDB's memory, in bytes, as it reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,14 +75,6 @@ pub struct StoreMemory {
     /// The part of the block cache in use and so not evictable.
     pub block_cache_pinned: u64,
 }
-
-/// Write-ahead log kept at most (bytes): past it, RocksDB flushes the families
-/// that hold the oldest log back, so the log a restart replays stays small.
-const WAL_BYTES_MAX: u64 = 256 << 20;
-/// Memtables of all families together (bytes); past it, the largest is flushed.
-const MEMTABLE_BYTES_MAX: usize = 256 << 20;
-/// The block cache every family shares, index and filter blocks included (bytes).
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 /// The column families, spelled once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +128,7 @@ pub enum Durability {
 #[non_exhaustive]
 pub enum StoreError {
     #[error("storage error: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    Backend(String),
     #[error("journal record {seq} is corrupt: {reason}")]
     CorruptRecord { seq: u64, reason: String },
     #[error("journal has a gap: record {found} follows {previous}")]
@@ -126,13 +142,12 @@ pub enum StoreError {
 /// The database of one data directory.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Db>,
+    backend: Arc<dyn Backend>,
 }
 
-/// Writes to apply together, atomically.
 /// Writes to apply together, atomically and in order (a later write to the
 /// same key wins).
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Batch {
     ops: Vec<(Family, Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -153,105 +168,46 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.ops.len()
     }
+
+    /// The operations, in order: family, key, and the value (`None`: delete).
+    pub fn ops(&self) -> &[(Family, Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
+    }
 }
 
 impl Store {
-    /// Open (creating if needed) the database under `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_mode(dir, false)
-    }
-
-    /// Open an existing database to read only; works beside a running host
-    /// (it sees what was written before it opened).
-    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_mode(dir, true)
-    }
-
-    fn open_mode(dir: &Path, read_only: bool) -> Result<Store, StoreError> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_max_background_jobs(2);
-        options.set_bytes_per_sync(1 << 20);
-        // Point-in-time WAL recovery: after a crash, keep every write up to the
-        // first damaged one, which is exactly what was acknowledged.
-        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
-        // Bounded memory and disk under sustained load. A family written rarely
-        // (meta, snapshot index) keeps the oldest write-ahead log alive until its
-        // memtable is flushed; without a cap the logs grew by 2.4 GB in three
-        // minutes of load (RocksDB's default cap is four times every memtable,
-        // 4 GB here), and all of it is replayed when the host opens.
-        options.set_max_total_wal_size(WAL_BYTES_MAX);
-        options.set_db_write_buffer_size(MEMTABLE_BYTES_MAX);
-        // One block cache for every family, holding the index and filter blocks
-        // too: otherwise each open table file keeps its own in memory, and the
-        // host grows with the size of its history. Nothing is pinned in it:
-        // pinned level-0 blocks took it past its capacity (83 MB of 64 in a
-        // 25-minute run).
-        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let families = Family::ALL.iter().map(|family| {
-            let mut cf = Options::default();
-            cf.set_write_buffer_size(64 << 20);
-            let mut tables = BlockBasedOptions::default();
-            tables.set_block_cache(&cache);
-            tables.set_cache_index_and_filter_blocks(true);
-            cf.set_block_based_table_factory(&tables);
-            if matches!(family, Family::Journal | Family::Events | Family::Snapshots) {
-                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            }
-            ColumnFamilyDescriptor::new(family.name(), cf)
-        });
-        let db = if read_only {
-            Db::open_cf_descriptors_read_only(&options, dir, families, false)?
-        } else {
-            Db::open_cf_descriptors(&options, dir, families)?
-        };
-        Ok(Store { db: Arc::new(db) })
-    }
-
-    fn cf(&self, family: Family) -> Arc<BoundColumnFamily<'_>> {
-        self.db.cf_handle(family.name()).expect("every family is created at open")
+    /// A store over any backend.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        Store { backend }
     }
 
     /// Apply a batch atomically.
     pub fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
-        let mut inner = WriteBatch::default();
-        for (family, key, value) in &batch.ops {
-            match value {
-                Some(value) => inner.put_cf(&self.cf(*family), key, value),
-                None => inner.delete_cf(&self.cf(*family), key),
-            }
-        }
-        self.write_raw(inner, durability)
-    }
-
-    pub(crate) fn write_raw(&self, batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(durability == Durability::Synced);
-        self.db.write_opt(batch, &options)?;
-        Ok(())
+        self.backend.write(batch, durability)
     }
 
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(&self.cf(family), key)?)
+        self.backend.get(family, key)
     }
 
     /// Entries with keys at or after `from` (forward) or at or before it (reverse).
-    pub fn scan<'a>(
-        &'a self,
-        family: Family,
-        from: &[u8],
-        forward: bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StoreError>> + use<'a> {
-        let direction = if forward { Direction::Forward } else { Direction::Reverse };
-        self.db
-            .iterator_cf(&self.cf(family), IteratorMode::From(from, direction))
-            .map(|item| item.map_err(StoreError::from))
+    pub fn scan<'a>(&'a self, family: Family, from: &[u8], forward: bool) -> Entries<'a> {
+        self.backend.scan(family, from, forward)
     }
 
     /// The entry with the greatest key.
     pub fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError> {
-        Ok(self.db.iterator_cf(&self.cf(family), IteratorMode::End).next().transpose()?)
+        self.backend.last(family)
+    }
+
+    /// What the backend holds in memory now, summed over the families.
+    pub fn memory(&self) -> Result<StoreMemory, StoreError> {
+        self.backend.memory()
+    }
+
+    /// Flush memtables to disk files (used before measuring sizes and at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.backend.flush()
     }
 
     /// Store module bytes under their hash (idempotent, synced).
@@ -287,31 +243,6 @@ impl Store {
                 StoreError::Malformed { family: Family::Meta.name(), key: name.into(), reason: "not 8 bytes".into() }
             })?))),
         }
-    }
-
-    /// What RocksDB holds in memory now, summed over the families.
-    pub fn memory(&self) -> Result<StoreMemory, StoreError> {
-        let mut memory = StoreMemory::default();
-        for family in Family::ALL {
-            let cf = self.cf(family);
-            let property = |name: &str| self.db.property_int_value_cf(&cf, name).map(Option::unwrap_or_default);
-            memory.memtables += property("rocksdb.cur-size-all-mem-tables")?;
-            memory.memtables_pinned +=
-                property("rocksdb.size-all-mem-tables")?.saturating_sub(property("rocksdb.cur-size-all-mem-tables")?);
-            memory.table_readers += property("rocksdb.estimate-table-readers-mem")?;
-            // One cache for every family: each reports the same figure.
-            memory.block_cache = property("rocksdb.block-cache-usage")?;
-            memory.block_cache_pinned = property("rocksdb.block-cache-pinned-usage")?;
-        }
-        Ok(memory)
-    }
-
-    /// Flush memtables to disk files (used before measuring sizes and at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        for family in Family::ALL {
-            self.db.flush_cf(&self.cf(family))?;
-        }
-        Ok(())
     }
 }
 
