@@ -267,7 +267,16 @@ fn a_crash_loop_under_mixed_load_loses_nothing_acknowledged() {
     assert!(acks.keys().all(|&seq| seq <= last));
     let verified = exhost(&["verify"], dir.path());
     assert!(verified.status.success(), "seed {seed}: verify: {}", String::from_utf8_lossy(&verified.stderr));
-    eprintln!("crash loop: {} acknowledged commands checked, last seq {last}", acks.len());
+    let count = |kind: fn(&Acked) -> bool| acks.values().filter(|acked| kind(acked)).count();
+    eprintln!(
+        "crash loop: {rounds} kills, {} acknowledged commands checked ({} orders, {} deposits, {} withdrawals, {} mark moves, {} swaps), last seq {last}",
+        acks.len(),
+        count(|a| matches!(a, Acked::Order { .. })),
+        count(|a| matches!(a, Acked::Deposit { .. })),
+        count(|a| matches!(a, Acked::Withdrawal { .. })),
+        count(|a| matches!(a, Acked::Mark)),
+        count(|a| matches!(a, Acked::Swap { .. })),
+    );
 }
 
 /// A mount of the power-loss filesystem under a temporary directory.
