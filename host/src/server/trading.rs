@@ -158,15 +158,7 @@ pub(super) async fn by_client_id(
     let view = readmodel::order_by_client_id(&state.store, trader.user_id, &client_order_id)
         .map_err(|error| ApiError::internal(error.to_string()))?
         .ok_or_else(not_found)?;
-    let spec = state
-        .node
-        .directory
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .markets
-        .get(view.market.0 as usize)
-        .cloned()
-        .ok_or_else(|| ApiError::internal("order of an unknown market"))?;
+    let spec = spec_of(&state, view.market)?;
     Ok(Json(order_json(&view, &spec, view.updated_seq, None)))
 }
 
@@ -261,6 +253,12 @@ fn new_order(market: MarketId, spec: &MarketSpec, user_id: UserId, request: Plac
     })
 }
 
+/// The spec of the market an order in the read model belongs to.
+fn spec_of(state: &AppState, market: MarketId) -> ApiResult<MarketSpec> {
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    directory.markets.get(market.0 as usize).cloned().ok_or_else(|| ApiError::internal("order of an unknown market"))
+}
+
 /// The caller's open order with this id, or 404 without saying whether it exists.
 fn own_open_order(state: &AppState, user_id: UserId, order_id: &str) -> ApiResult<(OrderView, MarketSpec)> {
     let not_found = || ApiError::not_found(format!("no open order {order_id} of yours"));
@@ -269,15 +267,7 @@ fn own_open_order(state: &AppState, user_id: UserId, order_id: &str) -> ApiResul
         .map_err(|error| ApiError::internal(error.to_string()))?
         .filter(|view| view.user_id == user_id && view.status.is_open())
         .ok_or_else(not_found)?;
-    let spec = state
-        .node
-        .directory
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .markets
-        .get(view.market.0 as usize)
-        .cloned()
-        .ok_or_else(|| ApiError::internal("order of an unknown market"))?;
+    let spec = spec_of(state, view.market)?;
     Ok((view, spec))
 }
 
