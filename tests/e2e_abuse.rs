@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use exhost::server::auth::{SignatureVersion, signed_message};
+use exhost_server::auth::{SignatureVersion, signed_message};
 use serde_json::{Value, json};
 use support::*;
 

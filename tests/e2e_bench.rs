@@ -1,19 +1,25 @@
-//! The benchmark suite's smoke run: `exhost bench all --quick` must run end to
-//! end and print one well-formed JSON figure per line for every part of the
-//! suite. Nothing here asserts on speed (speed belongs in the benchmarks, not
-//! in tests); this keeps the suite from rotting.
-
-mod support;
+//! The benchmark suite's smoke run: `exhost-bench all --quick` must run end
+//! to end and print one well-formed JSON figure per line for every part of
+//! the suite. Nothing here asserts on speed (speed belongs in the benchmarks,
+//! not in tests); this keeps the suite from rotting.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use support::*;
+
+const EXHOST_BENCH: &str = env!("CARGO_BIN_EXE_exhost-bench");
 
 #[test]
 fn the_benchmark_suite_runs_and_reports_every_figure() {
-    let dir = TempDir::new("bench");
-    let output = exhost(&["bench", "all", "--quick"], dir.path());
+    let dir = std::env::temp_dir().join(format!("exhost-bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = std::process::Command::new(EXHOST_BENCH)
+        .args(["all", "--quick", "--data-dir"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("exhost-bench runs");
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let figures: Vec<Value> =

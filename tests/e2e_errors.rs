@@ -68,13 +68,13 @@ fn bad_input_is_refused_precisely_and_changes_nothing() {
     let path = "/v1/orders";
     let body = order("27000", "0.001").to_string();
     let mut forged = alice.headers_v1("POST", path, body.as_bytes());
-    forged[2].1 = exhost::server::auth::sign("not-the-secret", &forged[1].1, "POST", path, body.as_bytes());
+    forged[2].1 = exhost_server::auth::sign("not-the-secret", &forged[1].1, "POST", path, body.as_bytes());
     assert_eq!(host.request("POST", path, &forged, Some(body.as_bytes())).code(), "unauthorized");
     let stale_ts = (now_ms() - 60_000).to_string();
     let stale = vec![
         ("X-API-KEY", alice.api_key.clone()),
         ("X-TIMESTAMP", stale_ts.clone()),
-        ("X-SIGNATURE", exhost::server::auth::sign(&alice.api_secret, &stale_ts, "POST", path, body.as_bytes())),
+        ("X-SIGNATURE", exhost_server::auth::sign(&alice.api_secret, &stale_ts, "POST", path, body.as_bytes())),
     ];
     let answer = host.request("POST", path, &stale, Some(body.as_bytes()));
     assert_eq!((answer.status, answer.code()), (401, "unauthorized"));

@@ -21,11 +21,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use exhost::node::{Node, NodeSettings, SubmitError};
-use exhost::recovery;
 use exhost_engine::{Command, EngineSnapshot, EventBody, MarketId, ModuleHash, NewOrder};
 use exhost_guest_sdk::codec::decode;
 use exhost_guest_sdk::{OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
+use exhost_node::recovery;
+use exhost_node::{Node, NodeSettings, Storage, SubmitError};
 use exhost_store::memory::{Fault, MemoryBackend};
 use exhost_store::{Durability, Store};
 use support::Rng;
@@ -90,8 +90,8 @@ impl World {
         let pricetime = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
         let positions = ModuleHash::of(exhost_embedded::POSITIONS_WASM);
         let setup = [
-            exhost::serve::default_position_install(positions),
-            Command::CreateMarket(exhost::serve::default_market(pricetime)),
+            exhost_node::datadir::default_position_install(positions),
+            Command::CreateMarket(exhost_node::datadir::default_market(pricetime)),
         ];
         for command in setup {
             let applied = world.runtime.block_on(world.node().submit(command)).expect("setup is not faulted");
@@ -106,11 +106,13 @@ impl World {
 
     /// Start (or restart) the process: recover from what the store holds.
     fn boot(&mut self) {
-        let loader = exhost::cli::loader_for(&self.store).unwrap();
+        let loader = exhost_node::loader_for(&self.store).unwrap();
         let (engine, stats) = recovery::recover(&self.store, loader)
             .unwrap_or_else(|error| panic!("seed {}: recovery failed: {error:#}", self.seed));
         let settings = settings(&mut self.rng);
-        self.node = Some(Arc::new(Node::start(self.store.clone(), engine, settings, stats.snapshot_seq, None)));
+        self.node = Some(Arc::new(
+            Node::start(Storage::local(self.store.clone()), engine, settings, stats.snapshot_seq, None).unwrap(),
+        ));
     }
 
     /// A crash: the process dies, the disk keeps what was synced and a prefix of the rest.
@@ -268,7 +270,7 @@ impl World {
                         assert_eq!(found.map(|(at, _)| at), Some(seq), "seed {seed}: {tag} is journaled twice");
                     }
                     // The read side shows it: every command leaves an event.
-                    let (events, _) = exhost::readmodel::events_from(&self.store, *seq, 1).unwrap();
+                    let (events, _) = exhost_node::readmodel::events_from(&self.store, *seq, 1).unwrap();
                     assert_eq!(
                         events.first().map(|event| event.seq),
                         Some(*seq),
@@ -289,7 +291,7 @@ impl World {
         let node = self.node();
         let live = self.runtime.block_on(node.state()).unwrap();
         let live_digest = EngineSnapshot::digest_of(&live.encode());
-        let loader = exhost::cli::loader_for(&self.store).unwrap();
+        let loader = exhost_node::loader_for(&self.store).unwrap();
         let mut replayed = exhost_engine::Engine::new(loader);
         let mut progress = recovery::Progress::new("sim", 0, false);
         recovery::replay(&self.store, &mut replayed, live.seq, &mut progress, |_| Ok(())).unwrap();
@@ -369,7 +371,7 @@ fn the_command_that_stops_the_engine_is_answered_with_its_fate() {
     let mut world = World::new(7);
     let node = world.node();
     // Only missing module bytes stop the engine now; no module behaviour can.
-    let mut market = exhost::serve::default_market(ModuleHash([9; 32]));
+    let mut market = exhost_node::datadir::default_market(ModuleHash([9; 32]));
     market.symbol = "GONE-PERP".into();
     let stopping = node.enqueue(Command::CreateMarket(market)).unwrap();
     let after = node.enqueue(Command::CreateUser { api_key: "late".into(), api_secret: "s".into() }).unwrap();

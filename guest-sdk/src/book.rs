@@ -13,26 +13,17 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode_into};
-use crate::matching::{MarketConfig, ModuleError};
-use crate::types::{OrderId, SelfTradePrevention, Side, TimeInForce, UserId};
+use crate::matching::{MarketConfig, ModuleError, OpenOrder};
+use crate::types::OrderId;
 
 /// The state version of the "book v1" format.
 pub const BOOK_STATE_V1: u32 = 1;
 
-/// An order resting in a book.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BookOrder {
-    pub order_id: OrderId,
-    pub user_id: UserId,
-    pub side: Side,
-    pub price_ticks: u64,
-    pub qty_lots: u64,
-    pub filled_lots: u64,
-    pub time_in_force: TimeInForce,
-    pub self_trade_prevention: SelfTradePrevention,
-}
+/// An order resting in a book: the very order a `Orders` query reports, so
+/// the snapshot format and the query answer cannot drift apart.
+pub type BookOrder = OpenOrder;
 
-impl BookOrder {
+impl OpenOrder {
     pub fn remaining_lots(&self) -> u64 {
         self.qty_lots - self.filled_lots
     }
@@ -92,6 +83,7 @@ pub fn read_book_v1(bytes: &[u8]) -> Result<BookSnapshotV1, ModuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{SelfTradePrevention, Side, TimeInForce, UserId};
 
     fn order(id: u64, side: Side, price: u64) -> BookOrder {
         BookOrder {

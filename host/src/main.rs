@@ -1,4 +1,9 @@
-//! The `exhost` binary.
+//! The `exhost` binary: a thin shell over the server and the write path
+//! (`exhost serve`), and the offline tools on a data directory.
+
+mod args;
+mod cli;
+mod modules_cli;
 
 use clap::Parser;
 
@@ -16,7 +21,7 @@ fn main() -> std::process::ExitCode {
         // never fail a request: a line that cannot be written is dropped.
         .log_internal_errors(false)
         .init();
-    match exhost::cli::run(exhost::cli::Cli::parse()) {
+    match cli::run(cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             use std::io::Write;

@@ -8,10 +8,57 @@ use anyhow::{Context, bail};
 use exhost_engine::Command;
 use exhost_guest_sdk::abi::ApplyInput;
 use exhost_guest_sdk::codec::decode;
-use exhost_guest_sdk::{CommandContext, MatchingCommand, OrderId, PlaceOrder};
+use exhost_guest_sdk::{CommandContext, MatchingCommand, OrderId};
 use serde_json::{Value, json};
 
-use crate::cli::{HostArgs, ModuleCommand};
+use clap::Subcommand;
+
+use crate::args::{DataArgs, HostArgs};
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a .wasm module to a running host (validated and dry-run there).
+    Upload {
+        file: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Dry-run against this market only, and refuse the module if that fails.
+        #[arg(long)]
+        market: Option<String>,
+    },
+    /// Activate an uploaded module on a market or as the position module (hot swap).
+    Activate {
+        hash: String,
+        #[arg(long, conflicts_with = "position", required_unless_present = "position")]
+        market: Option<String>,
+        #[arg(long)]
+        position: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Create a new matching-plugin crate that builds on the first try.
+    New {
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to exhost's guest-sdk (default: the one this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Record the commands a market's module received, from a data directory, as a test fixture.
+    Fixture {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        market: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this sequence number.
+        #[arg(long)]
+        to_seq: Option<u64>,
+    },
+}
 
 pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
     match command {
@@ -73,10 +120,10 @@ fn call(host: &HostArgs, method: &str, path: &str, body: Option<(&str, Vec<u8>)>
     Ok(answer)
 }
 
-const TEMPLATE_CARGO: &str = include_str!("template/Cargo.toml.tmpl");
-const TEMPLATE_CONFIG: &str = include_str!("template/cargo-config.toml.tmpl");
-const TEMPLATE_LIB: &str = include_str!("template/lib.rs.tmpl");
-const TEMPLATE_README: &str = include_str!("template/README.md.tmpl");
+const TEMPLATE_CARGO: &str = include_str!("../../guest-sdk/template/Cargo.toml.tmpl");
+const TEMPLATE_CONFIG: &str = include_str!("../../guest-sdk/template/cargo-config.toml.tmpl");
+const TEMPLATE_LIB: &str = include_str!("../../guest-sdk/template/lib.rs.tmpl");
+const TEMPLATE_README: &str = include_str!("../../guest-sdk/template/README.md.tmpl");
 
 /// The guest SDK this binary was built from, if it is still there.
 fn default_sdk() -> Option<PathBuf> {
@@ -142,16 +189,9 @@ fn fixture(db: &Path, symbol: &str, out: &Path, to_seq: Option<u64>) -> anyhow::
                 // Markets are numbered in creation order.
                 None
             }
-            Command::PlaceOrder(order) if Some(order.market) == market => Some(MatchingCommand::Place(PlaceOrder {
-                order_id: OrderId(record.seq),
-                user_id: order.user_id,
-                side: order.side,
-                order_type: order.order_type,
-                price_ticks: order.price_ticks,
-                qty_lots: order.qty_lots,
-                time_in_force: order.time_in_force,
-                self_trade_prevention: order.self_trade_prevention,
-            })),
+            Command::PlaceOrder(order) if Some(order.market) == market => {
+                Some(MatchingCommand::Place(order.to_matching(OrderId(record.seq))))
+            }
             Command::CancelOrder { market: m, user_id, order_id } if Some(m) == market => {
                 Some(MatchingCommand::Cancel { order_id, user_id })
             }

@@ -279,7 +279,7 @@ impl Trader {
     /// Headers of a request signed with signature version 2.
     pub fn headers(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
         let timestamp = fresh_timestamp_ms().to_string();
-        let signature = exhost::server::auth::sign_v2(&self.api_secret, &timestamp, method, path, body);
+        let signature = exhost_server::auth::sign_v2(&self.api_secret, &timestamp, method, path, body);
         vec![
             ("X-API-KEY", self.api_key.clone()),
             ("X-TIMESTAMP", timestamp),
@@ -291,14 +291,14 @@ impl Trader {
     /// Headers of a request signed with the original version 1 (no version header).
     pub fn headers_v1(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
         let timestamp = fresh_timestamp_ms().to_string();
-        let signature = exhost::server::auth::sign(&self.api_secret, &timestamp, method, path, body);
+        let signature = exhost_server::auth::sign(&self.api_secret, &timestamp, method, path, body);
         vec![("X-API-KEY", self.api_key.clone()), ("X-TIMESTAMP", timestamp), ("X-SIGNATURE", signature)]
     }
 
     /// The WebSocket `auth` message for a socket whose challenge is `nonce`.
     pub fn ws_auth(&self, nonce: &str) -> Value {
         let timestamp = fresh_timestamp_ms().to_string();
-        let signature = exhost::server::auth::sign_ws(&self.api_secret, &timestamp, nonce);
+        let signature = exhost_server::auth::sign_ws(&self.api_secret, &timestamp, nonce);
         json!({"op": "auth", "api_key": self.api_key, "timestamp": timestamp, "signature": signature, "nonce": nonce})
     }
 }
@@ -319,31 +319,6 @@ pub fn line_after<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
     output.lines().find_map(|line| line.strip_prefix(prefix))
 }
 
-/// A small deterministic generator, so failures can be reproduced from the printed seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn from_env_or_time(name: &str) -> (Rng, u64) {
-        let seed = std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
-        eprintln!("{name}={seed} (set it to reproduce this run)");
-        (Rng::new(seed), seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The seeded generator of every test (one copy, in `exhost-seeded`).
+#[allow(unused_imports)]
+pub use exhost_seeded::Rng;

@@ -9,11 +9,13 @@
 //! applied one by one instead, which rejects the faulting command just as
 //! `apply` would.
 
-use exhost_guest_sdk::{CommandContext, MatchingCommand, MatchingEvent, OrderId, PlaceOrder};
+use exhost_guest_sdk::{CommandContext, MatchingCommand, MatchingEvent, OrderId};
 use std::collections::BTreeMap;
 
+use crate::command::ModuleTarget;
 use crate::command::{Command, MarketId};
-use crate::engine::{Engine, EngineError, Target, received};
+use crate::engine::{Engine, received};
+use crate::error::EngineError;
 use crate::event::EventBody;
 
 /// The most commands one batch hands to a module.
@@ -42,7 +44,12 @@ impl Engine {
         commands: &[(u64, &Command)],
     ) -> (Vec<Vec<EventBody>>, Option<EngineError>) {
         let mut results = Vec::with_capacity(commands.len());
+        let before = self.last_seq;
         let error = self.apply_batch_into(first_seq, commands, &mut results).err();
+        // One result per applied command, and the sequence moved by exactly as many.
+        assert!(results.len() <= commands.len(), "no more results than commands");
+        assert!(error.is_some() || results.len() == commands.len(), "a result for every command of a whole batch");
+        assert_eq!(self.last_seq, before + results.len() as u64, "the sequence moves by one per applied command");
         (results, error)
     }
 
@@ -97,20 +104,9 @@ impl Engine {
                 {
                     break;
                 }
-                Command::PlaceOrder(order) => (
-                    order.market,
-                    order.user_id,
-                    MatchingCommand::Place(PlaceOrder {
-                        order_id: OrderId(seq),
-                        user_id: order.user_id,
-                        side: order.side,
-                        order_type: order.order_type,
-                        price_ticks: order.price_ticks,
-                        qty_lots: order.qty_lots,
-                        time_in_force: order.time_in_force,
-                        self_trade_prevention: order.self_trade_prevention,
-                    }),
-                ),
+                Command::PlaceOrder(order) => {
+                    (order.market, order.user_id, MatchingCommand::Place(order.to_matching(OrderId(seq))))
+                }
                 Command::CancelOrder { market, user_id, order_id } => {
                     (*market, *user_id, MatchingCommand::Cancel { order_id: *order_id, user_id: *user_id })
                 }
@@ -170,7 +166,7 @@ impl Engine {
             if slot.instance.apply_batch(&inputs, &mut share_outputs).is_err() {
                 applied.push((market, keep, Vec::new()));
                 for (market, keep, _) in applied {
-                    self.markets[market.0 as usize].rebuild(&*self.loader, keep, &Target::Market(market).name())?;
+                    self.markets[market.0 as usize].rebuild(&*self.loader, keep, ModuleTarget::Market(market))?;
                 }
                 return Ok(None);
             }
@@ -199,7 +195,7 @@ impl Engine {
             }
             if slot.checkpoint_due() {
                 slot.take_checkpoint()
-                    .map_err(|fault| EngineError::Recovery { target: Target::Market(market).name(), fault })?;
+                    .map_err(|fault| EngineError::Recovery { target: ModuleTarget::Market(market), fault })?;
             }
         }
         let last = first_seq + run.len() as u64 - 1;

@@ -7,29 +7,13 @@
 
 pub use exhost_guest_sdk::MarketId;
 use exhost_guest_sdk::{
-    MarketConfig, OrderId, OrderType, PositionConfig, SelfTradePrevention, Side, TimeInForce, UserId,
+    MarketConfig, OrderId, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention, Side, TimeInForce, UserId,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Scale;
 use crate::module::ModuleHash;
-use crate::registry::Credential;
-
-/// Resource limits of a module instance. Part of the journaled market
-/// definition: an out-of-fuel outcome is only deterministic if the fuel is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModuleLimits {
-    /// Fuel (roughly, wasm instructions) one command may use.
-    pub fuel_per_command: u64,
-    /// The most linear memory the instance may grow to, in bytes.
-    pub memory_bytes_max: u64,
-}
-
-impl Default for ModuleLimits {
-    fn default() -> Self {
-        ModuleLimits { fuel_per_command: 50_000_000, memory_bytes_max: 1 << 30 }
-    }
-}
+pub use crate::module::ModuleLimits;
 
 /// Everything that defines a market.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,11 +93,65 @@ pub struct NewOrder {
     pub reduce_only: bool,
 }
 
+impl NewOrder {
+    /// The order as its market's matching module receives it, under the id
+    /// the engine gave it (the command's sequence number). The one place
+    /// this translation is written: the engine, its batches and the fixture
+    /// recorder all use it.
+    pub fn to_matching(&self, order_id: OrderId) -> PlaceOrder {
+        PlaceOrder {
+            order_id,
+            user_id: self.user_id,
+            side: self.side,
+            order_type: self.order_type,
+            price_ticks: self.price_ticks,
+            qty_lots: self.qty_lots,
+            time_in_force: self.time_in_force,
+            self_trade_prevention: self.self_trade_prevention,
+        }
+    }
+}
+
 /// Which instance a module activation replaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModuleTarget {
     Market(MarketId),
     Position,
+}
+
+impl ModuleTarget {
+    /// How metrics label the instance: `position`, `market 3`.
+    pub fn label(self) -> String {
+        match self {
+            ModuleTarget::Position => "position".into(),
+            ModuleTarget::Market(market) => format!("market {market}"),
+        }
+    }
+}
+
+/// How messages name the instance: "the position module", "market 3".
+impl std::fmt::Display for ModuleTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleTarget::Position => f.write_str("the position module"),
+            ModuleTarget::Market(market) => write!(f, "market {market}"),
+        }
+    }
+}
+
+/// How a user's requests are proven. Nothing here is a secret in clear
+/// (except what hosts before sealing journaled): the journal, every snapshot
+/// and every log line hold only what this says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// An HMAC secret in clear, as hosts before sealing journaled it. Read
+    /// from old journals, never written.
+    Clear(String),
+    /// An HMAC secret sealed by the host (an AEAD with a key kept outside the
+    /// database); the engine never opens it.
+    SealedSecret(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An Ed25519 public key: the host holds no secret at all.
+    Ed25519([u8; 32]),
 }
 
 /// A command, as journaled.

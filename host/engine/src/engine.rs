@@ -32,54 +32,14 @@ use exhost_guest_sdk::{
     PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
 };
 
-use crate::command::{Command, MarketId, NewOrder};
+use crate::command::{Command, MarketId, ModuleTarget, NewOrder};
+use crate::error::Abort;
+pub use crate::error::EngineError;
 use crate::event::EventBody;
-use crate::module::{Instance, LoadError, Loader, ModuleFault, ModuleLoader};
-use crate::observe::FaultReport;
+use crate::module::{Instance, Loader, ModuleLoader};
 use crate::registry::{Credential, Registry, UserRecord};
+use crate::report::FaultReport;
 use crate::slot::Slot;
-
-/// A failure that stops the engine: the journal cannot be applied any further.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    #[error("command {got} arrived, but {expected} was expected next")]
-    OutOfSequence { expected: u64, got: u64 },
-    #[error("module for {target} could not be loaded")]
-    Load {
-        target: String,
-        #[source]
-        source: LoadError,
-    },
-    #[error("{target} could not be rebuilt after a module fault: {fault}")]
-    Recovery { target: String, fault: ModuleFault },
-    /// A call made in a copy of an instance (a query, a hand-over snapshot)
-    /// faulted; the live instance is untouched and the engine goes on.
-    #[error("{target} faulted in a copy of its instance: {fault}")]
-    Detached { target: String, fault: ModuleFault },
-    #[error("snapshot is unusable: {0}")]
-    BadSnapshot(String),
-    #[error("no market {0}")]
-    NoMarket(MarketId),
-    #[error("no position module is installed")]
-    NoPositionModule,
-}
-
-/// Which instance a command touched.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Target {
-    Position,
-    Market(MarketId),
-}
-
-impl Target {
-    pub(crate) fn name(self) -> String {
-        match self {
-            Target::Position => "the position module".into(),
-            Target::Market(market) => format!("market {market}"),
-        }
-    }
-}
 
 /// What the engine keeps of a position command's output once its events are
 /// appended to the command's.
@@ -87,29 +47,6 @@ pub(crate) struct PositionRun {
     /// Why the module refused the command, if it did.
     rejection: Option<Reason>,
     follow_ups: Vec<FollowUp>,
-}
-
-/// Why a command stopped before its end.
-pub(crate) enum Abort {
-    /// A module faulted: undo the command and reject it with this reason.
-    Fault(Reason),
-    /// The engine cannot go on.
-    Fatal(EngineError),
-}
-
-impl From<EngineError> for Abort {
-    fn from(error: EngineError) -> Abort {
-        Abort::Fatal(error)
-    }
-}
-
-pub(crate) fn fault_reason(fault: &ModuleFault) -> Reason {
-    match fault {
-        ModuleFault::OutOfFuel { .. } => Reason::ModuleOutOfFuel,
-        ModuleFault::Trap { .. } => Reason::ModuleTrap,
-        ModuleFault::MemoryLimit { .. } => Reason::ModuleMemoryLimit,
-        _ => Reason::ModuleProtocol,
-    }
 }
 
 pub struct Engine {
@@ -123,7 +60,7 @@ pub struct Engine {
     pub(crate) faults: Vec<FaultReport>,
     pub(crate) faults_dropped: u64,
     /// Instances the current command touched, with their retained length before it.
-    pub(crate) touched: Vec<(Target, usize)>,
+    pub(crate) touched: Vec<(ModuleTarget, usize)>,
 }
 
 impl Engine {
@@ -157,6 +94,7 @@ impl Engine {
 
     /// Move the engine's position after commands applied outside `apply` (batches).
     pub(crate) fn set_position(&mut self, last_seq: u64, last_ts_ns: u64) {
+        assert!(last_seq >= self.last_seq, "the sequence never moves back");
         self.last_seq = last_seq;
         self.last_ts_ns = last_ts_ns;
     }
@@ -390,16 +328,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        let command = MatchingCommand::Place(PlaceOrder {
-            order_id,
-            user_id: order.user_id,
-            side: order.side,
-            order_type: order.order_type,
-            price_ticks: order.price_ticks,
-            qty_lots: order.qty_lots,
-            time_in_force: order.time_in_force,
-            self_trade_prevention: order.self_trade_prevention,
-        });
+        let command = MatchingCommand::Place(order.to_matching(order_id));
         self.match_and_settle(ctx, order.market, command, events)
     }
 
@@ -470,11 +399,11 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn touch(&mut self, target: Target) {
+    pub(crate) fn touch(&mut self, target: ModuleTarget) {
         if !self.touched.iter().any(|(t, _)| *t == target) {
             let retained = match target {
-                Target::Position => self.position.as_ref().map_or(0, |slot| slot.retained.len()),
-                Target::Market(market) => self.markets[market.0 as usize].retained.len(),
+                ModuleTarget::Position => self.position.as_ref().map_or(0, |slot| slot.retained.len()),
+                ModuleTarget::Market(market) => self.markets[market.0 as usize].retained.len(),
             };
             self.touched.push((target, retained));
         }
@@ -486,9 +415,9 @@ impl Engine {
         market: MarketId,
         command: MatchingCommand,
     ) -> Result<Vec<MatchingEvent>, Abort> {
-        self.touch(Target::Market(market));
+        self.touch(ModuleTarget::Market(market));
         let faulted = self.markets[market.0 as usize].run(ctx, command);
-        faulted.map_err(|fault| self.fault(ctx, Target::Market(market), fault))
+        faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Market(market), fault))
     }
 
     /// Run a position command, appending its events.
@@ -498,10 +427,10 @@ impl Engine {
         command: PositionCommand,
         events: &mut Vec<EventBody>,
     ) -> Result<PositionRun, Abort> {
-        self.touch(Target::Position);
+        self.touch(ModuleTarget::Position);
         let slot = self.position.as_mut().ok_or(Abort::Fatal(EngineError::NoPositionModule))?;
         let faulted = slot.run(ctx, command);
-        let mut output = faulted.map_err(|fault| self.fault(ctx, Target::Position, fault))?;
+        let mut output = faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Position, fault))?;
         // Moved, not cloned: an account message holds a vector per event.
         let rejection = output.rejection();
         events.extend(output.events.drain(..).map(EventBody::Position));
@@ -542,13 +471,13 @@ impl Engine {
         }
     }
 
-    fn rebuild_target(&mut self, target: Target, keep: usize) -> Result<(), EngineError> {
+    fn rebuild_target(&mut self, target: ModuleTarget, keep: usize) -> Result<(), EngineError> {
         match target {
-            Target::Position => match self.position.as_mut() {
-                Some(slot) => slot.rebuild(&*self.loader, keep, &target.name()),
+            ModuleTarget::Position => match self.position.as_mut() {
+                Some(slot) => slot.rebuild(&*self.loader, keep, target),
                 None => Ok(()),
             },
-            Target::Market(market) => self.markets[market.0 as usize].rebuild(&*self.loader, keep, &target.name()),
+            ModuleTarget::Market(market) => self.markets[market.0 as usize].rebuild(&*self.loader, keep, target),
         }
     }
 
@@ -564,44 +493,44 @@ impl Engine {
     fn checkpoint_full_slots(&mut self) -> Result<(), EngineError> {
         for (target, _) in std::mem::take(&mut self.touched) {
             let result = match target {
-                Target::Position => match self.position.as_mut() {
+                ModuleTarget::Position => match self.position.as_mut() {
                     Some(slot) if slot.checkpoint_due() => slot.take_checkpoint(),
                     _ => Ok(()),
                 },
-                Target::Market(market) => {
+                ModuleTarget::Market(market) => {
                     let slot = &mut self.markets[market.0 as usize];
                     if slot.checkpoint_due() { slot.take_checkpoint() } else { Ok(()) }
                 }
             };
-            result.map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
+            result.map_err(|fault| EngineError::Recovery { target: target, fault })?;
         }
         Ok(())
     }
 
     /// Ask a market's module a read-only question, in a copy of its instance.
     pub fn query(&mut self, market: MarketId, query: &MatchingQuery) -> Result<MatchingQueryResult, EngineError> {
-        let target = Target::Market(market);
+        let target = ModuleTarget::Market(market);
         let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
         let mut copy = detached::<MatchingAbi>(&*self.loader, slot, target)?;
-        copy.query(query).map_err(|fault| EngineError::Detached { target: target.name(), fault })
+        copy.query(query).map_err(|fault| EngineError::Detached { target: target, fault })
     }
 
     /// Ask the position module a read-only question, in a copy of its instance.
     pub fn query_position(&mut self, query: &PositionQuery) -> Result<PositionQueryResult, EngineError> {
         let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
-        let mut copy = detached::<PositionAbi>(&*self.loader, slot, Target::Position)?;
-        copy.query(query).map_err(|fault| EngineError::Detached { target: Target::Position.name(), fault })
+        let mut copy = detached::<PositionAbi>(&*self.loader, slot, ModuleTarget::Position)?;
+        copy.query(query).map_err(|fault| EngineError::Detached { target: ModuleTarget::Position, fault })
     }
 
     /// The module's own snapshot of an instance's state (its format version and
     /// bytes), taken in a copy: what a hot swap hands over.
-    pub(crate) fn canonical_state(&mut self, target: Target) -> Result<(u32, Vec<u8>), EngineError> {
+    pub(crate) fn canonical_state(&mut self, target: ModuleTarget) -> Result<(u32, Vec<u8>), EngineError> {
         match target {
-            Target::Market(market) => {
+            ModuleTarget::Market(market) => {
                 let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
                 canonical::<MatchingAbi>(&*self.loader, slot, target)
             }
-            Target::Position => {
+            ModuleTarget::Position => {
                 let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
                 canonical::<PositionAbi>(&*self.loader, slot, target)
             }
@@ -612,11 +541,11 @@ impl Engine {
 fn canonical<A: Abi>(
     loader: &dyn Loader<A>,
     slot: &mut Slot<A>,
-    target: Target,
+    target: ModuleTarget,
 ) -> Result<(u32, Vec<u8>), EngineError> {
     let mut copy = detached(loader, slot, target)?;
     let mut bytes = Vec::new();
-    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target: target.name(), fault })?;
+    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target: target, fault })?;
     Ok((copy.state_version(), bytes))
 }
 
@@ -624,12 +553,10 @@ fn canonical<A: Abi>(
 fn detached<A: Abi>(
     loader: &dyn Loader<A>,
     slot: &mut Slot<A>,
-    target: Target,
+    target: ModuleTarget,
 ) -> Result<Box<dyn Instance<A>>, EngineError> {
-    let image = slot.instance.image().map_err(|fault| EngineError::Detached { target: target.name(), fault })?;
-    loader
-        .resume(&slot.hash, &slot.limits, &image)
-        .map_err(|source| EngineError::Load { target: target.name(), source })
+    let image = slot.instance.image().map_err(|fault| EngineError::Detached { target: target, fault })?;
+    loader.resume(&slot.hash, &slot.limits, &image).map_err(|source| EngineError::Load { target: target, source })
 }
 
 pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {

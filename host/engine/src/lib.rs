@@ -11,25 +11,28 @@ mod batch;
 pub mod command;
 pub mod decimal;
 pub mod engine;
+mod error;
 pub mod event;
 pub mod module;
 mod observe;
 pub mod registry;
+mod report;
 mod setup;
 mod slot;
 pub mod snapshot;
 mod swap;
 
 pub use batch::BATCH_COMMANDS_MAX;
-pub use command::{Command, MarketId, MarketSpec, ModuleLimits, ModuleTarget, NewOrder, RiskParams};
+pub use command::{Command, Credential, MarketId, MarketSpec, ModuleTarget, NewOrder, RiskParams};
 pub use decimal::{DecimalError, Scale};
-pub use engine::{Engine, EngineError};
+pub use engine::Engine;
+pub use error::EngineError;
 pub use event::{Event, EventBody};
 pub use module::{
     Instance, InstanceImage, LoadError, Loader, MatchingInstance, MemoryImage, MemoryRun, ModuleCall, ModuleFault,
-    ModuleHash, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
+    ModuleHash, ModuleLimits, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
 };
-pub use observe::{FaultReport, ModuleReport};
-pub use registry::{Activation, Credential, PositionInstall, Registry, UserRecord};
+pub use registry::{Activation, PositionInstall, Registry, UserRecord};
+pub use report::{FaultReport, ModuleReport};
 pub use slot::{IMAGE_BYTES_PER_RETAINED_COMMAND, RETAINED_COMMANDS_MIN};
 pub use snapshot::{EngineSnapshot, ModuleState, StateDigest};

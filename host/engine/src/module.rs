@@ -19,7 +19,21 @@ use exhost_guest_sdk::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::command::ModuleLimits;
+/// Resource limits of a module instance. Part of the journaled market
+/// definition: an out-of-fuel outcome is only deterministic if the fuel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleLimits {
+    /// Fuel (roughly, wasm instructions) one command may use.
+    pub fuel_per_command: u64,
+    /// The most linear memory the instance may grow to, in bytes.
+    pub memory_bytes_max: u64,
+}
+
+impl Default for ModuleLimits {
+    fn default() -> Self {
+        ModuleLimits { fuel_per_command: 50_000_000, memory_bytes_max: 1 << 30 }
+    }
+}
 
 /// A module's identity: the SHA-256 of its bytes (so `sha256sum module.wasm` agrees).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

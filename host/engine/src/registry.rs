@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use exhost_guest_sdk::{MatchingEvent, OrderId, PositionConfig, UserId};
 use serde::{Deserialize, Serialize};
 
+pub use crate::command::Credential;
 use crate::command::{MarketId, MarketSpec, ModuleLimits, ModuleTarget};
 use crate::event::EventBody;
 use crate::module::ModuleHash;
@@ -16,21 +17,6 @@ pub struct PositionInstall {
     pub module_hash: ModuleHash,
     pub limits: ModuleLimits,
     pub config: PositionConfig,
-}
-
-/// How a user's requests are proven. Nothing here is a secret in clear
-/// (except what hosts before sealing journaled): the journal, every snapshot
-/// and every log line hold only what this says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Credential {
-    /// An HMAC secret in clear, as hosts before sealing journaled it. Read
-    /// from old journals, never written.
-    Clear(String),
-    /// An HMAC secret sealed by the host (an AEAD with a key kept outside the
-    /// database); the engine never opens it.
-    SealedSecret(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// An Ed25519 public key: the host holds no secret at all.
-    Ed25519([u8; 32]),
 }
 
 /// A user's trading credentials.

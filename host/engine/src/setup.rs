@@ -4,8 +4,9 @@
 
 use exhost_guest_sdk::{CommandContext, MarketRisk, MatchingAbi, PositionAbi, PositionCommand, Reason};
 
-use crate::command::{MarketId, MarketSpec, ModuleLimits};
-use crate::engine::{Abort, Engine, EngineError};
+use crate::command::{MarketId, MarketSpec, ModuleLimits, ModuleTarget};
+use crate::engine::Engine;
+use crate::error::{Abort, EngineError};
 use crate::event::EventBody;
 use crate::module::{LoadError, Loader, ModuleHash};
 use crate::registry::PositionInstall;
@@ -15,11 +16,11 @@ impl Engine {
     /// Why a module could not start, as the rejection of the command that
     /// started it. Without its bytes nothing after the command can be replayed,
     /// so that alone stops the engine; whatever the module itself did is an outcome.
-    fn start_failed(&mut self, ctx: CommandContext, target: String, error: LoadError) -> Result<Reason, Abort> {
+    fn start_failed(&mut self, ctx: CommandContext, target: ModuleTarget, error: LoadError) -> Result<Reason, Abort> {
         match error {
             LoadError::UnknownModule(_) => Err(EngineError::Load { target, source: error }.into()),
             LoadError::Fault { fault, .. } => {
-                let reason = crate::engine::fault_reason(&fault);
+                let reason = crate::error::fault_reason(&fault);
                 self.report_fault(ctx, target, fault);
                 Ok(reason)
             }
@@ -79,7 +80,8 @@ impl Engine {
             Ok(slot) => slot,
             Err(error) => {
                 // Refused or faulted at start: deterministic, so a rejection of the whole creation.
-                let reason = self.start_failed(ctx, format!("market {}", spec.symbol), error)?;
+                let reason =
+                    self.start_failed(ctx, ModuleTarget::Market(MarketId(self.registry.markets.len() as u32)), error)?;
                 events.push(EventBody::CommandRejected { reason });
                 return Ok(());
             }
@@ -129,7 +131,7 @@ impl Engine {
         let slot = match made {
             Ok(slot) => slot,
             Err(error) => {
-                let reason = self.start_failed(ctx, "the position module".into(), error)?;
+                let reason = self.start_failed(ctx, ModuleTarget::Position, error)?;
                 events.push(EventBody::CommandRejected { reason });
                 return Ok(());
             }

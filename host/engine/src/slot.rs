@@ -16,8 +16,8 @@ use exhost_guest_sdk::{Abi, CommandContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::command::ModuleLimits;
-use crate::engine::EngineError;
+use crate::command::{ModuleLimits, ModuleTarget};
+use crate::error::EngineError;
 use crate::module::{Instance, InstanceImage, Loader, ModuleFault, ModuleHash};
 
 /// One module instance with what it takes to rebuild it.
@@ -127,14 +127,20 @@ impl<A: Abi> Slot<A> {
     /// Put the instance back exactly as it was after its first `keep` retained
     /// commands: resume the checkpoint, then apply them again, one by one as
     /// they were first applied, so each meets the memory it met then.
-    pub(crate) fn rebuild(&mut self, loader: &dyn Loader<A>, keep: usize, target: &str) -> Result<(), EngineError> {
+    pub(crate) fn rebuild(
+        &mut self,
+        loader: &dyn Loader<A>,
+        keep: usize,
+        target: ModuleTarget,
+    ) -> Result<(), EngineError> {
+        assert!(keep <= self.retained.len(), "a rebuild keeps at most the commands retained");
         self.instance = loader
             .resume(&self.hash, &self.limits, &self.checkpoint)
-            .map_err(|source| EngineError::Load { target: target.to_string(), source })?;
+            .map_err(|source| EngineError::Load { target, source })?;
         self.retained.truncate(keep);
         // A retained command succeeded on this very state before: failing now
         // means the module is not deterministic, and the engine must stop.
-        let recovery = |fault| EngineError::Recovery { target: target.to_string(), fault };
+        let recovery = |fault| EngineError::Recovery { target, fault };
         let mut out = A::Output::default();
         for index in 0..self.retained.len() {
             let (ctx, command) = self.retained.get(index).map_err(recovery)?;

@@ -13,8 +13,10 @@ use exhost_guest_sdk::{Abi, MatchingAbi, PositionAbi};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::command::ModuleTarget;
 use crate::command::{MarketId, ModuleLimits};
-use crate::engine::{Engine, EngineError, Target};
+use crate::engine::Engine;
+use crate::error::EngineError;
 use crate::module::{InstanceImage, Loader, ModuleHash, ModuleLoader};
 use crate::registry::Registry;
 use crate::slot::Slot;
@@ -81,15 +83,15 @@ impl Engine {
     /// each instance's in-memory checkpoint, since these images are one.
     /// Runs no module code.
     pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
-        fn state<A: Abi>(slot: &mut Slot<A>, target: Target) -> Result<ModuleState, EngineError> {
-            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target.name(), fault })?;
+        fn state<A: Abi>(slot: &mut Slot<A>, target: ModuleTarget) -> Result<ModuleState, EngineError> {
+            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target, fault })?;
             Ok(ModuleState { state_version: slot.instance.state_version(), image: slot.checkpoint.clone() })
         }
         let mut markets = Vec::with_capacity(self.markets.len());
         for (index, slot) in self.markets.iter_mut().enumerate() {
-            markets.push(state(slot, Target::Market(MarketId(index as u32)))?);
+            markets.push(state(slot, ModuleTarget::Market(MarketId(index as u32)))?);
         }
-        let position = self.position.as_mut().map(|slot| state(slot, Target::Position)).transpose()?;
+        let position = self.position.as_mut().map(|slot| state(slot, ModuleTarget::Position)).transpose()?;
         Ok(EngineSnapshot {
             format: SNAPSHOT_FORMAT,
             seq: self.last_seq,
@@ -115,21 +117,21 @@ impl Engine {
             hash: ModuleHash,
             limits: ModuleLimits,
             state: ModuleState,
-            target: Target,
+            target: ModuleTarget,
         ) -> Result<Slot<A>, EngineError> {
             let instance = loader
                 .resume(&hash, &limits, &state.image)
-                .map_err(|source| EngineError::Load { target: target.name(), source })?;
+                .map_err(|source| EngineError::Load { target: target, source })?;
             Ok(Slot::resumed(instance, hash, limits, state.image))
         }
         let mut markets = Vec::with_capacity(snapshot.markets.len());
         for (index, (state, spec)) in snapshot.markets.into_iter().zip(&snapshot.registry.markets).enumerate() {
-            let target = Target::Market(MarketId(index as u32));
+            let target = ModuleTarget::Market(MarketId(index as u32));
             markets.push(slot::<MatchingAbi>(&*loader, spec.module_hash, spec.limits, state, target)?);
         }
         let position = match (snapshot.position, &snapshot.registry.position) {
             (Some(state), Some(install)) => {
-                Some(slot::<PositionAbi>(&*loader, install.module_hash, install.limits, state, Target::Position)?)
+                Some(slot::<PositionAbi>(&*loader, install.module_hash, install.limits, state, ModuleTarget::Position)?)
             }
             _ => None,
         };

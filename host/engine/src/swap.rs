@@ -14,7 +14,8 @@
 use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi, PositionAbi, Reason};
 
 use crate::command::{ModuleLimits, ModuleTarget};
-use crate::engine::{Abort, Engine, EngineError, Target};
+use crate::engine::Engine;
+use crate::error::{Abort, EngineError};
 use crate::event::EventBody;
 use crate::module::{LoadError, Loader, ModuleHash};
 use crate::registry::Activation;
@@ -30,14 +31,14 @@ impl Engine {
     ) -> Result<(), Abort> {
         let (swapped, from, limits) = match target {
             ModuleTarget::Market(market) => match self.markets.get(market.0 as usize) {
-                Some(slot) => (Target::Market(market), slot.hash, slot.limits),
+                Some(slot) => (ModuleTarget::Market(market), slot.hash, slot.limits),
                 None => {
                     events.push(EventBody::CommandRejected { reason: Reason::UnknownMarket });
                     return Ok(());
                 }
             },
             ModuleTarget::Position => match &self.position {
-                Some(slot) => (Target::Position, slot.hash, slot.limits),
+                Some(slot) => (ModuleTarget::Position, slot.hash, slot.limits),
                 None => {
                     events.push(EventBody::CommandRejected { reason: Reason::NoModule });
                     return Ok(());
@@ -68,7 +69,7 @@ impl Engine {
                         version
                     }
                     Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: swapped.name(), source }.into());
+                        return Err(EngineError::Load { target: swapped, source }.into());
                     }
                     Err(error) => return Ok(refused(error.to_string(), events)),
                 }
@@ -84,7 +85,7 @@ impl Engine {
                         version
                     }
                     Err(source @ LoadError::UnknownModule(_)) => {
-                        return Err(EngineError::Load { target: swapped.name(), source }.into());
+                        return Err(EngineError::Load { target: swapped, source }.into());
                     }
                     Err(error) => return Ok(refused(error.to_string(), events)),
                 }

@@ -54,13 +54,8 @@ fn setup() -> Vec<Command> {
 
 /// A deterministic flow around a wandering mark price.
 fn flow(count: usize, seed: u64) -> Vec<Command> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = exhost_seeded::Rng::new(seed);
+    let mut next = move || rng.next_u64();
     let mut mark: i64 = 270_000;
     let mut commands = setup();
     while commands.len() < count {

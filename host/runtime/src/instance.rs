@@ -20,10 +20,11 @@ use exhost_engine::{Instance, InstanceImage, MemoryImage, ModuleCall, ModuleFaul
 use exhost_guest_sdk::abi::{ApplyInput, exports, status, unpack_region};
 use exhost_guest_sdk::codec::{decode, encode_into};
 use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi};
-use wasmtime::{Global, Memory, ResourceLimiter, Store, Trap, TypedFunc, Val, ValType};
+use wasmtime::{Global, Memory, Store, Trap, TypedFunc, Val, ValType};
 
-use crate::validate::CompiledModule;
-use crate::{Rejection, Runtime};
+use crate::engine::Runtime;
+use crate::limiter::StoreState;
+use crate::validate::{CompiledModule, Rejection};
 
 /// Fuel and memory growth one call into a module may use.
 ///
@@ -76,55 +77,6 @@ impl CallBudget {
                 CallBudget { fuel: per_command.saturating_add(input_bytes), memory_growth_bytes: whole_memory }
             }
         }
-    }
-}
-
-/// What each store carries: its resource limits and what the current call may still grow.
-pub struct StoreState {
-    memory_bytes_max: u64,
-    growth_allowed_bytes: u64,
-    /// The size a growth was refused at during the current call, if one was.
-    refused_at_bytes: Option<u64>,
-}
-
-impl StoreState {
-    pub(crate) fn new(memory_bytes_max: u64) -> StoreState {
-        StoreState { memory_bytes_max, growth_allowed_bytes: memory_bytes_max, refused_at_bytes: None }
-    }
-
-    fn begin_call(&mut self, growth_allowed_bytes: u64) {
-        self.growth_allowed_bytes = growth_allowed_bytes;
-        self.refused_at_bytes = None;
-    }
-}
-
-/// Tables and instances are fixed by validation; only memory grows at run time.
-const TABLE_ELEMENTS_MAX: usize = 1 << 20;
-
-impl ResourceLimiter for StoreState {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let growth = desired.saturating_sub(current) as u64;
-        let within = desired as u64 <= self.memory_bytes_max
-            && maximum.is_none_or(|maximum| desired <= maximum)
-            && growth <= self.growth_allowed_bytes;
-        if within {
-            self.growth_allowed_bytes -= growth;
-        } else {
-            self.refused_at_bytes = Some(desired as u64);
-        }
-        Ok(within)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= TABLE_ELEMENTS_MAX && maximum.is_none_or(|maximum| desired <= maximum))
-    }
-
-    fn instances(&self) -> usize {
-        1
-    }
-
-    fn memories(&self) -> usize {
-        1
     }
 }
 

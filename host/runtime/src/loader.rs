@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleHash, ModuleLimits};
 use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, PositionAbi, PositionConfig};
 
-use crate::Rejection;
-use crate::validate::{ArtifactCache, CompiledModule};
-use crate::{Runtime, WasmModule};
+use crate::engine::Runtime;
+use crate::instance::WasmModule;
+use crate::validate::{ArtifactCache, CompiledModule, Rejection};
 
 /// Where module bytes come from (the host's module store).
 pub trait ModuleSource: Send + Sync {

@@ -14,8 +14,8 @@ use exhost_guest_sdk::abi::exports;
 use exhost_guest_sdk::{ABI_VERSION, ModuleKind};
 use wasmtime::{ExternType, Linker, Module, Store, ValType};
 
-use crate::Runtime;
-use crate::instance::StoreState;
+use crate::engine::Runtime;
+use crate::limiter::StoreState;
 
 /// What a module declared about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +284,14 @@ fn render_types(params: &[ValType], results: &[ValType]) -> String {
             .join(", ")
     };
     format!("({}) -> ({})", names(params), names(results))
+}
+
+impl Runtime {
+    /// Validate and compile module bytes, checking the ABI and the module's
+    /// declared kind, ABI version and state version.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, Rejection> {
+        compile(self, ModuleHash::of(bytes), bytes)
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,10 @@ use exhost_pricetime::PriceTimeBook;
 use exhost_runtime::{Rejection, Runtime, WasmMatching};
 
 fn flow(count: u64) -> Vec<(CommandContext, MatchingCommand)> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = exhost_seeded::Rng::from_state(0x9E37_79B9_7F4A_7C15);
     (1..=count)
         .map(|seq| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let r = state;
+            let r = rng.next_u64();
             let user_id = UserId(1 + r % 5);
             let command = match (r >> 8) % 10 {
                 0..=6 => MatchingCommand::Place(PlaceOrder {
@@ -202,7 +199,10 @@ fn the_engine_rejects_a_looping_command_and_keeps_going() {
     let (faults, unreported) = engine.take_faults();
     assert_eq!(unreported, 0);
     assert_eq!(faults.iter().map(|report| report.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
-    assert!(faults.iter().all(|report| report.target == "market 0"), "{faults:?}");
+    assert!(
+        faults.iter().all(|report| report.target == exhost_engine::ModuleTarget::Market(exhost_engine::MarketId(0))),
+        "{faults:?}"
+    );
     assert!(
         faults.iter().all(|report| matches!(report.fault, ModuleFault::OutOfFuel { fuel: 10_000, .. })),
         "{faults:?}"

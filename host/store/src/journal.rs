@@ -14,7 +14,7 @@
 //! record or a missing sequence number with the sequence it concerns, never
 //! skipping one: replay past a hole would be a different history.
 
-use crate::{Batch, Durability, Family, Store, StoreError, seq_key};
+use crate::store::{Batch, Durability, Family, Store, StoreError, seq_key};
 
 /// The current record format.
 pub const RECORD_FORMAT: u8 = 1;
@@ -57,6 +57,39 @@ pub fn decode_record(seq: u64, bytes: &[u8]) -> Result<JournalRecord, StoreError
     }
     let ts_ns = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
     Ok(JournalRecord { seq, ts_ns, command: body[HEADER_BYTES..].to_vec() })
+}
+
+/// Records read back from a command log, in order.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<JournalRecord, StoreError>> + 'a>;
+
+/// The command log as the write path sees it, and all it asks of one: append
+/// a batch and learn that it is durable, read from a sequence number, find
+/// the last one. The local journal ([`Store`], on RocksDB or the in-memory
+/// twin) is one; a replicated log can stand behind the same write path.
+pub trait CommandLog: Send + Sync {
+    /// Append encoded records `(seq, record bytes)` of consecutive sequence
+    /// numbers as one atomic write. With `Durability::Synced` they, and every
+    /// earlier record, are durable when this returns `Ok`; after an `Err` the
+    /// outcome is unknown (a failed sync can leave the records written).
+    fn append(&self, records: &[(u64, &[u8])], durability: Durability) -> Result<(), StoreError>;
+    /// Records from `from_seq` on, checked, in order, with no gap allowed.
+    fn read_from(&self, from_seq: u64) -> Records<'_>;
+    /// The sequence number of the last record, if any.
+    fn last_seq(&self) -> Result<Option<u64>, StoreError>;
+}
+
+impl CommandLog for Store {
+    fn append(&self, records: &[(u64, &[u8])], durability: Durability) -> Result<(), StoreError> {
+        self.append_journal(records.iter().copied(), durability)
+    }
+
+    fn read_from(&self, from_seq: u64) -> Records<'_> {
+        Box::new(self.journal_from(from_seq))
+    }
+
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        self.journal_last_seq()
+    }
 }
 
 impl Store {
@@ -136,7 +169,7 @@ impl Store {
 fn key_seq(key: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::Malformed {
         family: Family::Journal.name(),
-        key: crate::hex_key(key),
+        key: crate::store::hex_key(key),
         reason: "journal keys are 8 bytes".into(),
     })?;
     Ok(u64::from_be_bytes(bytes))

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use crate::{Backend, Batch, Durability, Entries, Family, StoreError};
+use crate::store::{Backend, Batch, Durability, Entries, Family, StoreError};
 
 /// A fault for the next write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,7 +212,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::Store;
+    use crate::store::Store;
 
     fn put(store: &Store, key: u8, durability: Durability) -> Result<(), StoreError> {
         let mut batch = Batch::default();

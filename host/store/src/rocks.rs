@@ -9,7 +9,7 @@ use rocksdb::{
     MultiThreaded, Options, WriteBatch, WriteOptions,
 };
 
-use crate::{Backend, Batch, Durability, Entries, Family, Store, StoreError, StoreMemory};
+use crate::store::{Backend, Batch, Durability, Entries, Family, Store, StoreError, StoreMemory};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 

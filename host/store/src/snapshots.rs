@@ -5,7 +5,7 @@
 //! A small index family holds (digest, size) per snapshot so `verify` and the
 //! admin API can list them without reading every snapshot.
 
-use crate::{Batch, Durability, Family, Store, StoreError, seq_key};
+use crate::store::{Batch, Durability, Family, Store, StoreError, seq_key};
 
 const SNAPSHOT_RECORD_FORMAT: u8 = 1;
 const HEADER_BYTES: usize = 1 + 32 + 4;
@@ -47,7 +47,7 @@ impl Store {
                 let (key, value) = item?;
                 let malformed = |reason: &str| StoreError::Malformed {
                     family: Family::SnapshotIndex.name(),
-                    key: crate::hex_key(&key),
+                    key: crate::store::hex_key(&key),
                     reason: reason.into(),
                 };
                 let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| malformed("key is not 8 bytes"))?);

@@ -9,22 +9,31 @@
 //! the host's answers.
 
 use exhost_guest_sdk::{
-    Level, MatchingCommand, MatchingEvent, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
+    Level, MatchingCommand, MatchingEvent, OpenOrder, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
     SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
 };
 
+/// A resting order: the SDK's own open order (what a query reports), and
+/// when it joined the queue.
 #[derive(Clone, Debug)]
 pub struct ModelOrder {
-    pub order_id: OrderId,
-    pub user_id: UserId,
-    pub side: Side,
-    pub price_ticks: u64,
-    pub qty_lots: u64,
-    pub filled_lots: u64,
-    pub time_in_force: TimeInForce,
-    pub stp: SelfTradePrevention,
+    pub order: OpenOrder,
     /// Arrival time in the queue; lower is earlier.
     pub time: u64,
+}
+
+impl std::ops::Deref for ModelOrder {
+    type Target = OpenOrder;
+
+    fn deref(&self) -> &OpenOrder {
+        &self.order
+    }
+}
+
+impl std::ops::DerefMut for ModelOrder {
+    fn deref_mut(&mut self) -> &mut OpenOrder {
+        &mut self.order
+    }
 }
 
 /// The model book.
@@ -147,14 +156,16 @@ impl ModelBook {
         events: &mut Vec<MatchingEvent>,
     ) {
         let mut order = ModelOrder {
-            order_id: taker.order_id,
-            user_id: taker.user_id,
-            side: taker.side,
-            price_ticks: taker.limit.unwrap_or(0),
-            qty_lots: taker.qty,
-            filled_lots: taker.filled,
-            time_in_force: tif,
-            stp: taker.stp,
+            order: OpenOrder {
+                order_id: taker.order_id,
+                user_id: taker.user_id,
+                side: taker.side,
+                price_ticks: taker.limit.unwrap_or(0),
+                qty_lots: taker.qty,
+                filled_lots: taker.filled,
+                time_in_force: tif,
+                self_trade_prevention: taker.stp,
+            },
             time: 0,
         };
         let (status, reason) = if taker.filled == taker.qty {
@@ -320,7 +331,7 @@ impl ModelBook {
                     limit: Some(price),
                     qty,
                     filled: current.filled_lots,
-                    stp: current.stp,
+                    stp: current.self_trade_prevention,
                 };
                 let self_trade = self.run(&mut taker, &mut events);
                 self.finish(taker, self_trade, true, current.time_in_force, &mut events);

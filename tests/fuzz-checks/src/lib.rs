@@ -147,10 +147,10 @@ mod model {
 /// lot 0.001: a clear 4xx error or an order, never a panic or a 5xx, and an
 /// accepted order's numbers are the ones written.
 pub fn order_json(data: &[u8]) {
-    let spec = exhost::serve::default_market(ModuleHash([7; 32]));
+    let spec = exhost_node::datadir::default_market(ModuleHash([7; 32]));
     let symbol = spec.symbol.clone();
     let market = |asked: &str| (asked == symbol).then(|| (MarketId(0), spec.clone()));
-    match exhost::server::parse_place_order(data, UserId(9), market) {
+    match exhost_server::parse_place_order(data, UserId(9), market) {
         Ok(order) => {
             assert_eq!((order.market, order.user_id), (MarketId(0), UserId(9)));
             assert!(order.qty_lots > 0 && order.qty_lots <= spec.config.qty_lots_max);

@@ -236,14 +236,7 @@ mod tests {
         assert_eq!(p.held_bytes, p.extents.values().map(|v| v.len() as u64).sum::<u64>());
     }
 
-    /// A tiny deterministic generator, so a failure replays from its seed.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, bound: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 33) % bound
-        }
-    }
+    use exhost_seeded::Rng;
 
     /// Random writes and truncates against a plain `Vec<u8>` model: reads
     /// must match the model, the backing must stay untouched until `apply`,
@@ -251,19 +244,19 @@ mod tests {
     #[test]
     fn overlay_matches_a_plain_buffer() {
         for seed in 0..200u64 {
-            let mut rng = Lcg(seed);
-            let synced: Vec<u8> = (0..rng.next(64)).map(|i| i as u8 ^ 0xa5).collect();
+            let mut rng = Rng::new(seed);
+            let synced: Vec<u8> = (0..rng.below(64)).map(|i| i as u8 ^ 0xa5).collect();
             let mut backing = synced.clone();
             let mut model = synced.clone();
             let mut p = PendingFile::new(backing.len() as u64);
             for _ in 0..40 {
-                if rng.next(5) == 0 {
-                    let len = rng.next(96);
+                if rng.below(5) == 0 {
+                    let len = rng.below(96);
                     p.truncate(len);
                     model.resize(len as usize, 0);
                 } else {
-                    let off = rng.next(96);
-                    let data: Vec<u8> = (0..rng.next(24)).map(|_| rng.next(256) as u8).collect();
+                    let off = rng.below(96);
+                    let data: Vec<u8> = (0..rng.below(24)).map(|_| rng.below(256) as u8).collect();
                     p.write(off, &data).unwrap();
                     if !data.is_empty() {
                         let end = off as usize + data.len();
@@ -275,8 +268,8 @@ mod tests {
                 }
                 check_invariants(&p);
                 assert_eq!(p.len_bytes(), model.len() as u64, "seed {seed}");
-                let off = rng.next(100) as usize;
-                let size = rng.next(120) as usize + 1;
+                let off = rng.below(100) as usize;
+                let size = rng.below(120) as usize + 1;
                 let got = p.read(&backing, off as u64, size as u32).unwrap();
                 let want = &model[off.min(model.len())..(off + size).min(model.len())];
                 assert_eq!(got, want, "seed {seed} read at {off}");

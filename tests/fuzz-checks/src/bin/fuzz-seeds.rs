@@ -106,7 +106,7 @@ fn main() -> std::io::Result<()> {
 }
 
 fn spec(symbol: &str) -> MarketSpec {
-    let mut spec = exhost::serve::default_market(ModuleHash([7; 32]));
+    let mut spec = exhost_node::datadir::default_market(ModuleHash([7; 32]));
     spec.symbol = symbol.into();
     spec
 }

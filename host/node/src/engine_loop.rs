@@ -1,0 +1,263 @@
+//! The engine thread: applies durable batches in sequence order, stamps and
+//! stores their events, keeps the read model, the directory and the live
+//! books in step, answers the submitters, and takes snapshots.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use exhost_engine::{Command, Engine, EngineSnapshot, Event, EventBody, MarketId};
+use exhost_guest_sdk::{MatchingQuery, MatchingQueryResult};
+use exhost_store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::directory::Directory;
+use crate::error::{Halt, NodeError, SubmitError};
+use crate::health::Health;
+use crate::livebook::{Depth, LiveBooks};
+use crate::pipeline::{Applied, NodeSettings, Sequenced, SnapshotTaken};
+use crate::readmodel::ReadModelWriter;
+
+/// Requests answered by the engine thread between batches.
+pub(crate) enum EngineInput {
+    Durable(Vec<Sequenced>),
+    Snapshot {
+        reply: oneshot::Sender<Result<SnapshotTaken, NodeError>>,
+    },
+    /// The engine's whole state right now (for dry runs of uploaded modules).
+    State {
+        reply: oneshot::Sender<Result<EngineSnapshot, NodeError>>,
+    },
+    /// The sequencer has stopped: apply nothing more, snapshot, and end.
+    Shutdown,
+}
+
+pub(crate) struct EngineLoop {
+    pub(crate) engine: Engine,
+    pub(crate) store: Store,
+    pub(crate) health: Arc<Health>,
+    pub(crate) directory: Arc<RwLock<Directory>>,
+    pub(crate) books: Arc<RwLock<LiveBooks>>,
+    pub(crate) settings: NodeSettings,
+    pub(crate) last_snapshot_seq: u64,
+    pub(crate) live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    /// When the modules' memory was last put in the metrics.
+    pub(crate) memory_reported: Option<Instant>,
+}
+
+impl EngineLoop {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<EngineInput>) {
+        while let Some(input) = rx.blocking_recv() {
+            self.health.engine_started();
+            let shutdown = matches!(input, EngineInput::Shutdown);
+            match input {
+                EngineInput::Durable(items) => self.apply_batch(items),
+                EngineInput::Snapshot { reply } => {
+                    let _ = reply.send(self.take_snapshot());
+                }
+                EngineInput::State { reply } => {
+                    let _ = reply.send(self.engine.snapshot().map_err(NodeError::from));
+                }
+                EngineInput::Shutdown => {}
+            }
+            self.health.engine_finished(self.engine.last_seq());
+            if shutdown {
+                break;
+            }
+        }
+        // Clean shutdown: leave a snapshot so the next start replays nothing,
+        // and flush, so it reads tables rather than a write-ahead log.
+        if self.health.problem().is_none()
+            && self.engine.last_seq() > self.last_snapshot_seq
+            && let Err(error) = self.take_snapshot()
+        {
+            tracing::error!(%error, "snapshot at shutdown failed");
+        }
+        if let Err(error) = self.store.flush() {
+            tracing::warn!(%error, "flushing the store at shutdown failed");
+        }
+    }
+
+    fn apply_batch(&mut self, items: Vec<Sequenced>) {
+        // The sequencer numbers a batch consecutively, after everything applied before it.
+        assert!(
+            items.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1),
+            "a durable batch holds consecutive sequence numbers"
+        );
+        assert!(
+            items.first().is_none_or(|item| self.health.problem().is_some() || item.seq == self.engine.last_seq() + 1),
+            "a durable batch follows the last applied command"
+        );
+        let started = Instant::now();
+        let mut writer = ReadModelWriter::new(&self.store);
+        let mut replies = Vec::with_capacity(items.len());
+        let mut registry_changed = false;
+        // Activations are applied on their own, to measure the swap pause; every
+        // other run of commands goes to the engine as one batch.
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut segment: Vec<Sequenced> = Vec::new();
+            while let Some(item) = items.next_if(|item| !matches!(item.command, Command::ActivateModule { .. })) {
+                segment.push(item);
+            }
+            if segment.is_empty() {
+                segment.extend(items.next());
+            }
+            if let Some(problem) = self.health.problem() {
+                for item in segment {
+                    let _ = item.reply.send(Err(SubmitError::NotApplied(problem.clone())));
+                }
+                continue;
+            }
+            let first_seq = segment[0].seq;
+            let activation = matches!(segment[0].command, Command::ActivateModule { .. });
+            let commands: Vec<(u64, &Command)> = segment.iter().map(|item| (item.ts_ns, &item.command)).collect();
+            let command_started = Instant::now();
+            let (results, error) = self.engine.apply_batch_partial(first_seq, &commands);
+            if activation {
+                // The swap pause: the time the engine, and so every market, takes no other command.
+                let pause = command_started.elapsed();
+                metrics::histogram!("exhost_module_swap_seconds").record(pause.as_secs_f64());
+                tracing::info!(seq = first_seq, pause_us = pause.as_micros() as u64, "module activation applied");
+            }
+            let applied = results.len();
+            assert!(applied <= commands.len(), "no more results than commands");
+            let mut segment = segment.into_iter();
+            // Results first: `zip` would take, and drop, the item after the last
+            // result, and with it the answer of the command that stopped the engine.
+            for (bodies, item) in results.into_iter().zip(segment.by_ref()) {
+                let events = stamp(item.seq, item.ts_ns, bodies);
+                writer.cover(item.seq);
+                for event in &events {
+                    registry_changed |= matches!(
+                        event.body,
+                        EventBody::UserCreated { .. }
+                            | EventBody::MarketCreated { .. }
+                            | EventBody::PositionModuleInstalled { .. }
+                            | EventBody::ModuleActivated { .. }
+                    );
+                    if let Err(source) = writer.apply(event) {
+                        self.health.halt(Halt::ReadModelRead { seq: item.seq, source });
+                    }
+                }
+                replies.push((item.reply, Applied { seq: item.seq, ts_ns: item.ts_ns, events }));
+            }
+            if let Some(source) = error {
+                let halt = self.health.halt(Halt::Apply { seq: first_seq + applied as u64, source });
+                for item in segment {
+                    let _ = item.reply.send(Err(SubmitError::NotApplied(halt.clone())));
+                }
+            } else {
+                assert_eq!(segment.next().map(|item| item.seq), None, "a result for every command of the segment");
+            }
+        }
+        if let Err(source) = writer.commit() {
+            self.health.halt(Halt::ReadModelWrite { source });
+        }
+        let (faults, unreported) = self.engine.take_faults();
+        for report in &faults {
+            // The command was rejected and its module rebuilt; its sender sees only the reason code.
+            metrics::counter!("exhost_module_faults_total").increment(1);
+            tracing::warn!(seq = report.seq, module = %report.target, fault = %report.fault, "a module faulted; the command was rejected");
+        }
+        if unreported > 0 {
+            metrics::counter!("exhost_module_faults_total").increment(unreported);
+            tracing::warn!(count = unreported, "more module faults in this batch than were logged");
+        }
+        if registry_changed {
+            self.directory.write().unwrap_or_else(|p| p.into_inner()).refresh(self.engine.registry());
+        }
+        metrics::histogram!("exhost_engine_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("exhost_last_applied_seq").set(self.engine.last_seq() as f64);
+        {
+            let mut books = self.books.write().unwrap_or_else(|p| p.into_inner());
+            for (_, applied) in &replies {
+                books.apply(&applied.events, applied.seq);
+            }
+        }
+        // Published only now: durable, applied and stored, so a subscriber that
+        // reads the stored log and then follows this stream misses nothing.
+        if self.live.receiver_count() > 0 {
+            let events: Vec<Event> = replies.iter().flat_map(|(_, applied)| applied.events.iter().cloned()).collect();
+            let _ = self.live.send(Arc::new(events));
+        }
+        for (reply, applied) in replies {
+            let _ = reply.send(Ok(applied));
+        }
+        // After the answers: nothing here is needed to acknowledge a command.
+        self.report_memory(registry_changed);
+        // Not once halted: the read model may have missed this batch, and a
+        // snapshot past it would only make recovery replay further.
+        if self.settings.snapshot_every_commands > 0
+            && self.health.problem().is_none()
+            && self.engine.last_seq() - self.last_snapshot_seq >= self.settings.snapshot_every_commands
+            && let Err(error) = self.take_snapshot()
+        {
+            // Not fatal: recovery just replays more.
+            tracing::error!(%error, "periodic snapshot failed");
+        }
+    }
+
+    /// Each module's memory, once a second at most and whenever a module came
+    /// or went: wasm memory never shrinks, so a module whose state leaks shows
+    /// as a gauge that only rises.
+    fn report_memory(&mut self, modules_changed: bool) {
+        if !modules_changed && self.memory_reported.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.memory_reported = Some(Instant::now());
+        for report in self.engine.module_reports() {
+            let module = report.module.label();
+            if let Some(bytes) = report.memory_bytes {
+                metrics::gauge!("exhost_module_memory_bytes", "module" => module.clone()).set(bytes as f64);
+            }
+            metrics::gauge!("exhost_module_retained_commands", "module" => module.clone())
+                .set(report.retained_commands as f64);
+            metrics::gauge!("exhost_module_retained_bytes", "module" => module.clone())
+                .set(report.retained_bytes as f64);
+            metrics::gauge!("exhost_module_checkpoint_bytes", "module" => module).set(report.checkpoint_bytes as f64);
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Result<SnapshotTaken, NodeError> {
+        let started = Instant::now();
+        let taken = take_snapshot(&mut self.engine, &self.store)?;
+        self.last_snapshot_seq = taken.seq;
+        metrics::histogram!("exhost_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(seq = taken.seq, digest = %taken.digest_hex, bytes = taken.size_bytes, "snapshot stored");
+        Ok(taken)
+    }
+}
+
+/// The books of every market after recovery, each asked of a copy of its
+/// instance (never the live one). A module that cannot answer gets an empty
+/// book until its next changes, and a warning.
+pub(crate) fn initial_books(engine: &mut Engine) -> LiveBooks {
+    let mut books = LiveBooks { seq: engine.last_seq(), markets: Vec::new() };
+    for index in 0..engine.registry().markets.len() {
+        let market = MarketId(index as u32);
+        let depth = match engine.query(market, &MatchingQuery::Depth { levels_max: u32::MAX }) {
+            Ok(MatchingQueryResult::Depth { bids, asks }) => Depth::from_levels(&bids, &asks),
+            Ok(_) => Depth::default(),
+            Err(error) => {
+                tracing::warn!(%market, %error, "the market's module could not tell its book; it starts empty");
+                Depth::default()
+            }
+        };
+        books.markets.push(depth);
+    }
+    books
+}
+
+/// Snapshot the engine and store it (synced) with its digest.
+pub fn take_snapshot(engine: &mut Engine, store: &Store) -> Result<SnapshotTaken, NodeError> {
+    let snapshot = engine.snapshot()?;
+    let bytes = snapshot.encode();
+    let digest = EngineSnapshot::digest_of(&bytes);
+    store.put_snapshot(snapshot.seq, digest.0, &bytes)?;
+    Ok(SnapshotTaken { seq: snapshot.seq, digest_hex: digest.to_hex(), size_bytes: bytes.len() as u64 })
+}
+
+/// Give each event of a command its place in history.
+pub fn stamp(seq: u64, ts_ns: u64, bodies: Vec<EventBody>) -> Vec<Event> {
+    bodies.into_iter().enumerate().map(|(idx, body)| Event { seq, idx: idx as u32, ts_ns, body }).collect()
+}

@@ -1,0 +1,212 @@
+//! # exhost node
+//!
+//! The write path of one host: sequencer, journal writer, engine thread, read
+//! model, recovery. It knows no HTTP and no command line; it reaches storage
+//! only through `exhost-store`'s seam ([`CommandLog`] for the journal,
+//! [`Store`] for events, snapshots, modules and the read model), so every
+//! part of it runs over the in-memory twin in tests.
+//!
+//! ```text
+//! handlers ──submit──► sequencer thread ──durable batch──► engine thread ──► replies
+//!                      (seq, ts, group commit, fsync)      (apply, events,
+//!                                                           read model, snapshots)
+//! ```
+//!
+//! Two threads, so journal writes of one batch overlap the engine work of the
+//! previous one. The rule that matters: the engine sees a command only after
+//! the journal write holding it returned from fsync, and a client hears about
+//! a command only from the engine. So no answer and no event exists for a
+//! command that is not durable.
+//!
+//! If the engine cannot apply a journaled command (a module that cannot be
+//! loaded, say), the node halts: it answers every later command with
+//! `unavailable` rather than diverge from its journal. Restarting replays the
+//! journal, so nothing accepted is lost.
+
+pub mod datadir;
+mod directory;
+mod engine_loop;
+mod error;
+mod health;
+pub mod livebook;
+pub mod modcheck;
+pub mod modules;
+mod pipeline;
+pub mod readmodel;
+pub mod recovery;
+pub mod secrets;
+mod sequencer;
+pub mod watermark;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use exhost_engine::{Command, Engine, EngineSnapshot, Event};
+use exhost_store::{CommandLog, Store};
+use tokio::sync::{mpsc, oneshot};
+
+pub use directory::Directory;
+pub use engine_loop::{stamp, take_snapshot};
+pub use error::{Halt, NodeError, SubmitError};
+pub use health::{ENGINE_STALL_REPORT_AFTER, Health};
+pub use modules::loader_for;
+pub use pipeline::{Applied, NodeSettings, SnapshotTaken};
+
+use engine_loop::{EngineInput, EngineLoop, initial_books};
+use livebook::LiveBooks;
+use pipeline::Submission;
+use watermark::Watermark;
+
+/// The answer to an enqueued command, once the engine has applied it.
+pub struct Pending(oneshot::Receiver<Result<Applied, SubmitError>>);
+
+impl std::future::Future for Pending {
+    type Output = Result<Applied, SubmitError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(SubmitError::ShuttingDown)))
+    }
+}
+
+/// Where the write path keeps things: the command log, and the store for
+/// everything derived from it (events, read model, snapshots, modules).
+#[derive(Clone)]
+pub struct Storage {
+    pub log: Arc<dyn CommandLog>,
+    pub store: Store,
+}
+
+impl Storage {
+    /// The journal and everything else in one local store.
+    pub fn local(store: Store) -> Storage {
+        Storage { log: Arc::new(store.clone()), store }
+    }
+}
+
+/// How many applied batches live subscribers may fall behind before they are
+/// told to resubscribe (they then resume from the stored event log).
+pub const LIVE_BATCHES_BUFFERED: usize = 4_096;
+
+/// A few batches in flight between the threads: enough to overlap, bounded for memory.
+const BATCHES_IN_FLIGHT_MAX: usize = 64;
+
+pub struct Node {
+    submit_tx: Mutex<Option<mpsc::Sender<Submission>>>,
+    /// Every applied batch's events, after they are durable and stored.
+    pub live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    engine_tx: mpsc::Sender<EngineInput>,
+    pub directory: Arc<RwLock<Directory>>,
+    /// The public order books, kept from the applied events.
+    pub books: Arc<RwLock<LiveBooks>>,
+    pub store: Store,
+    pub health: Arc<Health>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Start the write path on a recovered engine.
+    pub fn start(
+        storage: Storage,
+        mut engine: Engine,
+        settings: NodeSettings,
+        last_snapshot_seq: u64,
+        watermark: Option<Watermark>,
+    ) -> Result<Node, NodeError> {
+        let Storage { log, store } = storage;
+        let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry(), settings.sealer.clone())));
+        let books = Arc::new(RwLock::new(initial_books(&mut engine)));
+        let health = Arc::new(Health::default());
+        let (live, _) = tokio::sync::broadcast::channel(LIVE_BATCHES_BUFFERED);
+        let (submit_tx, submit_rx) = mpsc::channel(settings.submit_queue_max.max(1));
+        let (engine_tx, engine_rx) = mpsc::channel(BATCHES_IN_FLIGHT_MAX);
+        let sequencer = sequencer::Sequencer {
+            log,
+            health: health.clone(),
+            engine_tx: engine_tx.clone(),
+            settings: settings.clone(),
+            watermark,
+            next_seq: engine.last_seq() + 1,
+            last_ts_ns: engine.last_ts_ns(),
+        };
+        let sequencer =
+            std::thread::Builder::new().name("exhost-sequencer".into()).spawn(move || sequencer.run(submit_rx))?;
+        let engine_loop = EngineLoop {
+            engine,
+            store: store.clone(),
+            health: health.clone(),
+            directory: directory.clone(),
+            books: books.clone(),
+            settings,
+            last_snapshot_seq,
+            live: live.clone(),
+            memory_reported: None,
+        };
+        let engine_thread =
+            match std::thread::Builder::new().name("exhost-engine".into()).spawn(move || engine_loop.run(engine_rx)) {
+                Ok(thread) => thread,
+                Err(error) => {
+                    // Closing the queue ends the sequencer, which has journaled nothing.
+                    drop(submit_tx);
+                    let _ = sequencer.join();
+                    return Err(error.into());
+                }
+            };
+        Ok(Node {
+            submit_tx: Mutex::new(Some(submit_tx)),
+            live,
+            engine_tx,
+            directory,
+            books,
+            store,
+            health,
+            threads: Mutex::new(vec![sequencer, engine_thread]),
+        })
+    }
+
+    /// Journal a command, apply it, and return what happened.
+    pub async fn submit(&self, command: Command) -> Result<Applied, SubmitError> {
+        self.enqueue(command)?.await
+    }
+
+    /// Hand a command to the sequencer now and await its answer later. Commands
+    /// enqueued one after another from one task are journaled, applied and
+    /// answered in that order, which is what lets a socket pipeline them.
+    pub fn enqueue(&self, command: Command) -> Result<Pending, SubmitError> {
+        if let Some(problem) = self.health.problem() {
+            return Err(SubmitError::Halted(problem));
+        }
+        let sender =
+            self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(SubmitError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        sender.try_send(Submission { command, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
+        })?;
+        Ok(Pending(answer))
+    }
+
+    /// The engine's whole state after every command applied so far.
+    pub async fn state(&self) -> Result<EngineSnapshot, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx.send(EngineInput::State { reply }).await.map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Take and store a snapshot now.
+    pub async fn snapshot(&self) -> Result<SnapshotTaken, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx.send(EngineInput::Snapshot { reply }).await.map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Stop taking commands, finish those in flight, snapshot, and join the threads.
+    pub fn shutdown(&self) {
+        // Dropping the only sender ends the sequencer, which ends the engine thread
+        // once every journaled command is applied.
+        self.submit_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}

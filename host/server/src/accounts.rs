@@ -1,0 +1,289 @@
+//! Accounts and risk: withdrawals, account state (now or as of a past point),
+//! account history, the ledger, mark prices, funding, the insurance fund.
+//! Reads come from the read model, which is built only from events.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use exhost_engine::{Command, EventBody, Scale};
+use exhost_guest_sdk::{PositionEvent, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Body, Operator, Trader, parse_json};
+use crate::error::{ApiError, ApiResult};
+use crate::params::{Params, parse_query};
+use crate::state::AppState;
+use crate::trading::market_of;
+use crate::views::{account_json, event_json, ledger_json, money_scale, user_event_json};
+use exhost_node::readmodel;
+
+/// Most events one page of account history may hold.
+const HISTORY_LIMIT_MAX: usize = 1_000;
+
+/// The settlement asset and its scale, or 409 when no position module is installed.
+fn settlement(state: &AppState) -> ApiResult<(String, Scale)> {
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let asset = directory
+        .position_asset()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_module", "no position module is installed"))?
+        .to_string();
+    Ok((asset, money_scale(&directory)))
+}
+
+fn parse_amount(scale: &Scale, text: &str) -> ApiResult<u64> {
+    scale
+        .parse_steps(text)
+        .map_err(|error| ApiError::decimal("invalid_amount", "amount", text, &scale.to_string(), error))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawalRequest {
+    asset: String,
+    amount: String,
+}
+
+pub(super) async fn withdraw(State(state): State<AppState>, trader: Trader) -> ApiResult<Json<Value>> {
+    let request: WithdrawalRequest = parse_json(&trader.body)?;
+    let (asset, scale) = settlement(&state)?;
+    if request.asset != asset {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("balances are kept in {asset}")));
+    }
+    let amount_units = parse_amount(&scale, &request.amount)?;
+    let applied =
+        state.node.submit(Command::Withdraw { user_id: trader.user_id, asset: request.asset, amount_units }).await?;
+    let refusal = applied.events.iter().find_map(|event| match &event.body {
+        EventBody::Position(PositionEvent::Rejected { reason, .. }) | EventBody::CommandRejected { reason } => {
+            Some(*reason)
+        }
+        _ => None,
+    });
+    Ok(Json(match refusal {
+        None => json!({ "seq": applied.seq, "status": "accepted", "amount": request.amount }),
+        Some(reason) => json!({ "seq": applied.seq, "status": "rejected", "reject_reason": reason.as_str() }),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AsOf {
+    at_seq: Option<u64>,
+    at_time: Option<u64>,
+    /// `replay`: answer from the position module rebuilt at that point (snapshot
+    /// plus journal) instead of the read model, to cross-check the two.
+    source: Option<String>,
+}
+
+impl AsOf {
+    /// The sequence number asked for: `at_seq`, the last one at or before
+    /// `at_time` (ns), or the newest.
+    fn resolve(&self, state: &AppState) -> ApiResult<u64> {
+        let last = state.store.journal_last_seq()?.unwrap_or(0);
+        match (self.at_seq, self.at_time) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request("give at_seq or at_time, not both")),
+            (Some(seq), None) if seq > last => {
+                Err(ApiError::bad_request(format!("at_seq {seq} is beyond the last sequence {last}")))
+            }
+            (Some(seq), None) => Ok(seq),
+            (None, Some(ts)) => state.store.journal_seq_at_time(ts).map_err(ApiError::from),
+            (None, None) => Ok(last),
+        }
+    }
+}
+
+async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiResult<Json<Value>> {
+    settlement(state)?;
+    let seq = as_of.resolve(state)?;
+    let found = match as_of.source.as_deref() {
+        None | Some("read_model") => readmodel::account_at(&state.store, user_id, seq)?,
+        Some("replay") => {
+            crate::pit::at_seq(state, seq, move |engine| {
+                let answer = engine.query_position(&exhost_guest_sdk::PositionQuery::Account { user_id })?;
+                Ok(match answer {
+                    exhost_guest_sdk::PositionQueryResult::Account(account) => account.map(|a| (seq, a)),
+                    _ => None,
+                })
+            })
+            .await?
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("source must be read_model or replay, not {other:?}")));
+        }
+    };
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let account = found.map(|(_, account)| account).unwrap_or_else(|| exhost_guest_sdk::AccountState {
+        user_id,
+        balance_units: 0,
+        unrealized_pnl_units: 0,
+        equity_units: 0,
+        initial_margin_units: 0,
+        maintenance_margin_units: 0,
+        available_units: 0,
+        margin_ratio: None,
+        positions: Vec::new(),
+    });
+    Ok(Json(account_json(&account, seq, &directory)))
+}
+
+pub(super) async fn account(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    trader: Trader,
+) -> ApiResult<Json<Value>> {
+    let as_of: AsOf = parse_query(raw.as_deref())?;
+    account_answer(&state, trader.user_id, &as_of).await
+}
+
+pub(super) async fn admin_account(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(user_id): Path<String>,
+    Params(as_of): Params<AsOf>,
+) -> ApiResult<Json<Value>> {
+    let user_id: u64 = user_id.parse().map_err(|_| ApiError::not_found(format!("no user {user_id}")))?;
+    if !state.node.directory.read().unwrap_or_else(|p| p.into_inner()).user_ids.contains_key(&UserId(user_id)) {
+        return Err(ApiError::not_found(format!("no user {user_id}")));
+    }
+    account_answer(&state, UserId(user_id), &as_of).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    symbol: Option<String>,
+    from_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn history(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    trader: Trader,
+) -> ApiResult<Json<Value>> {
+    let query: HistoryQuery = parse_query(raw.as_deref())?;
+    let market = query.symbol.as_deref().map(|symbol| market_of(&state, symbol)).transpose()?.map(|(id, _)| id);
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {HISTORY_LIMIT_MAX}")));
+    }
+    let events = readmodel::history(&state.store, trader.user_id, market, query.from_seq.unwrap_or(1), limit)?;
+    let next_seq = events.last().map(|event| event.seq + 1);
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let events: Vec<Value> = events.iter().map(|event| user_event_json(event, &directory, trader.user_id)).collect();
+    Ok(Json(json!({ "events": events, "next_seq": next_seq })))
+}
+
+pub(super) async fn ledger(
+    State(state): State<AppState>,
+    _: Operator,
+    Params(as_of): Params<AsOf>,
+) -> ApiResult<Json<Value>> {
+    settlement(&state)?;
+    let seq = as_of.resolve(&state)?;
+    let ledger = readmodel::ledger_at(&state.store, seq)?.map(|(_, ledger)| ledger).unwrap_or_default();
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(ledger_json(&ledger, seq, &directory)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkRequest {
+    symbol: String,
+    price: String,
+}
+
+pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: MarkRequest = parse_json(&body)?;
+    settlement(&state)?;
+    let (market, spec) = market_of(&state, &request.symbol)?;
+    let price_ticks = spec.price_scale.parse_steps(&request.price).map_err(|error| {
+        ApiError::decimal("invalid_price", "price", &request.price, &format!("the tick {}", spec.price_scale), error)
+    })?;
+    if price_ticks > spec.config.price_ticks_max {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_price", "price is above the market's maximum"));
+    }
+    let applied = state.node.submit(Command::MarkPrice { market, price_ticks }).await?;
+    if let Some(reason) = applied.events.iter().find_map(|e| match &e.body {
+        EventBody::CommandRejected { reason } => Some(*reason),
+        _ => None,
+    }) {
+        return Err(ApiError::refused(reason));
+    }
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let liquidations: Vec<Value> = applied
+        .events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event.body,
+                EventBody::Position(
+                    PositionEvent::LiquidationStarted { .. }
+                        | PositionEvent::LiquidationOrder { .. }
+                        | PositionEvent::AutoDeleverage { .. }
+                        | PositionEvent::InsuranceFund { .. }
+                )
+            )
+        })
+        .map(|event| event_json(event, &directory))
+        .collect();
+    Ok(Json(json!({ "seq": applied.seq, "liquidations": liquidations })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundingRequest {
+    symbol: String,
+    rate: String,
+}
+
+/// A signed rate with at most 8 decimals, as 1e-8 units.
+fn parse_rate(text: &str) -> ApiResult<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let units = Scale { decimals: 8, step_units: 1 }
+        .parse_units(digits)
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rate", format!("rate {text:?} {error}")))?;
+    let units = i64::try_from(units)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rate", "rate is too large"))?;
+    if units > 100_000_000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_rate", "a funding rate above 100% is refused"));
+    }
+    Ok(if negative { -units } else { units })
+}
+
+pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: FundingRequest = parse_json(&body)?;
+    settlement(&state)?;
+    let (market, _) = market_of(&state, &request.symbol)?;
+    let rate = parse_rate(&request.rate)?;
+    let applied = state.node.submit(Command::Funding { market, rate }).await?;
+    let refusal = applied.events.iter().find_map(|e| match &e.body {
+        EventBody::CommandRejected { reason } | EventBody::Position(PositionEvent::Rejected { reason, .. }) => {
+            Some(*reason)
+        }
+        _ => None,
+    });
+    if let Some(reason) = refusal {
+        return Err(ApiError::refused(reason));
+    }
+    Ok(Json(json!({ "seq": applied.seq })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundRequest {
+    amount: String,
+}
+
+pub(super) async fn insurance_fund(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let request: FundRequest = parse_json(&body)?;
+    let (_, scale) = settlement(&state)?;
+    let amount_units = parse_amount(&scale, &request.amount)?;
+    let applied = state.node.submit(Command::FundInsurance { amount_units }).await?;
+    Ok(Json(json!({ "seq": applied.seq })))
+}

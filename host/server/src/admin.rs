@@ -1,0 +1,310 @@
+//! Operator endpoints: users, deposits, markets, modules, snapshots, the event log.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use exhost_engine::{Command, Credential, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
+use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Body, Operator, parse_json};
+use crate::error::{ApiError, ApiResult};
+use crate::params::Params;
+use crate::state::AppState;
+use crate::views::event_json;
+use exhost_node::readmodel;
+
+/// Most events one page of the event log may hold.
+const EVENTS_LIMIT_MAX: usize = 10_000;
+
+fn random_hex(bytes: usize) -> ApiResult<String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|error| ApiError::internal(format!("no randomness: {error}")))?;
+    Ok(hex::encode(buffer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRequest {
+    /// An Ed25519 public key (64 hex digits): the user signs with its private
+    /// key and the host holds no secret. Without it, the host makes an HMAC secret.
+    public_key: Option<String>,
+}
+
+pub(super) async fn create_user(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let request: UserRequest = parse_json(&body)?;
+    let api_key = random_hex(16)?;
+    let (credential, api_secret) = match &request.public_key {
+        Some(text) => {
+            let mut public_key = [0u8; 32];
+            hex::decode_to_slice(text, &mut public_key)
+                .map_err(|_| ApiError::bad_request("public_key must be 64 hex digits (an Ed25519 public key)"))?;
+            ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+                .map_err(|_| ApiError::bad_request("public_key is not a valid Ed25519 public key"))?;
+            (Credential::Ed25519(public_key), None)
+        }
+        None => {
+            let api_secret = random_hex(32)?;
+            // Sealed before it is journaled: the secret is in clear only in this answer and in memory.
+            let sealed =
+                state.sealer.seal(&api_key, &api_secret).map_err(|error| ApiError::internal(error.to_string()))?;
+            (Credential::SealedSecret(sealed), Some(api_secret))
+        }
+    };
+    let applied = state.node.submit(Command::RegisterUser { api_key: api_key.clone(), credential }).await?;
+    let user_id = applied
+        .events
+        .iter()
+        .find_map(|event| match event.body {
+            EventBody::UserCreated { user_id } => Some(user_id.0),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("the engine created no user"))?;
+    let mut answer = json!({ "seq": applied.seq, "user_id": user_id, "api_key": api_key });
+    match api_secret {
+        Some(secret) => answer["api_secret"] = json!(secret),
+        None => answer["public_key"] = json!(request.public_key),
+    }
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositRequest {
+    user_id: u64,
+    asset: String,
+    amount: String,
+}
+
+pub(super) async fn deposit(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: DepositRequest = parse_json(&body)?;
+    let decimals = {
+        let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        if !directory.user_ids.contains_key(&UserId(request.user_id)) {
+            return Err(ApiError::not_found(format!("no user {}", request.user_id)));
+        }
+        *directory.assets.get(&request.asset).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("no asset {:?}", request.asset))
+        })?
+    };
+    let scale = Scale { decimals, step_units: 1 };
+    let amount_units = scale
+        .parse_steps(&request.amount)
+        .map_err(|error| ApiError::decimal("invalid_amount", "amount", &request.amount, &scale.to_string(), error))?;
+    let applied = state
+        .node
+        .submit(Command::Deposit { user_id: UserId(request.user_id), asset: request.asset, amount_units })
+        .await?;
+    if let Some(EventBody::CommandRejected { reason }) = applied.events.first().map(|event| &event.body) {
+        return Err(ApiError::refused(*reason));
+    }
+    Ok(Json(json!({ "seq": applied.seq })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarketRequest {
+    symbol: String,
+    base: String,
+    quote: String,
+    tick_size: String,
+    lot_size: String,
+    matching_module: String,
+    params: Option<Value>,
+    quote_decimals: Option<u8>,
+    risk: Option<RiskRequest>,
+    limits: Option<LimitsRequest>,
+}
+
+/// The module's bounds for this market; defaults in `ModuleLimits`. Journaled
+/// with the market: an out-of-fuel outcome is only deterministic if the fuel is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsRequest {
+    fuel_per_command: Option<u64>,
+    memory_bytes_max: Option<u64>,
+}
+
+/// The range an operator may set a market's fuel per command in. Below, even
+/// an empty book cannot place an order; above, one command could hold the
+/// engine for minutes (other calls' budgets are multiples of it).
+const FUEL_PER_COMMAND_RANGE: std::ops::RangeInclusive<u64> = 100_000..=100_000_000_000;
+/// The range of a market module's memory limit: at least 1 MiB, at most all of wasm32.
+const MEMORY_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 32);
+
+fn module_limits(request: Option<&LimitsRequest>) -> ApiResult<ModuleLimits> {
+    let defaults = ModuleLimits::default();
+    let Some(request) = request else { return Ok(defaults) };
+    let limits = ModuleLimits {
+        fuel_per_command: request.fuel_per_command.unwrap_or(defaults.fuel_per_command),
+        memory_bytes_max: request.memory_bytes_max.unwrap_or(defaults.memory_bytes_max),
+    };
+    if !FUEL_PER_COMMAND_RANGE.contains(&limits.fuel_per_command) {
+        return Err(ApiError::bad_request(format!(
+            "limits.fuel_per_command must be between {} and {}",
+            FUEL_PER_COMMAND_RANGE.start(),
+            FUEL_PER_COMMAND_RANGE.end()
+        )));
+    }
+    if !MEMORY_BYTES_RANGE.contains(&limits.memory_bytes_max) {
+        return Err(ApiError::bad_request(format!(
+            "limits.memory_bytes_max must be between {} and {}",
+            MEMORY_BYTES_RANGE.start(),
+            MEMORY_BYTES_RANGE.end()
+        )));
+    }
+    Ok(limits)
+}
+
+/// Margin and fee rates as decimal fractions ("0.1" is 10%); defaults in `RiskParams`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskRequest {
+    initial_margin: Option<String>,
+    maintenance_margin: Option<String>,
+    maker_fee: Option<String>,
+    taker_fee: Option<String>,
+    liquidation_fee: Option<String>,
+}
+
+fn parse_fraction(field: &str, text: &Option<String>, default: u64) -> ApiResult<u64> {
+    let Some(text) = text else { return Ok(default) };
+    let rate = Scale { decimals: 8, step_units: 1 }.parse_units(text).map_err(|error| {
+        ApiError::bad_request(format!("{field} {text:?} {error} (a fraction with at most 8 decimals)"))
+    })?;
+    if rate > 100_000_000 {
+        return Err(ApiError::bad_request(format!("{field} must be at most 1")));
+    }
+    Ok(rate)
+}
+
+fn risk_params(request: Option<&RiskRequest>) -> ApiResult<RiskParams> {
+    let defaults = RiskParams::default();
+    let Some(request) = request else { return Ok(defaults) };
+    let risk = RiskParams {
+        initial_margin_rate: parse_fraction("initial_margin", &request.initial_margin, defaults.initial_margin_rate)?,
+        maintenance_margin_rate: parse_fraction(
+            "maintenance_margin",
+            &request.maintenance_margin,
+            defaults.maintenance_margin_rate,
+        )?,
+        maker_fee_rate: parse_fraction("maker_fee", &request.maker_fee, defaults.maker_fee_rate)?,
+        taker_fee_rate: parse_fraction("taker_fee", &request.taker_fee, defaults.taker_fee_rate)?,
+        liquidation_fee_rate: parse_fraction(
+            "liquidation_fee",
+            &request.liquidation_fee,
+            defaults.liquidation_fee_rate,
+        )?,
+    };
+    if risk.maintenance_margin_rate == 0 || risk.maintenance_margin_rate >= risk.initial_margin_rate {
+        return Err(ApiError::bad_request("maintenance_margin must be above 0 and below initial_margin"));
+    }
+    Ok(risk)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+pub(super) async fn create_market(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let request: MarketRequest = parse_json(&body)?;
+    for (field, value) in [("symbol", &request.symbol), ("base", &request.base), ("quote", &request.quote)] {
+        if !valid_name(value) {
+            return Err(ApiError::bad_request(format!("{field} must be 1 to 32 of A-Z, 0-9, '-', '_'")));
+        }
+    }
+    let price_scale = Scale::from_step(&request.tick_size)
+        .map_err(|error| ApiError::bad_request(format!("tick_size {:?} {error}", request.tick_size)))?;
+    let qty_scale = Scale::from_step(&request.lot_size)
+        .map_err(|error| ApiError::bad_request(format!("lot_size {:?} {error}", request.lot_size)))?;
+    if state.node.directory.read().unwrap_or_else(|p| p.into_inner()).symbols.contains_key(&request.symbol) {
+        return Err(ApiError::refused(exhost_guest_sdk::Reason::MarketExists));
+    }
+    let module_hash = ModuleHash::from_hex(&request.matching_module)
+        .ok_or_else(|| ApiError::bad_request("matching_module must be a module hash (64 hex digits)"))?;
+    let compiled = state.loader.compiled(&module_hash).map_err(|error| match error {
+        exhost_engine::LoadError::UnknownModule(_) => ApiError::not_found(format!("no module {module_hash} is stored")),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "module_rejected", other.to_string()),
+    })?;
+    if compiled.info.kind != ModuleKind::Matching {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "module_rejected", "a market needs a matching module"));
+    }
+    let quote_decimals = request.quote_decimals.unwrap_or(6);
+    if quote_decimals > exhost_engine::decimal::DECIMALS_MAX {
+        return Err(ApiError::bad_request("quote_decimals is at most 18"));
+    }
+    let risk = risk_params(request.risk.as_ref())?;
+    let limits = module_limits(request.limits.as_ref())?;
+    let spec = MarketSpec {
+        symbol: request.symbol,
+        base: request.base,
+        quote: request.quote,
+        quote_decimals,
+        price_scale,
+        qty_scale,
+        module_hash,
+        limits,
+        config: MarketConfig {
+            params: request.params.map(|params| params.to_string().into_bytes()).unwrap_or_default(),
+            ..MarketConfig::default()
+        },
+        risk,
+    };
+    let settlement = state.node.directory.read().unwrap_or_else(|p| p.into_inner()).settlement_asset.clone();
+    if let Some(asset) = settlement {
+        if spec.quote != asset {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_asset", format!("markets settle in {asset}")));
+        }
+        if spec.units_per_tick_lot().is_none() {
+            return Err(ApiError::bad_request(format!(
+                "tick_size x lot_size must be a whole number of the quote's minimal units (10^-{quote_decimals})"
+            )));
+        }
+    }
+    let symbol = spec.symbol.clone();
+    let applied = state.node.submit(Command::CreateMarket(spec)).await?;
+    if let Some(reason) = applied.events.iter().find_map(|event| match &event.body {
+        EventBody::CommandRejected { reason } => Some(*reason),
+        _ => None,
+    }) {
+        return Err(ApiError::refused(reason));
+    }
+    Ok(Json(json!({ "seq": applied.seq, "symbol": symbol })))
+}
+
+pub(super) async fn snapshot(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
+    let taken = state.node.snapshot().await?;
+    Ok(Json(json!({ "seq": taken.seq, "digest": taken.digest_hex, "size_bytes": taken.size_bytes })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    from_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    _: Operator,
+    Params(query): Params<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(1_000);
+    if limit == 0 || limit > EVENTS_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {EVENTS_LIMIT_MAX}")));
+    }
+    let from_seq = query.from_seq.unwrap_or(1);
+    let (events, next_seq) = readmodel::events_from(&state.store, from_seq, limit)?;
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let events: Vec<Value> = events.iter().map(|event| event_json(event, &directory)).collect();
+    Ok(Json(json!({ "events": events, "next_seq": next_seq })))
+}
