@@ -181,7 +181,7 @@ fn ed25519_users_sign_without_a_secret_and_no_secret_is_stored_in_clear() {
         .ok();
     let sign = |method: &str, path: &str, body: &str| {
         use ed25519_dalek::Signer;
-        let timestamp = fresh_timestamp_ms().to_string();
+        let timestamp = fresh_timestamp_ms(&api_key).to_string();
         let message = signed_message(SignatureVersion::V2, &timestamp, method, path, body.as_bytes());
         vec![
             ("X-API-KEY", api_key.clone()),

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -265,20 +266,25 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-/// A timestamp for a new signature: the clock, but never the same
-/// millisecond twice in this process, since a state-changing signature
+/// A timestamp for a new signature by `api_key`: the clock, but never the
+/// same millisecond twice for one key, since a state-changing signature
 /// counts once (two identical orders in one millisecond would be one replay).
-pub fn fresh_timestamp_ms() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
+/// Kept per key: one clock for the whole process ran ahead of the real one
+/// under a crash loop's load (over a thousand signatures a second), until
+/// other tests' requests were refused as 13 s in the future.
+pub fn fresh_timestamp_ms(api_key: &str) -> u64 {
+    static LAST: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
     let now = now_ms();
-    let previous = LAST.fetch_max(now, Ordering::SeqCst);
-    if previous < now { now } else { LAST.fetch_add(1, Ordering::SeqCst) + 1 }
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = last.entry(api_key.to_string()).or_insert(0);
+    *entry = if *entry < now { now } else { *entry + 1 };
+    *entry
 }
 
 impl Trader {
     /// Headers of a request signed with signature version 2.
     pub fn headers(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-        let timestamp = fresh_timestamp_ms().to_string();
+        let timestamp = fresh_timestamp_ms(&self.api_key).to_string();
         let signature = exhost_server::auth::sign_v2(&self.api_secret, &timestamp, method, path, body);
         vec![
             ("X-API-KEY", self.api_key.clone()),
@@ -290,14 +296,14 @@ impl Trader {
 
     /// Headers of a request signed with the original version 1 (no version header).
     pub fn headers_v1(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-        let timestamp = fresh_timestamp_ms().to_string();
+        let timestamp = fresh_timestamp_ms(&self.api_key).to_string();
         let signature = exhost_server::auth::sign(&self.api_secret, &timestamp, method, path, body);
         vec![("X-API-KEY", self.api_key.clone()), ("X-TIMESTAMP", timestamp), ("X-SIGNATURE", signature)]
     }
 
     /// The WebSocket `auth` message for a socket whose challenge is `nonce`.
     pub fn ws_auth(&self, nonce: &str) -> Value {
-        let timestamp = fresh_timestamp_ms().to_string();
+        let timestamp = fresh_timestamp_ms(&self.api_key).to_string();
         let signature = exhost_server::auth::sign_ws(&self.api_secret, &timestamp, nonce);
         json!({"op": "auth", "api_key": self.api_key, "timestamp": timestamp, "signature": signature, "nonce": nonce})
     }
