@@ -139,14 +139,18 @@ fn now_ms() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0).to_string()
 }
 
-/// A timestamp for a new signature, never the same millisecond twice in this
-/// process: a state-changing signature counts once.
-fn fresh_timestamp() -> String {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A timestamp for a new signature by `api_key`, never the same millisecond
+/// twice for one key: a state-changing signature counts once. Per key, since
+/// one counter for the whole generator ran ahead of the clock at tens of
+/// thousands of signatures a second, and the host refused them as from the
+/// future (`unauthorized`).
+fn fresh_timestamp(api_key: &str) -> String {
+    static LAST: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let previous = LAST.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-    let timestamp = if previous < now { now } else { LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 };
-    timestamp.to_string()
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = last.entry(api_key.to_string()).or_insert(0);
+    *entry = if *entry < now { now } else { *entry + 1 };
+    entry.to_string()
 }
 
 async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: Instant) -> anyhow::Result<ClientStats> {
@@ -161,7 +165,7 @@ async fn http_client(addr: SocketAddr, user: Credentials, seed: u64, deadline: I
             Step::Place(order) => ("POST", "/v1/orders".to_string(), order.to_string()),
             Step::Cancel(order_id) => ("DELETE", format!("/v1/orders/{order_id}"), String::new()),
         };
-        let timestamp = fresh_timestamp();
+        let timestamp = fresh_timestamp(&user.api_key);
         let signature = sign_v2(&user.api_secret, &timestamp, method, &path, body.as_bytes());
         let request = hyper::Request::builder()
             .method(method)
@@ -204,7 +208,7 @@ async fn ws_client(
         }
         other => bail!("no challenge from the WebSocket: {other:?}"),
     };
-    let timestamp = fresh_timestamp();
+    let timestamp = fresh_timestamp(&user.api_key);
     let signature = sign_ws(&user.api_secret, &timestamp, &nonce);
     let auth = json!({
         "op": "auth", "api_key": user.api_key, "timestamp": timestamp, "signature": signature, "nonce": nonce,
