@@ -146,22 +146,7 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EXHOST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false)
-        .init();
-    match run(Cli::parse().command) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exhost_server::process::main_with(|| run(Cli::parse().command))
 }
 
 fn run(command: BenchCommand) -> anyhow::Result<()> {

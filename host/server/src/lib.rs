@@ -17,6 +17,7 @@ mod modules;
 pub mod openapi;
 pub mod params;
 mod pit;
+pub mod process;
 mod routes;
 pub mod serve;
 pub mod state;
