@@ -86,6 +86,11 @@ fn dependencies_point_inward() {
     for (package, forbidden, why) in rules {
         assert_none(package, &linked(package), forbidden, why);
     }
+    // Libraries return typed errors; anyhow is for the edges (the binaries, the server's start-up).
+    for package in ["exhost-guest-sdk", "exhost-engine", "exhost-runtime", "exhost-store", "exhost-node"] {
+        assert_none(package, &direct(package), &["anyhow"], "a library's errors are typed (thiserror)");
+    }
+    assert!(direct("exhost-server").contains("anyhow"), "sanity: a direct dependency on anyhow is seen");
     // The server reaches storage and modules through the node and the store's seam.
     assert_none("exhost-server", &direct("exhost-server"), &["rocksdb", "librocksdb-sys", "wasmtime"], "not directly");
 }

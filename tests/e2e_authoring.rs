@@ -76,6 +76,9 @@ fn a_new_plugin_builds_uploads_activates_and_rolls_back() {
     let recorded =
         exhost(&["module", "fixture", "--market", "BTC-PERP", "--out", fixture.to_str().unwrap()], dir.path());
     assert!(recorded.status.success(), "{}", String::from_utf8_lossy(&recorded.stderr));
+    // Both orders reached the uploaded module, which was active for both.
+    let raw: Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+    assert_eq!(raw["modules"], json!([{ "from_command": 0, "module_hash": hash }]));
     let fixture = exhost_testkit::Fixture::load(&fixture).unwrap();
     assert_eq!(fixture.commands.len(), 2);
     let report =

@@ -128,7 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut engine = if from_start {
                 exhost_engine::Engine::new(loader)
             } else {
-                recovery::engine_from_snapshot(&store, loader, to_seq)?
+                recovery::engine_from_snapshot(&store, loader, to_seq)
             };
             let start_seq = engine.last_seq();
             let mut progress = Progress::new("replay", to_seq - start_seq, true);

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
-use exhost_engine::Command;
-use exhost_guest_sdk::abi::ApplyInput;
-use exhost_guest_sdk::codec::decode;
-use exhost_guest_sdk::{CommandContext, MatchingCommand, OrderId};
+use exhost_engine::{Engine, RecordingLoader};
+use exhost_node::recovery::{self, Progress};
+use exhost_node::{datadir, loader_for};
 use serde_json::{Value, json};
 
 use clap::Subcommand;
@@ -85,7 +86,7 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
         }
         ModuleCommand::New { name, dir, sdk } => new_plugin(&name, dir, sdk),
         ModuleCommand::Fixture { data, market, out, to_seq } => {
-            fixture(&data.config()?.db_dir(), &market, &out, to_seq)
+            fixture(&data.config()?.data_dir, &market, &out, to_seq)
         }
     }
 }
@@ -164,70 +165,44 @@ fn new_plugin(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow:
     Ok(())
 }
 
-/// Record the order commands of one market from the journal, as the fixture
-/// format of `exhost-testkit`: `{"config", "commands": [{"ctx", "command"}]}`.
-/// These are the commands as journaled: orders the position module refused are
-/// included, liquidation orders are not.
-fn fixture(db: &Path, symbol: &str, out: &Path, to_seq: Option<u64>) -> anyhow::Result<()> {
-    let store = exhost_store::Store::open_read_only(db).with_context(|| format!("opening {}", db.display()))?;
-    let mut market = None;
-    let mut config = None;
-    let mut commands: Vec<ApplyInput<MatchingCommand>> = Vec::new();
-    for record in store.journal_from(1) {
-        let record = record?;
-        if to_seq.is_some_and(|last| record.seq > last) {
-            break;
-        }
-        let ctx = CommandContext { seq: record.seq, ts_ns: record.ts_ns };
-        let command: Command = decode(&record.command)?;
-        let matching = match command {
-            Command::CreateMarket(spec) if spec.symbol == symbol => {
-                config = Some(spec.config.clone());
-                None
-            }
-            Command::CreateMarket(_) => {
-                // Markets are numbered in creation order.
-                None
-            }
-            Command::PlaceOrder(order) if Some(order.market) == market => {
-                Some(MatchingCommand::Place(order.to_matching(OrderId(record.seq))))
-            }
-            Command::CancelOrder { market: m, user_id, order_id } if Some(m) == market => {
-                Some(MatchingCommand::Cancel { order_id, user_id })
-            }
-            Command::AmendOrder { market: m, user_id, order_id, price_ticks, qty_lots } if Some(m) == market => {
-                Some(MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots })
-            }
-            Command::MassCancel { market: m, user_id } if m.is_none() || m == market => {
-                market.map(|_| MatchingCommand::MassCancel { user_id })
-            }
-            _ => None,
-        };
-        if config.is_some() && market.is_none() {
-            market = Some(exhost_engine::MarketId(count_markets_before(&store, record.seq)?));
-        }
-        if let Some(command) = matching {
-            commands.push(ApplyInput { ctx, command });
-        }
+/// Record what one market's module received, as the fixture format of
+/// `exhost-testkit`: `{"config", "commands": [{"ctx", "command"}]}`. The
+/// journal is replayed from its start through the data directory's modules,
+/// with a recording loader: the commands are those the module was handed and
+/// kept, exactly (liquidation orders are there; orders the position module
+/// refused, and commands a module fault rolled back, are not). `modules` says
+/// which module received them from which command on, when a hot swap changed it.
+fn fixture(data_dir: &Path, symbol: &str, out: &Path, to_seq: Option<u64>) -> anyhow::Result<()> {
+    let store = datadir::open_existing(data_dir, true)?;
+    let last = store.journal_last_seq()?.unwrap_or(0);
+    let to_seq = to_seq.unwrap_or(last);
+    if to_seq > last {
+        bail!("--to-seq {to_seq} is beyond the last journal record {last}");
     }
-    let Some(config) = config else { bail!("no market {symbol:?} in this journal") };
-    let fixture = json!({ "symbol": symbol, "config": config, "commands": commands });
-    std::fs::write(out, serde_json::to_vec(&fixture)?)?;
-    println!("recorded {} commands of {symbol} into {}", commands.len(), out.display());
+    let recorder = Arc::new(RecordingLoader::new(loader_for(&store)?));
+    let mut engine = Engine::new(recorder.clone());
+    let mut progress = Progress::new("record", to_seq, true);
+    recovery::replay(&store, &mut engine, to_seq, &mut progress, |_| Ok(()))?;
+    let recording = engine
+        .registry()
+        .market_id(symbol)
+        .and_then(|market| recorder.recording(market))
+        .with_context(|| format!("no market {symbol:?} in this journal up to seq {to_seq}"))?;
+    let modules: Vec<Value> = recording
+        .modules
+        .iter()
+        .map(|(from, hash)| json!({ "from_command": from, "module_hash": hash.to_hex() }))
+        .collect();
+    let fixture = json!({
+        "symbol": symbol,
+        "config": recording.config,
+        "commands": recording.commands,
+        "modules": modules,
+    });
+    std::fs::write(out, serde_json::to_vec(&fixture)?).with_context(|| format!("writing {}", out.display()))?;
+    println!("recorded {} commands of {symbol} into {}", recording.commands.len(), out.display());
+    if modules.len() > 1 {
+        println!("  note: {} modules received them in turn (hot swaps); see \"modules\"", modules.len());
+    }
     Ok(())
-}
-
-/// How many markets were created before `seq` (so the market created at `seq` has that id).
-fn count_markets_before(store: &exhost_store::Store, seq: u64) -> anyhow::Result<u32> {
-    let mut count = 0;
-    for record in store.journal_from(1) {
-        let record = record?;
-        if record.seq >= seq {
-            break;
-        }
-        if let Command::CreateMarket(_) = decode::<Command>(&record.command)? {
-            count += 1;
-        }
-    }
-    Ok(count)
 }

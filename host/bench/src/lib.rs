@@ -211,6 +211,7 @@ pub fn swap(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
         let limits = exhost_engine::ModuleLimits::default();
         exhost_node::modcheck::check_takeover::<exhost_guest_sdk::MatchingAbi>(
             &loader,
+            exhost_engine::ModuleTarget::Market(exhost_engine::MarketId(0)),
             &current,
             &limits,
             &state.markets[0].image,
@@ -400,7 +401,7 @@ pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
     let loader = exhost_node::loader_for(&store)?;
     let last = store.journal_last()?.map_or(0, |record| record.seq);
     let restore_started = Instant::now();
-    let mut engine = recovery::engine_from_snapshot(&store, loader, last)?;
+    let mut engine = recovery::engine_from_snapshot(&store, loader, last);
     let restore = restore_started.elapsed();
     let snapshot_seq = engine.last_seq();
     let replay_started = Instant::now();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::Scale;
 use crate::module::ModuleHash;
-pub use crate::module::ModuleLimits;
+pub use crate::module::{ModuleLimits, ModuleTarget};
 
 /// Everything that defines a market.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,33 +108,6 @@ impl NewOrder {
             qty_lots: self.qty_lots,
             time_in_force: self.time_in_force,
             self_trade_prevention: self.self_trade_prevention,
-        }
-    }
-}
-
-/// Which instance a module activation replaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ModuleTarget {
-    Market(MarketId),
-    Position,
-}
-
-impl ModuleTarget {
-    /// How metrics label the instance: `position`, `market 3`.
-    pub fn label(self) -> String {
-        match self {
-            ModuleTarget::Position => "position".into(),
-            ModuleTarget::Market(market) => format!("market {market}"),
-        }
-    }
-}
-
-/// How messages name the instance: "the position module", "market 3".
-impl std::fmt::Display for ModuleTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ModuleTarget::Position => f.write_str("the position module"),
-            ModuleTarget::Market(market) => write!(f, "market {market}"),
         }
     }
 }

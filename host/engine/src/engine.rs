@@ -556,7 +556,9 @@ fn detached<A: Abi>(
     target: ModuleTarget,
 ) -> Result<Box<dyn Instance<A>>, EngineError> {
     let image = slot.instance.image().map_err(|fault| EngineError::Detached { target: target, fault })?;
-    loader.resume(&slot.hash, &slot.limits, &image).map_err(|source| EngineError::Load { target: target, source })
+    loader
+        .resume(target, &slot.hash, &slot.limits, &image)
+        .map_err(|source| EngineError::Load { target: target, source })
 }
 
 pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {

@@ -15,6 +15,7 @@ mod error;
 pub mod event;
 pub mod module;
 mod observe;
+pub mod record;
 pub mod registry;
 mod report;
 mod setup;
@@ -32,6 +33,7 @@ pub use module::{
     Instance, InstanceImage, LoadError, Loader, MatchingInstance, MemoryImage, MemoryRun, ModuleCall, ModuleFault,
     ModuleHash, ModuleLimits, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
 };
+pub use record::{MarketRecording, RecordingLoader};
 pub use registry::{Activation, PositionInstall, Registry, UserRecord};
 pub use report::{FaultReport, ModuleReport};
 pub use slot::{IMAGE_BYTES_PER_RETAINED_COMMAND, RETAINED_COMMANDS_MIN};

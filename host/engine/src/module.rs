@@ -12,9 +12,9 @@ use core::marker::PhantomData;
 
 use exhost_guest_sdk::abi::Rules;
 use exhost_guest_sdk::{
-    Abi, CommandContext, MarketConfig, MatchingAbi, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
-    MatchingQueryResult, ModuleError, PositionAbi, PositionCommand, PositionConfig, PositionModule, PositionOutput,
-    PositionQuery, PositionQueryResult,
+    Abi, CommandContext, MarketConfig, MarketId, MatchingAbi, MatchingCommand, MatchingEvent, MatchingModule,
+    MatchingQuery, MatchingQueryResult, ModuleError, PositionAbi, PositionCommand, PositionConfig, PositionModule,
+    PositionOutput, PositionQuery, PositionQueryResult,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -122,6 +122,33 @@ pub enum ModuleFault {
     /// The module refused the call with its own message (bad snapshot, bad config).
     #[error("module refused: {message}")]
     Refused { message: String },
+}
+
+/// Which instance a module runs as: one market's book or the position module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleTarget {
+    Market(MarketId),
+    Position,
+}
+
+impl ModuleTarget {
+    /// How metrics label the instance: `position`, `market 3`.
+    pub fn label(self) -> String {
+        match self {
+            ModuleTarget::Position => "position".into(),
+            ModuleTarget::Market(market) => format!("market {market}"),
+        }
+    }
+}
+
+/// How messages name the instance: "the position module", "market 3".
+impl std::fmt::Display for ModuleTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleTarget::Position => f.write_str("the position module"),
+            ModuleTarget::Market(market) => write!(f, "market {market}"),
+        }
+    }
 }
 
 /// An instance's exact state. A checkpoint and a stored snapshot hold one,
@@ -285,11 +312,14 @@ pub enum LoadError {
     Fault { hash: ModuleHash, fault: ModuleFault },
 }
 
-/// Makes instances of one module kind.
+/// Makes instances of one module kind. Every call names the slot the
+/// instance is for: a loader may ignore it, a decorator may keep something
+/// per slot (the fixture recorder keeps each market's commands).
 pub trait Loader<A: Abi> {
     /// A fresh instance, initialised with `config`.
     fn create(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         config: &A::Config,
@@ -299,6 +329,7 @@ pub trait Loader<A: Abi> {
     /// (migrated if that is not the module's own version).
     fn restore(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         state_version: u32,
@@ -309,6 +340,7 @@ pub trait Loader<A: Abi> {
     /// this module. Runs no module code for a memory image.
     fn resume(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
@@ -404,6 +436,7 @@ fn restore_rules<A: Abi, R: Rules<A>>(state_version: u32, bytes: &[u8]) -> Resul
 impl<M: Rules<MatchingAbi> + Send + 'static, P> Loader<MatchingAbi> for NativeLoader<M, P> {
     fn create(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         _: &ModuleLimits,
         config: &MarketConfig,
@@ -413,6 +446,7 @@ impl<M: Rules<MatchingAbi> + Send + 'static, P> Loader<MatchingAbi> for NativeLo
 
     fn restore(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         _: &ModuleLimits,
         state_version: u32,
@@ -423,18 +457,20 @@ impl<M: Rules<MatchingAbi> + Send + 'static, P> Loader<MatchingAbi> for NativeLo
 
     fn resume(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
     ) -> Result<Box<dyn Instance<MatchingAbi>>, LoadError> {
         let (state_version, bytes) = native_image(hash, image)?;
-        Loader::<MatchingAbi>::restore(self, hash, limits, state_version, &bytes)
+        Loader::<MatchingAbi>::restore(self, target, hash, limits, state_version, &bytes)
     }
 }
 
 impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLoader<M, P> {
     fn create(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         _: &ModuleLimits,
         config: &PositionConfig,
@@ -444,6 +480,7 @@ impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLo
 
     fn restore(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         _: &ModuleLimits,
         state_version: u32,
@@ -454,12 +491,13 @@ impl<M, P: Rules<PositionAbi> + Send + 'static> Loader<PositionAbi> for NativeLo
 
     fn resume(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
     ) -> Result<Box<dyn Instance<PositionAbi>>, LoadError> {
         let (state_version, bytes) = native_image(hash, image)?;
-        Loader::<PositionAbi>::restore(self, hash, limits, state_version, &bytes)
+        Loader::<PositionAbi>::restore(self, target, hash, limits, state_version, &bytes)
     }
 }
 

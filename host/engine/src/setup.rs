@@ -71,11 +71,17 @@ impl Engine {
             events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
             return Ok(());
         }
-        let made = Loader::<MatchingAbi>::create(&*self.loader, &spec.module_hash, &spec.limits, &spec.config)
-            .and_then(|instance| {
-                Slot::new(instance, spec.module_hash, spec.limits)
-                    .map_err(|fault| LoadError::Fault { hash: spec.module_hash, fault })
-            });
+        let made = Loader::<MatchingAbi>::create(
+            &*self.loader,
+            ModuleTarget::Market(market),
+            &spec.module_hash,
+            &spec.limits,
+            &spec.config,
+        )
+        .and_then(|instance| {
+            Slot::new(instance, spec.module_hash, spec.limits)
+                .map_err(|fault| LoadError::Fault { hash: spec.module_hash, fault })
+        });
         let slot = match made {
             Ok(slot) => slot,
             Err(error) => {
@@ -125,9 +131,10 @@ impl Engine {
             events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
             return Ok(());
         };
-        let made = Loader::<PositionAbi>::create(&*self.loader, &module_hash, &limits, config).and_then(|instance| {
-            Slot::new(instance, module_hash, limits).map_err(|fault| LoadError::Fault { hash: module_hash, fault })
-        });
+        let made = Loader::<PositionAbi>::create(&*self.loader, ModuleTarget::Position, &module_hash, &limits, config)
+            .and_then(|instance| {
+                Slot::new(instance, module_hash, limits).map_err(|fault| LoadError::Fault { hash: module_hash, fault })
+            });
         let slot = match made {
             Ok(slot) => slot,
             Err(error) => {

@@ -135,7 +135,7 @@ impl<A: Abi> Slot<A> {
     ) -> Result<(), EngineError> {
         assert!(keep <= self.retained.len(), "a rebuild keeps at most the commands retained");
         self.instance = loader
-            .resume(&self.hash, &self.limits, &self.checkpoint)
+            .resume(target, &self.hash, &self.limits, &self.checkpoint)
             .map_err(|source| EngineError::Load { target, source })?;
         self.retained.truncate(keep);
         // A retained command succeeded on this very state before: failing now

@@ -120,7 +120,7 @@ impl Engine {
             target: ModuleTarget,
         ) -> Result<Slot<A>, EngineError> {
             let instance = loader
-                .resume(&hash, &limits, &state.image)
+                .resume(target, &hash, &limits, &state.image)
                 .map_err(|source| EngineError::Load { target: target, source })?;
             Ok(Slot::resumed(instance, hash, limits, state.image))
         }

@@ -61,7 +61,7 @@ impl Engine {
         };
         let to_version = match target {
             ModuleTarget::Market(market) => {
-                match take_over::<MatchingAbi>(&*self.loader, module_hash, limits, from_version, &bytes) {
+                match take_over::<MatchingAbi>(&*self.loader, target, module_hash, limits, from_version, &bytes) {
                     Ok(slot) => {
                         let version = slot.instance.state_version();
                         self.markets[market.0 as usize] = slot;
@@ -75,7 +75,7 @@ impl Engine {
                 }
             }
             ModuleTarget::Position => {
-                match take_over::<PositionAbi>(&*self.loader, module_hash, limits, from_version, &bytes) {
+                match take_over::<PositionAbi>(&*self.loader, target, module_hash, limits, from_version, &bytes) {
                     Ok(slot) => {
                         let version = slot.instance.state_version();
                         self.position = Some(slot);
@@ -110,12 +110,13 @@ impl Engine {
 /// The slot of a module that takes over a state handed over in `bytes`.
 fn take_over<A: Abi>(
     loader: &dyn Loader<A>,
+    target: ModuleTarget,
     hash: ModuleHash,
     limits: ModuleLimits,
     from_version: u32,
     bytes: &[u8],
 ) -> Result<Slot<A>, LoadError> {
-    let mut instance = loader.restore(&hash, &limits, from_version, bytes)?;
+    let mut instance = loader.restore(target, &hash, &limits, from_version, bytes)?;
     // The new module must be able to hand the state on in its turn: without
     // that no later swap, not even a rollback, could happen. (Its own
     // snapshot call is part of this journaled command, so its effect on the

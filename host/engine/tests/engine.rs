@@ -184,6 +184,7 @@ struct TrapLoader;
 impl Loader<MatchingAbi> for TrapLoader {
     fn create(
         &self,
+        _: ModuleTarget,
         _: &ModuleHash,
         _: &ModuleLimits,
         config: &MarketConfig,
@@ -192,6 +193,7 @@ impl Loader<MatchingAbi> for TrapLoader {
     }
     fn restore(
         &self,
+        _: ModuleTarget,
         _: &ModuleHash,
         _: &ModuleLimits,
         _: u32,
@@ -201,40 +203,44 @@ impl Loader<MatchingAbi> for TrapLoader {
     }
     fn resume(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
     ) -> Result<Box<MatchingInstance>, LoadError> {
         let InstanceImage::Snapshot { state_version, bytes } = image else { panic!("native images are snapshots") };
-        Loader::<MatchingAbi>::restore(self, hash, limits, *state_version, bytes)
+        Loader::<MatchingAbi>::restore(self, target, hash, limits, *state_version, bytes)
     }
 }
 
 impl Loader<PositionAbi> for TrapLoader {
     fn create(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         config: &PositionConfig,
     ) -> Result<Box<PositionInstance>, LoadError> {
-        Loader::<PositionAbi>::create(&NativeLoader::<PriceTimeBook>::default(), hash, limits, config)
+        Loader::<PositionAbi>::create(&NativeLoader::<PriceTimeBook>::default(), target, hash, limits, config)
     }
     fn restore(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         version: u32,
         bytes: &[u8],
     ) -> Result<Box<PositionInstance>, LoadError> {
-        Loader::<PositionAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), hash, limits, version, bytes)
+        Loader::<PositionAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), target, hash, limits, version, bytes)
     }
     fn resume(
         &self,
+        target: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
     ) -> Result<Box<PositionInstance>, LoadError> {
-        Loader::<PositionAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), hash, limits, image)
+        Loader::<PositionAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), target, hash, limits, image)
     }
 }
 
@@ -349,4 +355,62 @@ fn fault_inside_a_batch(market: MarketId) {
     )));
     let (a, b) = (single.snapshot().unwrap(), batched.snapshot().unwrap());
     assert_eq!(a.markets, b.markets);
+}
+
+/// The recorder keeps what each book received and kept: replayed alone
+/// through a fresh book, its commands give the engine's book exactly, with no
+/// trace of the commands a fault rolled back, however often the book was
+/// checkpointed, rebuilt and copied for queries.
+#[test]
+fn a_recording_holds_what_each_book_received_and_kept() {
+    let mut commands = flow(30_000, 5);
+    // Poisoned orders (13 lots trap the module after it half-applied them),
+    // spread out so some land long after a checkpoint.
+    let mut poisoned = 0;
+    for start in (1_000..commands.len() - 50).step_by(997) {
+        let place = commands[start..].iter_mut().find_map(|command| match command {
+            Command::PlaceOrder(order) => Some(order),
+            _ => None,
+        });
+        if let Some(order) = place {
+            order.qty_lots = 13;
+            poisoned += 1;
+        }
+    }
+    assert!(poisoned > 20);
+    let recorder = Arc::new(RecordingLoader::new(Arc::new(TrapLoader)));
+    let mut engine = Engine::new(recorder.clone());
+    for (i, command) in commands.iter().enumerate() {
+        let seq = i as u64 + 1;
+        engine.apply(seq, seq * 1000, command).unwrap();
+        if seq % 1_000 == 0 {
+            // A query runs in a copy, which must leave the history alone.
+            engine.query(MarketId(0), &MatchingQuery::Depth { levels_max: 5 }).unwrap();
+        }
+    }
+    let snapshot = engine.snapshot().unwrap();
+    for market in [MarketId(0), MarketId(1)] {
+        let recording = recorder.recording(market).unwrap();
+        assert_eq!(recording.modules, vec![(0, ModuleHash([7; 32]))]);
+        assert!(recording.commands.len() > 10_000, "{} commands", recording.commands.len());
+        assert!(recording.commands.windows(2).all(|pair| pair[0].ctx.seq < pair[1].ctx.seq));
+        let placed_13 = recording
+            .commands
+            .iter()
+            .filter(|input| matches!(&input.command, MatchingCommand::Place(order) if order.qty_lots == 13));
+        assert_eq!(placed_13.count(), 0, "a rolled-back command was recorded");
+        let mut book = NativeMatching::new(PriceTimeBook::init(&recording.config).unwrap());
+        for input in &recording.commands {
+            let mut events = Vec::new();
+            book.apply(&input.ctx, &input.command, &mut events).unwrap();
+        }
+        let mut replayed = Vec::new();
+        book.snapshot(&mut replayed).unwrap();
+        let InstanceImage::Snapshot { bytes, .. } = &*snapshot.markets[market.0 as usize].image else {
+            panic!("a native book's image is its snapshot")
+        };
+        assert_eq!(&replayed, bytes, "{market}: the recording does not rebuild the book");
+    }
+    // A market the engine never created has no recording.
+    assert!(recorder.recording(MarketId(2)).is_none());
 }

@@ -173,27 +173,65 @@ impl Instance<PositionAbi> for TrapOn77 {
 struct Faulty;
 
 impl Loader<MatchingAbi> for Faulty {
-    fn create(&self, h: &ModuleHash, l: &ModuleLimits, c: &MarketConfig) -> Result<Box<MatchingInstance>, LoadError> {
-        Loader::<MatchingAbi>::create(&NativeLoader::<PriceTimeBook>::default(), h, l, c)
+    fn create(
+        &self,
+        t: ModuleTarget,
+        h: &ModuleHash,
+        l: &ModuleLimits,
+        c: &MarketConfig,
+    ) -> Result<Box<MatchingInstance>, LoadError> {
+        Loader::<MatchingAbi>::create(&NativeLoader::<PriceTimeBook>::default(), t, h, l, c)
     }
-    fn restore(&self, h: &ModuleHash, l: &ModuleLimits, v: u32, b: &[u8]) -> Result<Box<MatchingInstance>, LoadError> {
-        Loader::<MatchingAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), h, l, v, b)
+    fn restore(
+        &self,
+        t: ModuleTarget,
+        h: &ModuleHash,
+        l: &ModuleLimits,
+        v: u32,
+        b: &[u8],
+    ) -> Result<Box<MatchingInstance>, LoadError> {
+        Loader::<MatchingAbi>::restore(&NativeLoader::<PriceTimeBook>::default(), t, h, l, v, b)
     }
-    fn resume(&self, h: &ModuleHash, l: &ModuleLimits, i: &InstanceImage) -> Result<Box<MatchingInstance>, LoadError> {
-        Loader::<MatchingAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), h, l, i)
+    fn resume(
+        &self,
+        t: ModuleTarget,
+        h: &ModuleHash,
+        l: &ModuleLimits,
+        i: &InstanceImage,
+    ) -> Result<Box<MatchingInstance>, LoadError> {
+        Loader::<MatchingAbi>::resume(&NativeLoader::<PriceTimeBook>::default(), t, h, l, i)
     }
 }
 
 impl Loader<PositionAbi> for Faulty {
-    fn create(&self, _: &ModuleHash, _: &ModuleLimits, c: &PositionConfig) -> Result<Box<PositionInstance>, LoadError> {
+    fn create(
+        &self,
+        _: ModuleTarget,
+        _: &ModuleHash,
+        _: &ModuleLimits,
+        c: &PositionConfig,
+    ) -> Result<Box<PositionInstance>, LoadError> {
         Ok(Box::new(TrapOn77(Native::new(Positions::init(c).unwrap()))))
     }
-    fn restore(&self, _: &ModuleHash, _: &ModuleLimits, _: u32, b: &[u8]) -> Result<Box<PositionInstance>, LoadError> {
+    fn restore(
+        &self,
+        _: ModuleTarget,
+        _: &ModuleHash,
+        _: &ModuleLimits,
+        _: u32,
+        b: &[u8],
+    ) -> Result<Box<PositionInstance>, LoadError> {
         Ok(Box::new(TrapOn77(Native::new(Positions::restore(b).unwrap()))))
     }
-    fn resume(&self, h: &ModuleHash, l: &ModuleLimits, i: &InstanceImage) -> Result<Box<PositionInstance>, LoadError> {
+    fn resume(
+        &self,
+        t: ModuleTarget,
+        h: &ModuleHash,
+        l: &ModuleLimits,
+        i: &InstanceImage,
+    ) -> Result<Box<PositionInstance>, LoadError> {
         let InstanceImage::Snapshot { state_version, bytes } = i else { panic!("native images are snapshots") };
-        Loader::<PositionAbi>::restore(self, h, l, *state_version, bytes)
+        Loader::<PositionAbi>::restore(self, t, h, l, *state_version, bytes)
     }
 }
 

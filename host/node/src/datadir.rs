@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use exhost_engine::{Command, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
 use exhost_guest_sdk::{MarketConfig, PositionConfig};
 use exhost_store::Store;
 
+use crate::error::DataDirError;
 use crate::watermark::{self, Finding, Watermark};
 
 /// Where the database of a data directory lives.
@@ -63,28 +63,25 @@ pub fn create_durably(db_dir: &Path) -> std::io::Result<()> {
 
 /// Open the database of a data directory that must already hold one (the
 /// offline tools).
-pub fn open_existing(data_dir: &Path, read_only: bool) -> anyhow::Result<Store> {
+pub fn open_existing(data_dir: &Path, read_only: bool) -> Result<Store, DataDirError> {
     let dir = db_dir(data_dir);
     if !dir.join("CURRENT").is_file() {
-        bail!("no exhost data in {} (start `exhost serve` with this --data-dir first)", data_dir.display());
+        return Err(DataDirError::Missing { data_dir: data_dir.to_path_buf() });
     }
     let store = if read_only { Store::open_read_only(&dir) } else { Store::open(&dir) };
-    store.with_context(|| format!("opening {} (is `exhost serve` running on it?)", dir.display()))
+    store.map_err(|source| DataDirError::Open { db_dir: dir, source })
 }
 
 /// Compare the journal with its watermark before anything is replayed: a
 /// journal that lost acknowledged commands stops start-up, with what was
 /// lost and how to accept it; otherwise the watermark is opened for the write path.
-pub fn journal_watermark(data_dir: &Path, store: &Store) -> anyhow::Result<Watermark> {
+pub fn journal_watermark(data_dir: &Path, store: &Store) -> Result<Watermark, DataDirError> {
     let path = watermark::path_in(data_dir);
     let last_seq = store.journal_last_seq()?.unwrap_or(0);
     match watermark::check(watermark::load(&path)?, last_seq) {
-        Finding::Lost { last_seq, confirmed, ceiling } => bail!(
-            "the journal ends at seq {last_seq}, but commands up to seq {confirmed} were acknowledged (and up to seq {} may have been): at least {} acknowledged commands are lost, so the write-ahead log was cut or damaged. Starting would hand their sequence numbers to new commands. Restore the data directory from a copy, or accept the loss on the record with `exhost repair --accept-journal-loss --data-dir {}`",
-            ceiling - 1,
-            confirmed - last_seq,
-            data_dir.display()
-        ),
+        Finding::Lost { last_seq, confirmed, ceiling } => {
+            return Err(DataDirError::JournalLost { data_dir: data_dir.to_path_buf(), last_seq, confirmed, ceiling });
+        }
         Finding::Whole { last_seq, ceiling } => tracing::info!(
             last_seq,
             acknowledged_at_most = ceiling - 1,
@@ -98,7 +95,7 @@ pub fn journal_watermark(data_dir: &Path, store: &Store) -> anyhow::Result<Water
 
 /// Store the embedded reference modules (idempotent); returns the hashes of
 /// the matching and the position module.
-pub fn install_embedded(store: &Store) -> anyhow::Result<(ModuleHash, ModuleHash)> {
+pub fn install_embedded(store: &Store) -> Result<(ModuleHash, ModuleHash), DataDirError> {
     let mut hashes = Vec::new();
     for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
         let hash = ModuleHash::of(bytes);

@@ -1,5 +1,6 @@
 //! The write path's errors, one family per seam, each keeping its source.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use exhost_engine::EngineError;
@@ -82,5 +83,73 @@ pub enum NodeError {
 impl From<std::io::Error> for NodeError {
     fn from(error: std::io::Error) -> NodeError {
         NodeError::Thread(error)
+    }
+}
+
+/// Why no state could be rebuilt from a data directory (start-up,
+/// point-in-time queries, `exhost replay`, `verify`, fixtures).
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("journal record {seq} holds no command this host understands: {source}")]
+    Undecodable {
+        seq: u64,
+        #[source]
+        source: exhost_guest_sdk::codec::DecodeError,
+    },
+    #[error("replaying command {seq}: {source}")]
+    Apply {
+        seq: u64,
+        #[source]
+        source: EngineError,
+    },
+    #[error("the journal ends at {last_seq} before the requested sequence {to_seq}")]
+    JournalShort { last_seq: u64, to_seq: u64 },
+    #[error(
+        "the newest snapshot is at {snapshot_seq} but the journal ends at {last_seq}: the journal has lost records"
+    )]
+    SnapshotAhead { snapshot_seq: u64, last_seq: u64 },
+}
+
+/// Why a data directory cannot be used (opened, checked against its
+/// watermark, keyed, seeded).
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("no exhost data in {data_dir} (start `exhost serve` with this --data-dir first)")]
+    Missing { data_dir: PathBuf },
+    #[error("opening {db_dir} (is `exhost serve` running on it?): {source}")]
+    Open {
+        db_dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the journal ends at seq {last_seq}, but commands up to seq {confirmed} were acknowledged (and up to seq {} may have been): at least {} acknowledged commands are lost, so the write-ahead log was cut or damaged. Starting would hand their sequence numbers to new commands. Restore the data directory from a copy, or accept the loss on the record with `exhost repair --accept-journal-loss --data-dir {}`",
+        .ceiling - 1, .confirmed - .last_seq, .data_dir.display()
+    )]
+    JournalLost { data_dir: PathBuf, last_seq: u64, confirmed: u64, ceiling: u64 },
+    /// A file of the data directory (the watermark, the secrets key) could not be read or written.
+    #[error("{action} {path}: {source}")]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} {problem}")]
+    Malformed { path: PathBuf, problem: String },
+    #[error("no randomness for {purpose}: {reason}")]
+    Randomness { purpose: &'static str, reason: String },
+    #[error("configuring wasmtime: {0}")]
+    Runtime(#[source] exhost_runtime::RuntimeError),
+}
+
+impl DataDirError {
+    pub(crate) fn file(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError {
+        let path = path.to_path_buf();
+        move |source| DataDirError::File { action, path, source }
     }
 }

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use directory::Directory;
 pub use engine_loop::{stamp, take_snapshot};
-pub use error::{Halt, NodeError, SubmitError};
+pub use error::{DataDirError, Halt, NodeError, RecoveryError, SubmitError};
 pub use health::{ENGINE_STALL_REPORT_AFTER, Health};
 pub use modules::loader_for;
 pub use pipeline::{Applied, NodeSettings, SnapshotTaken};

@@ -15,7 +15,7 @@
 //!
 //! Nothing here runs in a live instance or on the engine thread.
 
-use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleFault, ModuleHash, ModuleLimits};
+use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleFault, ModuleHash, ModuleLimits, ModuleTarget};
 use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, MatchingQuery, PositionAbi, PositionConfig, PositionQuery};
 use exhost_runtime::{CompiledModule, WasmLoader, WasmModule};
 
@@ -139,6 +139,7 @@ pub fn check_fresh<A: Probe>(
 /// The candidate taking over the state of the live instance `image` (of module `live_hash`).
 pub fn check_takeover<A: Probe>(
     loader: &WasmLoader,
+    target: ModuleTarget,
     live_hash: &ModuleHash,
     limits: &ModuleLimits,
     image: &InstanceImage,
@@ -147,7 +148,7 @@ pub fn check_takeover<A: Probe>(
 where
     WasmLoader: Loader<A>,
 {
-    let mut live = Loader::<A>::resume(loader, live_hash, limits, image).map_err(CheckError::ResumeLive)?;
+    let mut live = Loader::<A>::resume(loader, target, live_hash, limits, image).map_err(CheckError::ResumeLive)?;
     let mut handed_over = Vec::new();
     live.snapshot(&mut handed_over).map_err(|fault| CheckError::LiveSnapshot { live: *live_hash, fault })?;
     let from_state_version = live.state_version();
@@ -158,7 +159,7 @@ where
     let (to_state_version, own) = round_trip(loader, candidate, limits, &mut module)?;
     let rollback_checked = from_state_version == to_state_version;
     if rollback_checked {
-        let mut back = Loader::<A>::restore(loader, live_hash, limits, to_state_version, &own)
+        let mut back = Loader::<A>::restore(loader, target, live_hash, limits, to_state_version, &own)
             .map_err(CheckError::RollbackRestore)?;
         back.query(&A::probe()).map_err(CheckError::RollbackQuery)?;
     }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use exhost_engine::ModuleHash;
 use exhost_runtime::{ArtifactCache, ModuleSource, Runtime, WasmLoader};
 use exhost_store::{Batch, Durability, Family, Store};
+
+use crate::error::DataDirError;
 
 /// Module bytes, by hash, from the store.
 pub struct StoreModules(pub Store);
@@ -42,8 +43,8 @@ impl ArtifactCache for StoreArtifacts {
 }
 
 /// The loader of a data directory: modules and compiled code from `store`.
-pub fn loader_for(store: &Store) -> anyhow::Result<Arc<WasmLoader>> {
-    let runtime = Runtime::new().context("configuring wasmtime")?;
+pub fn loader_for(store: &Store) -> Result<Arc<WasmLoader>, DataDirError> {
+    let runtime = Runtime::new().map_err(DataDirError::Runtime)?;
     Ok(Arc::new(
         WasmLoader::new(runtime, Arc::new(StoreModules(store.clone())))
             .with_artifact_cache(Arc::new(StoreArtifacts(store.clone()))),

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use exhost_engine::{BATCH_COMMANDS_MAX, Command, Engine, EngineSnapshot, Event, ModuleLoader};
 use exhost_guest_sdk::codec::decode;
 use exhost_store::Store;
 
 use crate::engine_loop::stamp;
+use crate::error::RecoveryError;
 use crate::readmodel::{self, ReadModelWriter};
 
 /// Reports progress of long work on stderr, at most once a second.
@@ -55,7 +55,7 @@ pub struct RebuildStats {
 /// damaged table under it, an older format, a module that cannot be loaded)
 /// is reported and the next older one is tried, down to the journal's start:
 /// a snapshot only saves replay, so losing one never stops recovery.
-pub fn engine_from_snapshot(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> anyhow::Result<Engine> {
+pub fn engine_from_snapshot(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u64) -> Engine {
     for snapshot_seq in snapshot_seqs_at_or_before(store, seq) {
         let stored = match store.snapshot(snapshot_seq) {
             Ok(Some(stored)) => stored,
@@ -66,18 +66,18 @@ pub fn engine_from_snapshot(store: &Store, loader: Arc<dyn ModuleLoader>, seq: u
             }
         };
         let restored = EngineSnapshot::decode(&stored.bytes)
-            .map_err(|error| anyhow::anyhow!("it does not decode: {error}"))
-            .and_then(|decoded| Engine::restore(loader.clone(), decoded).map_err(anyhow::Error::from));
+            .map_err(|error| format!("it does not decode: {error}"))
+            .and_then(|decoded| Engine::restore(loader.clone(), decoded).map_err(|error| error.to_string()));
         match restored {
-            Ok(engine) => return Ok(engine),
+            Ok(engine) => return engine,
             Err(problem) => tracing::warn!(
                 snapshot_seq,
-                problem = %format!("{problem:#}"),
+                %problem,
                 "skipping an unusable snapshot; an older one (or the journal) will be used"
             ),
         }
     }
-    Ok(Engine::new(loader))
+    Engine::new(loader)
 }
 
 /// The sequence numbers of stored snapshots at or before `seq`, newest first,
@@ -104,16 +104,16 @@ pub fn replay(
     engine: &mut Engine,
     to_seq: u64,
     progress: &mut Progress,
-    mut on_events: impl FnMut(&[Event]) -> anyhow::Result<()>,
-) -> anyhow::Result<u64> {
+    mut on_events: impl FnMut(&[Event]) -> Result<(), RecoveryError>,
+) -> Result<u64, RecoveryError> {
     if engine.last_seq() >= to_seq {
         return Ok(0);
     }
     let from_seq = engine.last_seq() + 1;
     // Two batches queued ahead keep the applier fed without holding much memory.
-    let (batches, decoded) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<(u64, u64, Command)>>>(2);
+    let (batches, decoded) = std::sync::mpsc::sync_channel::<Result<Vec<(u64, u64, Command)>, RecoveryError>>(2);
     let mut replayed = 0;
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    std::thread::scope(|scope| -> Result<(), RecoveryError> {
         scope.spawn(move || read_batches(store, from_seq, to_seq, &batches));
         for batch in decoded {
             let mut batch = batch?;
@@ -124,7 +124,7 @@ pub fn replay(
         Ok(())
     })?;
     if engine.last_seq() < to_seq {
-        bail!("the journal ends at {} before the requested sequence {to_seq}", engine.last_seq());
+        return Err(RecoveryError::JournalShort { last_seq: engine.last_seq(), to_seq });
     }
     // Faults met again on replay were reported when they first happened.
     let (faults, unreported) = engine.take_faults();
@@ -144,17 +144,17 @@ fn read_batches(
     store: &Store,
     from_seq: u64,
     to_seq: u64,
-    batches: &std::sync::mpsc::SyncSender<anyhow::Result<Vec<(u64, u64, Command)>>>,
+    batches: &std::sync::mpsc::SyncSender<Result<Vec<(u64, u64, Command)>, RecoveryError>>,
 ) {
     let mut batch: Vec<(u64, u64, Command)> = Vec::with_capacity(BATCH_COMMANDS_MAX);
     for record in store.journal_from(from_seq) {
         // Records past `to_seq` are not decoded (nor need they be decodable).
-        let decoded = record.map_err(anyhow::Error::from).and_then(|record| {
+        let decoded = record.map_err(RecoveryError::from).and_then(|record| {
             if record.seq > to_seq {
                 return Ok(None);
             }
-            let command: Command = decode(&record.command)
-                .with_context(|| format!("journal record {} holds no command this host understands", record.seq))?;
+            let command: Command =
+                decode(&record.command).map_err(|source| RecoveryError::Undecodable { seq: record.seq, source })?;
             Ok(Some((record.seq, record.ts_ns, command)))
         });
         let (seq, ts_ns, command) = match decoded {
@@ -188,8 +188,8 @@ fn read_batches(
 fn apply_replayed(
     engine: &mut Engine,
     batch: &mut Vec<(u64, u64, Command)>,
-    on_events: &mut impl FnMut(&[Event]) -> anyhow::Result<()>,
-) -> anyhow::Result<u64> {
+    on_events: &mut impl FnMut(&[Event]) -> Result<(), RecoveryError>,
+) -> Result<u64, RecoveryError> {
     let Some(&(first_seq, _, _)) = batch.first() else { return Ok(0) };
     let items: Vec<(u64, &Command)> = batch.iter().map(|(_, ts_ns, command)| (*ts_ns, command)).collect();
     let (results, error) = engine.apply_batch_partial(first_seq, &items);
@@ -198,7 +198,7 @@ fn apply_replayed(
         on_events(&stamp(*seq, *ts_ns, bodies))?;
     }
     if let Some(error) = error {
-        return Err(anyhow::Error::new(error).context(format!("replaying command {}", first_seq + applied)));
+        return Err(RecoveryError::Apply { seq: first_seq + applied, source: error });
     }
     batch.clear();
     Ok(applied)
@@ -206,16 +206,13 @@ fn apply_replayed(
 
 /// Start-up: the newest snapshot, then the whole journal tail; events the
 /// read model missed (a crash loses its unsynced writes) are written again.
-pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> anyhow::Result<(Engine, RebuildStats)> {
+pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> Result<(Engine, RebuildStats), RecoveryError> {
     // Reading the last record checks it: a torn or corrupt tail stops start-up here.
     let last_seq = store.journal_last()?.map_or(0, |record| record.seq);
     if let Some(newest) = store.snapshot_infos().ok().and_then(|infos| infos.last().copied())
         && newest.seq > last_seq
     {
-        bail!(
-            "the newest snapshot is at {} but the journal ends at {last_seq}: the journal has lost records",
-            newest.seq
-        );
+        return Err(RecoveryError::SnapshotAhead { snapshot_seq: newest.seq, last_seq });
     }
     // The read model is written unsynced, so it may end before the newest
     // snapshot (a synced write it did not share): start from a snapshot it
@@ -224,7 +221,7 @@ pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> anyhow::Result<(
     // the read model never learned of the commands between.
     let covered = readmodel::covered_seq(store)?;
     let started = Instant::now();
-    let mut engine = engine_from_snapshot(store, loader, last_seq.min(covered))?;
+    let mut engine = engine_from_snapshot(store, loader, last_seq.min(covered));
     let restore_time = started.elapsed();
     let snapshot_seq = engine.last_seq();
     tracing::info!(snapshot_seq, last_seq, "recovering: replaying {} journaled commands", last_seq - snapshot_seq);

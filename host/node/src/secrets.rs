@@ -15,14 +15,24 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+
+use crate::error::DataDirError;
 
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 /// The first byte of a sealed secret: its format.
 const SEALED_FORMAT: u8 = 1;
+
+/// Why a secret could not be sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("no randomness for a nonce: {0}")]
+    Randomness(String),
+    #[error("the cipher refused to seal")]
+    Cipher,
+}
 
 /// Seals and opens API secrets with the host's key.
 pub struct Sealer {
@@ -41,42 +51,48 @@ impl Sealer {
     }
 
     /// The key in `path` (64 hex digits), or a new one written there (mode 0600).
-    pub fn load_or_create(path: &Path) -> anyhow::Result<Sealer> {
+    pub fn load_or_create(path: &Path) -> Result<Sealer, DataDirError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let mut key = [0u8; KEY_BYTES];
-                hex::decode_to_slice(text.trim(), &mut key)
-                    .with_context(|| format!("{} must hold 64 hex digits (the secrets key)", path.display()))?;
+                hex::decode_to_slice(text.trim(), &mut key).map_err(|error| DataDirError::Malformed {
+                    path: path.to_path_buf(),
+                    problem: format!("must hold 64 hex digits (the secrets key): {error}"),
+                })?;
                 Ok(Sealer::from_key(key))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; KEY_BYTES];
-                getrandom::fill(&mut key)
-                    .map_err(|error| anyhow::anyhow!("no randomness for the secrets key: {error}"))?;
+                getrandom::fill(&mut key).map_err(|error| DataDirError::Randomness {
+                    purpose: "the secrets key",
+                    reason: error.to_string(),
+                })?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-                writeln!(file, "{}", hex::encode(key))?;
-                file.sync_all()?;
-                // Its entry too: sealed secrets journaled under a key a power cut took would never open.
-                crate::watermark::sync_directory(path.parent().unwrap_or(Path::new(".")))?;
+                let written = options.open(path).and_then(|mut file| {
+                    writeln!(file, "{}", hex::encode(key))?;
+                    file.sync_all()?;
+                    // Its entry too: sealed secrets journaled under a key a power cut took would never open.
+                    crate::watermark::sync_directory(path.parent().unwrap_or(Path::new(".")))
+                });
+                written.map_err(DataDirError::file("creating", path))?;
                 tracing::info!(path = %path.display(), "created the key that seals API secrets at rest");
                 Ok(Sealer::from_key(key))
             }
-            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+            Err(error) => Err(DataDirError::file("reading", path)(error)),
         }
     }
 
     /// Seal `secret` for the user `api_key`.
-    pub fn seal(&self, api_key: &str, secret: &str) -> anyhow::Result<Vec<u8>> {
+    pub fn seal(&self, api_key: &str, secret: &str) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|error| anyhow::anyhow!("no randomness for a nonce: {error}"))?;
+        getrandom::fill(&mut nonce).map_err(|error| SealError::Randomness(error.to_string()))?;
         let sealed = self
             .cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret.as_bytes(), aad: api_key.as_bytes() })
-            .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+            .map_err(|_| SealError::Cipher)?;
         let mut out = Vec::with_capacity(1 + NONCE_BYTES + sealed.len());
         out.push(SEALED_FORMAT);
         out.extend_from_slice(&nonce);

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::error::DataDirError;
 
 /// How far ahead of the last journaled sequence the ceiling is raised.
 pub const CEILING_STEP: u64 = 1_024;
@@ -48,18 +48,21 @@ pub fn path_in(data_dir: &Path) -> PathBuf {
 }
 
 /// The marks in `path`, if the file exists.
-pub fn load(path: &Path) -> anyhow::Result<Option<Marks>> {
+pub fn load(path: &Path) -> Result<Option<Marks>, DataDirError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        Err(error) => return Err(DataDirError::file("reading", path)(error)),
     };
+    let malformed = |problem: String| DataDirError::Malformed { path: path.to_path_buf(), problem };
     let mut lines = text.lines();
-    anyhow::ensure!(lines.next() == Some(HEADER), "{} is not an exhost watermark", path.display());
-    let mut value = |name: &str| -> anyhow::Result<u64> {
+    if lines.next() != Some(HEADER) {
+        return Err(malformed("is not an exhost watermark".into()));
+    }
+    let mut value = |name: &str| -> Result<u64, DataDirError> {
         let line = lines.next().unwrap_or_default();
         let number = line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).unwrap_or("");
-        number.parse().with_context(|| format!("{}: expected `{name} N`, found {line:?}", path.display()))
+        number.parse().map_err(|_| malformed(format!("expected `{name} N`, found {line:?}")))
     };
     Ok(Some(Marks { confirmed: value("confirmed")?, ceiling: value("ceiling")? }))
 }
@@ -90,10 +93,10 @@ pub struct Watermark {
 
 impl Watermark {
     /// Start from the marks on disk (or none), knowing the journal ends at `last_seq`.
-    pub fn open(path: PathBuf, last_seq: u64) -> anyhow::Result<Watermark> {
+    pub fn open(path: PathBuf, last_seq: u64) -> Result<Watermark, DataDirError> {
         let marks = load(&path)?.unwrap_or_default();
         let marks = Marks { confirmed: marks.confirmed.max(last_seq), ceiling: marks.ceiling.max(last_seq + 1) };
-        store(&path, marks).with_context(|| format!("writing {}", path.display()))?;
+        store(&path, marks).map_err(DataDirError::file("writing", &path))?;
         Ok(Watermark { path, marks, confirmed_at: Instant::now() })
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleHash, ModuleLimits};
+use exhost_engine::{Instance, InstanceImage, LoadError, Loader, ModuleHash, ModuleLimits, ModuleTarget};
 use exhost_guest_sdk::{Abi, MarketConfig, MatchingAbi, PositionAbi, PositionConfig};
 
 use crate::engine::Runtime;
@@ -138,6 +138,7 @@ impl WasmLoader {
 impl Loader<MatchingAbi> for WasmLoader {
     fn create(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         config: &MarketConfig,
@@ -147,6 +148,7 @@ impl Loader<MatchingAbi> for WasmLoader {
 
     fn restore(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         state_version: u32,
@@ -157,6 +159,7 @@ impl Loader<MatchingAbi> for WasmLoader {
 
     fn resume(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,
@@ -168,6 +171,7 @@ impl Loader<MatchingAbi> for WasmLoader {
 impl Loader<PositionAbi> for WasmLoader {
     fn create(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         config: &PositionConfig,
@@ -177,6 +181,7 @@ impl Loader<PositionAbi> for WasmLoader {
 
     fn restore(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         state_version: u32,
@@ -187,6 +192,7 @@ impl Loader<PositionAbi> for WasmLoader {
 
     fn resume(
         &self,
+        _: ModuleTarget,
         hash: &ModuleHash,
         limits: &ModuleLimits,
         image: &InstanceImage,

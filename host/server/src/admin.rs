@@ -51,8 +51,7 @@ pub(super) async fn create_user(
         None => {
             let api_secret = random_hex(32)?;
             // Sealed before it is journaled: the secret is in clear only in this answer and in memory.
-            let sealed =
-                state.sealer.seal(&api_key, &api_secret).map_err(|error| ApiError::internal(error.to_string()))?;
+            let sealed = state.sealer.seal(&api_key, &api_secret)?;
             (Credential::SealedSecret(sealed), Some(api_secret))
         }
     };

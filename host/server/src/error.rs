@@ -13,7 +13,8 @@ use exhost_guest_sdk::Reason;
 use exhost_store::StoreError;
 use serde_json::json;
 
-use exhost_node::{NodeError, SubmitError};
+use exhost_node::secrets::SealError;
+use exhost_node::{NodeError, RecoveryError, SubmitError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -147,6 +148,21 @@ impl From<NodeError> for ApiError {
             NodeError::Stopped => ApiError::unavailable(error.to_string()),
             NodeError::Engine(_) | NodeError::Store(_) | NodeError::Thread(_) => ApiError::internal(error.to_string()),
         }
+    }
+}
+
+/// A point-in-time rebuild that could not finish: the host's fault (its
+/// journal or a module), detail logged only.
+impl From<RecoveryError> for ApiError {
+    fn from(error: RecoveryError) -> ApiError {
+        ApiError::internal(error.to_string())
+    }
+}
+
+/// Sealing a new user's secret failed: nothing was journaled.
+impl From<SealError> for ApiError {
+    fn from(error: SealError) -> ApiError {
+        ApiError::internal(error.to_string())
     }
 }
 

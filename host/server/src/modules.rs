@@ -12,7 +12,7 @@ use axum::Json;
 use axum::body::to_bytes;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
-use exhost_engine::{Command, EventBody, LoadError, ModuleHash, ModuleLimits, ModuleTarget};
+use exhost_engine::{Command, EventBody, LoadError, MarketId, ModuleHash, ModuleLimits, ModuleTarget};
 use exhost_guest_sdk::{MatchingAbi, ModuleKind, PositionAbi};
 use exhost_runtime::CompiledModule;
 use serde::Deserialize;
@@ -89,6 +89,7 @@ pub(super) async fn upload(
                         }
                         let outcome = check_takeover::<MatchingAbi>(
                             &loader,
+                            ModuleTarget::Market(MarketId(index as u32)),
                             &spec.module_hash,
                             &spec.limits,
                             &market_state.image,
@@ -108,6 +109,7 @@ pub(super) async fn upload(
                     if let (Some(install), Some(position_state)) = (&live.registry.position, &live.position) {
                         let outcome = check_takeover::<PositionAbi>(
                             &loader,
+                            ModuleTarget::Position,
                             &install.module_hash,
                             &install.limits,
                             &position_state.image,
@@ -182,9 +184,16 @@ async fn activate(state: &AppState, target: ModuleTarget, kind: ModuleKind, hash
             if spec.module_hash == module_hash {
                 return Ok(None);
             }
-            check_takeover::<MatchingAbi>(&loader, &spec.module_hash, &spec.limits, &module_state.image, &compiled)
-                .map(Some)
-                .map_err(|error| error.to_string())
+            check_takeover::<MatchingAbi>(
+                &loader,
+                target,
+                &spec.module_hash,
+                &spec.limits,
+                &module_state.image,
+                &compiled,
+            )
+            .map(Some)
+            .map_err(|error| error.to_string())
         }
         ModuleTarget::Position => {
             let (Some(install), Some(module_state)) = (&live.registry.position, &live.position) else {
@@ -195,6 +204,7 @@ async fn activate(state: &AppState, target: ModuleTarget, kind: ModuleKind, hash
             }
             check_takeover::<PositionAbi>(
                 &loader,
+                target,
                 &install.module_hash,
                 &install.limits,
                 &module_state.image,

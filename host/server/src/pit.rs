@@ -30,7 +30,7 @@ pub(super) async fn at_seq<T: Send + 'static>(
     let (store, loader) = (state.store.clone(), state.loader.clone());
     let replay_max = state.config.point_in_time_replay_commands_max;
     let answered = tokio::task::spawn_blocking(move || -> ApiResult<T> {
-        let mut engine = recovery::engine_from_snapshot(&store, loader, seq).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        let mut engine = recovery::engine_from_snapshot(&store, loader, seq);
         let distance = seq.saturating_sub(engine.last_seq());
         if distance > replay_max {
             return Err(ApiError::new(
@@ -42,8 +42,7 @@ pub(super) async fn at_seq<T: Send + 'static>(
                 ),
             ));
         }
-        recovery::replay(&store, &mut engine, seq, &mut recovery::Progress::new("rebuild", 0, false), |_| Ok(()))
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        recovery::replay(&store, &mut engine, seq, &mut recovery::Progress::new("rebuild", 0, false), |_| Ok(()))?;
         answer(&mut engine)
     })
     .await
