@@ -23,7 +23,7 @@ fn sample_command(i: u64) -> Command {
         market: exhost_engine::MarketId(0),
         user_id: UserId(1 + i % 16),
         client_order_id: None,
-        side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+        side: if i.is_multiple_of(2) { Side::Buy } else { Side::Sell },
         order_type: OrderType::Limit,
         price_ticks: 270_000 + (i % 50),
         qty_lots: 1 + i % 9,

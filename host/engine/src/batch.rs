@@ -18,6 +18,9 @@ use crate::engine::{Engine, received};
 use crate::error::EngineError;
 use crate::event::EventBody;
 
+/// A matching command with its context, as a market's module takes it.
+type Input = (CommandContext, MatchingCommand);
+
 /// The most commands one batch hands to a module.
 pub const BATCH_COMMANDS_MAX: usize = 4_096;
 
@@ -155,11 +158,10 @@ impl Engine {
         }
         let mut outputs: Vec<Vec<MatchingEvent>> = Vec::new();
         outputs.resize_with(run.len(), Vec::new);
-        let mut applied: Vec<(MarketId, usize, Vec<(CommandContext, MatchingCommand)>)> =
-            Vec::with_capacity(shares.len());
+        // Per market: the retained commands before its share, and the share.
+        let mut applied: Vec<(MarketId, usize, Vec<Input>)> = Vec::with_capacity(shares.len());
         for (market, offsets) in shares {
-            let inputs: Vec<(CommandContext, MatchingCommand)> =
-                offsets.iter().map(|&offset| (contexts[offset], run[offset].1.clone())).collect();
+            let inputs: Vec<Input> = offsets.iter().map(|&offset| (contexts[offset], run[offset].1.clone())).collect();
             let slot = &mut self.markets[market.0 as usize];
             let keep = slot.retained.len();
             let mut share_outputs: Vec<Vec<MatchingEvent>> = Vec::with_capacity(inputs.len());

@@ -263,9 +263,10 @@ impl Engine {
     fn check_user_asset(&self, user_id: UserId, asset: &str) -> Option<Reason> {
         if !self.registry.users.contains_key(&user_id) {
             Some(Reason::UnknownUser)
-        } else if !self.registry.assets.contains_key(asset) {
-            Some(Reason::UnknownAsset)
-        } else if self.registry.position.as_ref().is_some_and(|p| p.config.settlement_asset != asset) {
+        } else if !self.registry.assets.contains_key(asset)
+            || self.registry.position.as_ref().is_some_and(|p| p.config.settlement_asset != asset)
+        {
+            // An asset the exchange does not know, or not the one positions settle in.
             Some(Reason::UnknownAsset)
         } else {
             None
@@ -502,7 +503,7 @@ impl Engine {
                     if slot.checkpoint_due() { slot.take_checkpoint() } else { Ok(()) }
                 }
             };
-            result.map_err(|fault| EngineError::Recovery { target: target, fault })?;
+            result.map_err(|fault| EngineError::Recovery { target, fault })?;
         }
         Ok(())
     }
@@ -512,7 +513,7 @@ impl Engine {
         let target = ModuleTarget::Market(market);
         let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
         let mut copy = detached::<MatchingAbi>(&*self.loader, slot, target)?;
-        copy.query(query).map_err(|fault| EngineError::Detached { target: target, fault })
+        copy.query(query).map_err(|fault| EngineError::Detached { target, fault })
     }
 
     /// Ask the position module a read-only question, in a copy of its instance.
@@ -545,7 +546,7 @@ fn canonical<A: Abi>(
 ) -> Result<(u32, Vec<u8>), EngineError> {
     let mut copy = detached(loader, slot, target)?;
     let mut bytes = Vec::new();
-    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target: target, fault })?;
+    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target, fault })?;
     Ok((copy.state_version(), bytes))
 }
 
@@ -555,10 +556,8 @@ fn detached<A: Abi>(
     slot: &mut Slot<A>,
     target: ModuleTarget,
 ) -> Result<Box<dyn Instance<A>>, EngineError> {
-    let image = slot.instance.image().map_err(|fault| EngineError::Detached { target: target, fault })?;
-    loader
-        .resume(target, &slot.hash, &slot.limits, &image)
-        .map_err(|source| EngineError::Load { target: target, source })
+    let image = slot.instance.image().map_err(|fault| EngineError::Detached { target, fault })?;
+    loader.resume(target, &slot.hash, &slot.limits, &image).map_err(|source| EngineError::Load { target, source })
 }
 
 pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {

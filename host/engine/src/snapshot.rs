@@ -84,7 +84,7 @@ impl Engine {
     /// Runs no module code.
     pub fn snapshot(&mut self) -> Result<EngineSnapshot, EngineError> {
         fn state<A: Abi>(slot: &mut Slot<A>, target: ModuleTarget) -> Result<ModuleState, EngineError> {
-            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target: target, fault })?;
+            slot.take_checkpoint().map_err(|fault| EngineError::Recovery { target, fault })?;
             Ok(ModuleState { state_version: slot.instance.state_version(), image: slot.checkpoint.clone() })
         }
         let mut markets = Vec::with_capacity(self.markets.len());
@@ -121,7 +121,7 @@ impl Engine {
         ) -> Result<Slot<A>, EngineError> {
             let instance = loader
                 .resume(target, &hash, &limits, &state.image)
-                .map_err(|source| EngineError::Load { target: target, source })?;
+                .map_err(|source| EngineError::Load { target, source })?;
             Ok(Slot::resumed(instance, hash, limits, state.image))
         }
         let mut markets = Vec::with_capacity(snapshot.markets.len());

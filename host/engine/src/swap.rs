@@ -55,7 +55,11 @@ impl Engine {
         let (from_version, bytes) = match self.canonical_state(swapped) {
             Ok(state) => state,
             Err(EngineError::Detached { fault, .. }) => {
-                return Ok(refused(format!("the live module {from} could not hand over its state: {fault}"), events));
+                return {
+                    let _: () =
+                        refused(format!("the live module {from} could not hand over its state: {fault}"), events);
+                    Ok(())
+                };
             }
             Err(other) => return Err(other.into()),
         };
@@ -71,7 +75,12 @@ impl Engine {
                     Err(source @ LoadError::UnknownModule(_)) => {
                         return Err(EngineError::Load { target: swapped, source }.into());
                     }
-                    Err(error) => return Ok(refused(error.to_string(), events)),
+                    Err(error) => {
+                        return {
+                            let _: () = refused(error.to_string(), events);
+                            Ok(())
+                        };
+                    }
                 }
             }
             ModuleTarget::Position => {
@@ -87,7 +96,12 @@ impl Engine {
                     Err(source @ LoadError::UnknownModule(_)) => {
                         return Err(EngineError::Load { target: swapped, source }.into());
                     }
-                    Err(error) => return Ok(refused(error.to_string(), events)),
+                    Err(error) => {
+                        return {
+                            let _: () = refused(error.to_string(), events);
+                            Ok(())
+                        };
+                    }
                 }
             }
         };

@@ -383,7 +383,7 @@ fn a_recording_holds_what_each_book_received_and_kept() {
     for (i, command) in commands.iter().enumerate() {
         let seq = i as u64 + 1;
         engine.apply(seq, seq * 1000, command).unwrap();
-        if seq % 1_000 == 0 {
+        if seq.is_multiple_of(1_000) {
             // A query runs in a copy, which must leave the history alone.
             engine.query(MarketId(0), &MatchingQuery::Depth { levels_max: 5 }).unwrap();
         }

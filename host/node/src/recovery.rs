@@ -13,6 +13,9 @@ use crate::engine_loop::stamp;
 use crate::error::RecoveryError;
 use crate::readmodel::{self, ReadModelWriter};
 
+/// Journal records decoded: `(seq, ts_ns, command)`, consecutive.
+type Decoded = Vec<(u64, u64, Command)>;
+
 /// Reports progress of long work on stderr, at most once a second.
 pub struct Progress {
     label: &'static str,
@@ -111,7 +114,7 @@ pub fn replay(
     }
     let from_seq = engine.last_seq() + 1;
     // Two batches queued ahead keep the applier fed without holding much memory.
-    let (batches, decoded) = std::sync::mpsc::sync_channel::<Result<Vec<(u64, u64, Command)>, RecoveryError>>(2);
+    let (batches, decoded) = std::sync::mpsc::sync_channel::<Result<Decoded, RecoveryError>>(2);
     let mut replayed = 0;
     std::thread::scope(|scope| -> Result<(), RecoveryError> {
         scope.spawn(move || read_batches(store, from_seq, to_seq, &batches));
@@ -144,7 +147,7 @@ fn read_batches(
     store: &Store,
     from_seq: u64,
     to_seq: u64,
-    batches: &std::sync::mpsc::SyncSender<Result<Vec<(u64, u64, Command)>, RecoveryError>>,
+    batches: &std::sync::mpsc::SyncSender<Result<Decoded, RecoveryError>>,
 ) {
     let mut batch: Vec<(u64, u64, Command)> = Vec::with_capacity(BATCH_COMMANDS_MAX);
     for record in store.journal_from(from_seq) {

@@ -187,7 +187,7 @@ impl<A: Abi> WasmModule<A> {
         let mut resumed = Self::instantiate(runtime, module, limits)?;
         let bad = |message: String| ModuleFault::Protocol { message: format!("the image does not fit: {message}") };
         let current = resumed.exports.memory.data_size(&resumed.store) as u64;
-        if image.size_bytes < current || image.size_bytes % WASM_PAGE_BYTES != 0 {
+        if image.size_bytes < current || !image.size_bytes.is_multiple_of(WASM_PAGE_BYTES) {
             return Err(bad(format!(
                 "{} bytes of memory for an instance that starts with {current}",
                 image.size_bytes

@@ -63,7 +63,7 @@ fn misbehave(how: Misbehaviour, result: &str) -> String {
         Misbehaviour::Loop => format!("(loop $spin (br $spin)) {tail}"),
         Misbehaviour::Recursion => format!("(call $deep) {tail}"),
         Misbehaviour::MemoryBomb => {
-            format!("(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable")
+            "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable".to_string()
         }
         Misbehaviour::FillBomb => format!(
             "(loop $fill (memory.fill (i32.const 0) (i32.const 7) (i32.mul (memory.size) (i32.const 65536))) (br $fill)) {tail}"
@@ -447,9 +447,9 @@ fn place(market: u32, seq: u64) -> Command {
         market: MarketId(market),
         user_id: UserId(1),
         client_order_id: None,
-        side: if seq % 2 == 0 { Side::Buy } else { Side::Sell },
+        side: if seq.is_multiple_of(2) { Side::Buy } else { Side::Sell },
         order_type: OrderType::Limit,
-        price_ticks: if seq % 2 == 0 { 90 + seq % 5 } else { 110 + seq % 5 },
+        price_ticks: if seq.is_multiple_of(2) { 90 + seq % 5 } else { 110 + seq % 5 },
         qty_lots: 1 + seq % 3,
         time_in_force: TimeInForce::Gtc,
         self_trade_prevention: SelfTradePrevention::CancelTaker,

@@ -18,8 +18,8 @@ fn flow(count: u64) -> Vec<(CommandContext, MatchingCommand)> {
                 0..=6 => MatchingCommand::Place(PlaceOrder {
                     order_id: OrderId(seq),
                     user_id,
-                    side: if (r >> 16) % 2 == 0 { Side::Buy } else { Side::Sell },
-                    order_type: if (r >> 20) % 12 == 0 { OrderType::Market } else { OrderType::Limit },
+                    side: if (r >> 16).is_multiple_of(2) { Side::Buy } else { Side::Sell },
+                    order_type: if (r >> 20).is_multiple_of(12) { OrderType::Market } else { OrderType::Limit },
                     price_ticks: 1_000 + (r >> 24) % 40,
                     qty_lots: 1 + (r >> 32) % 20,
                     time_in_force: TimeInForce::ALL[((r >> 40) % 4) as usize],

@@ -118,6 +118,24 @@ impl KeyLimits {
     }
 }
 
+/// Everything the gate keeps, for the handlers.
+pub struct Gate {
+    pub replay: ReplayGuard,
+    pub limits: KeyLimits,
+    /// Permits for point-in-time rebuilds.
+    pub point_in_time: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    pub fn new(config: &crate::config::Config) -> Gate {
+        Gate {
+            replay: ReplayGuard::new(config.signature_window_ms),
+            limits: KeyLimits::new(config.rate_limit_per_second, config.rate_limit_burst, config.fault_cost_requests),
+            point_in_time: tokio::sync::Semaphore::new(config.point_in_time_concurrent_max.max(1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,23 +165,5 @@ mod tests {
         let fresh = KeyLimits::new(10, 20, 15);
         fresh.charge_fault("faulty");
         assert_eq!((0..100).filter(|_| fresh.allow("faulty")).count(), 5);
-    }
-}
-
-/// Everything the gate keeps, for the handlers.
-pub struct Gate {
-    pub replay: ReplayGuard,
-    pub limits: KeyLimits,
-    /// Permits for point-in-time rebuilds.
-    pub point_in_time: tokio::sync::Semaphore,
-}
-
-impl Gate {
-    pub fn new(config: &crate::config::Config) -> Gate {
-        Gate {
-            replay: ReplayGuard::new(config.signature_window_ms),
-            limits: KeyLimits::new(config.rate_limit_per_second, config.rate_limit_burst, config.fault_cost_requests),
-            point_in_time: tokio::sync::Semaphore::new(config.point_in_time_concurrent_max.max(1)),
-        }
     }
 }

@@ -45,6 +45,9 @@ use crate::views::{event_json, trade_json, user_event_json};
 use exhost_node::Pending;
 use exhost_node::readmodel::{self, TradeView};
 
+/// A book's changed levels: `(side, price_ticks)` to the new `qty_lots` (0: gone).
+type LevelChanges = BTreeMap<(Side, u64), u64>;
+
 /// Largest message a client may send.
 const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 /// Stored events sent per read while catching up.
@@ -398,7 +401,7 @@ impl Connection {
     async fn on_live(&mut self, events: &Arc<Vec<Event>>) -> Flow {
         let mut out: Vec<Value> = Vec::new();
         // Book diffs: one message per (market, seq), levels in the module's order.
-        let mut diffs: Vec<(MarketId, u64, BTreeMap<(Side, u64), u64>)> = Vec::new();
+        let mut diffs: Vec<(MarketId, u64, LevelChanges)> = Vec::new();
         {
             let directory = self.state.node.directory.read().unwrap_or_else(|p| p.into_inner());
             for event in events.iter() {
@@ -418,20 +421,20 @@ impl Connection {
                             out.push(json!({ "channel": "trades", "data": value }));
                         }
                     }
-                    EventBody::Matching { market, event: MatchingEvent::Level { side, price_ticks, qty_lots } } => {
-                        if self.books.iter().any(|(m, since)| m == market && event.seq > *since) {
-                            // One diff per command and market, even when the command
-                            // touched the market twice (a liquidation across markets):
-                            // a level changed twice shows its final quantity once.
-                            let index = match diffs.iter().position(|(m, seq, _)| m == market && *seq == event.seq) {
-                                Some(index) => index,
-                                None => {
-                                    diffs.push((*market, event.seq, BTreeMap::new()));
-                                    diffs.len() - 1
-                                }
-                            };
-                            diffs[index].2.insert((*side, *price_ticks), *qty_lots);
-                        }
+                    EventBody::Matching { market, event: MatchingEvent::Level { side, price_ticks, qty_lots } }
+                        if self.books.iter().any(|(m, since)| m == market && event.seq > *since) =>
+                    {
+                        // One diff per command and market, even when the command
+                        // touched the market twice (a liquidation across markets):
+                        // a level changed twice shows its final quantity once.
+                        let index = match diffs.iter().position(|(m, seq, _)| m == market && *seq == event.seq) {
+                            Some(index) => index,
+                            None => {
+                                diffs.push((*market, event.seq, BTreeMap::new()));
+                                diffs.len() - 1
+                            }
+                        };
+                        diffs[index].2.insert((*side, *price_ticks), *qty_lots);
                     }
                     _ => {}
                 }

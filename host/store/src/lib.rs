@@ -37,4 +37,6 @@ pub mod snapshots;
 
 pub use journal::{CommandLog, JournalRecord, RECORD_FORMAT, Records};
 pub use snapshots::{SnapshotInfo, StoredSnapshot};
-pub use store::{Backend, Batch, Durability, Entries, Family, Store, StoreError, StoreMemory, event_key, seq_key};
+pub use store::{
+    Backend, Batch, BatchOp, Durability, Entries, Entry, Family, Store, StoreError, StoreMemory, event_key, seq_key,
+};

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use crate::store::{Backend, Batch, Durability, Entries, Family, StoreError};
+use crate::store::{Backend, Batch, Durability, Entries, Entry, Family, StoreError};
 
 /// A fault for the next write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl Backend for MemoryBackend {
         }
         let table = &state.current[family_index(family)];
         // Copied out: a scan must not hold the lock while its caller writes.
-        let entries: Vec<(Box<[u8]>, Box<[u8]>)> = if forward {
+        let entries: Vec<Entry> = if forward {
             table
                 .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
                 .map(|(k, v)| (k.clone().into_boxed_slice(), v.clone().into_boxed_slice()))
@@ -195,7 +195,7 @@ impl Backend for MemoryBackend {
         Box::new(entries.into_iter().map(Ok))
     }
 
-    fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    fn last(&self, family: Family) -> Result<Option<Entry>, StoreError> {
         let state = self.lock();
         if state.crashed {
             return Err(Self::dead());

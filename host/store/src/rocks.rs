@@ -9,7 +9,7 @@ use rocksdb::{
     MultiThreaded, Options, WriteBatch, WriteOptions,
 };
 
-use crate::store::{Backend, Batch, Durability, Entries, Family, Store, StoreError, StoreMemory};
+use crate::store::{Backend, Batch, Durability, Entries, Entry, Family, Store, StoreError, StoreMemory};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
@@ -132,7 +132,7 @@ impl Backend for Rocks {
         )
     }
 
-    fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    fn last(&self, family: Family) -> Result<Option<Entry>, StoreError> {
         Ok(self.db.iterator_cf(&self.cf(family), IteratorMode::End).next().transpose()?)
     }
 

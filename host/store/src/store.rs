@@ -4,7 +4,12 @@
 use std::sync::Arc;
 
 /// Entries of an ordered scan.
-pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StoreError>> + 'a>;
+/// A stored key and its value.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+/// One write of a batch: a put (`Some` value) or a delete (`None`).
+pub type BatchOp = (Family, Vec<u8>, Option<Vec<u8>>);
+
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
 
 /// What the store needs of a database: atomic batches, point reads, ordered
 /// scans. Keys compare as bytes.
@@ -16,7 +21,7 @@ pub trait Backend: Send + Sync {
     /// Entries with keys at or after `from` (forward) or at or before it (reverse).
     fn scan<'a>(&'a self, family: Family, from: &[u8], forward: bool) -> Entries<'a>;
     /// The entry with the greatest key.
-    fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError>;
+    fn last(&self, family: Family) -> Result<Option<Entry>, StoreError>;
     fn memory(&self) -> Result<StoreMemory, StoreError> {
         Ok(StoreMemory::default())
     }
@@ -113,7 +118,7 @@ pub struct Store {
 /// same key wins).
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
-    ops: Vec<(Family, Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<BatchOp>,
 }
 
 impl Batch {
@@ -134,7 +139,7 @@ impl Batch {
     }
 
     /// The operations, in order: family, key, and the value (`None`: delete).
-    pub fn ops(&self) -> &[(Family, Vec<u8>, Option<Vec<u8>>)] {
+    pub fn ops(&self) -> &[BatchOp] {
         &self.ops
     }
 }
@@ -160,7 +165,7 @@ impl Store {
     }
 
     /// The entry with the greatest key.
-    pub fn last(&self, family: Family) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    pub fn last(&self, family: Family) -> Result<Option<Entry>, StoreError> {
         self.backend.last(family)
     }
 

@@ -172,7 +172,7 @@ fn fills_move_positions_fees_and_realized_pnl_exactly() {
     assert_eq!((h.size(1), h.size(2)), (-1_000, 1_000));
     assert_eq!(h.account(1).positions[0].entry_price_ticks, 260_000);
     assert_eq!(h.account(1).positions[0].realized_pnl_units, 500 * USD - 500 * USD);
-    assert_eq!(h.module.ledger().fees_units > 0, true);
+    assert!(h.module.ledger().fees_units > 0);
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn funding_is_zero_sum_with_the_rounding_to_the_fund() {
     assert!(paid > 0 && received > 0);
     assert!(paid - received >= 0 && paid - received <= 2, "rounding at most one unit per payer");
     assert_eq!(h.module.ledger().insurance_fund_units, paid - received);
-    assert!(matches!(out.events.iter().find(|e| matches!(e, PositionEvent::Funding { .. })), Some(_)));
+    assert!(out.events.iter().find(|e| matches!(e, PositionEvent::Funding { .. })).is_some());
     h.module.check_invariants().unwrap();
 }
 

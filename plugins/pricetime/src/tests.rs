@@ -6,6 +6,8 @@ use proptest::prelude::*;
 
 use super::PriceTimeBook;
 
+type Levels = Vec<(u64, u64)>;
+
 const CTX: CommandContext = CommandContext { seq: 1, ts_ns: 1 };
 
 struct Fixture {
@@ -62,7 +64,8 @@ impl Fixture {
         self.order(user, side, OrderType::Limit, price, qty, TimeInForce::Gtc, SelfTradePrevention::CancelTaker)
     }
 
-    fn depth(&self) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    /// Bids and asks as `(price_ticks, qty_lots)`.
+    fn depth(&self) -> (Levels, Levels) {
         match self.book.query(&MatchingQuery::Depth { levels_max: 100 }) {
             MatchingQueryResult::Depth { bids, asks } => (
                 bids.iter().map(|l| (l.price_ticks, l.qty_lots)).collect(),

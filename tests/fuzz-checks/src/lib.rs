@@ -17,11 +17,14 @@ use exhost_guest_sdk::codec;
 use exhost_runtime::Runtime;
 use exhost_store::journal::{decode_record, encode_record};
 
+/// A fuzz target: its name and what it runs on one input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target, by the name cargo fuzz and the corpus folders use. The
 /// seventh, `module_smith`, builds modules with wasm-smith and checks them
 /// with [`module_bytes`]; it lives in `tests/fuzz` alone, because wasm-smith's
 /// derive would change the features (and so the build) of the whole workspace.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("journal_record", journal_record),
     ("command", command),
     ("engine_snapshot", engine_snapshot),
@@ -184,9 +187,9 @@ pub fn module_bytes(bytes: &[u8]) {
     if features.validate_all(bytes).is_err() {
         return;
     }
-    if let Ok(instrumented) = exhost_runtime::instrument::instrument(bytes) {
-        if let Err(error) = wasmparser::Validator::new().validate_all(&instrumented.bytes) {
-            panic!("the instrumented module is invalid: {error}");
-        }
+    if let Ok(instrumented) = exhost_runtime::instrument::instrument(bytes)
+        && let Err(error) = wasmparser::Validator::new().validate_all(&instrumented.bytes)
+    {
+        panic!("the instrumented module is invalid: {error}");
     }
 }
