@@ -61,13 +61,21 @@ impl RecordingLoader {
         markets.get(&market).map(|history| history.recording.clone())
     }
 
+    /// `instance`, recording into `market`'s history from its command `at`;
+    /// `None`: the recorder never saw the state it starts from.
     fn recorded(
         &self,
         market: MarketId,
         hash: ModuleHash,
-        at: usize,
+        at: Option<usize>,
         instance: Box<MatchingInstance>,
     ) -> Result<Box<MatchingInstance>, LoadError> {
+        let at = at.ok_or_else(|| LoadError::Invalid {
+            hash,
+            reason: format!(
+                "the recorder did not see this state of market {market} made: a recording starts from an empty engine"
+            ),
+        })?;
         Ok(Box::new(Recorded { inner: instance, market, hash, at, markets: self.markets.clone() }))
     }
 
@@ -118,7 +126,7 @@ impl Loader<MatchingAbi> for RecordingLoader {
         let mut markets = self.markets.lock().unwrap_or_else(PoisonError::into_inner);
         markets.insert(market, History { recording, images: Vec::new() });
         drop(markets);
-        self.recorded(market, *hash, 0, instance)
+        self.recorded(market, *hash, Some(0), instance)
     }
 
     /// A hot swap: the new module takes the state over where the history stands.
@@ -133,10 +141,7 @@ impl Loader<MatchingAbi> for RecordingLoader {
         let instance = Loader::<MatchingAbi>::restore(&*self.inner, target, hash, limits, state_version, bytes)?;
         let ModuleTarget::Market(market) = target else { return Ok(instance) };
         let at = self.with_history(market, |history| history.recording.commands.len());
-        match at {
-            Some(at) => self.recorded(market, *hash, at, instance),
-            None => Err(not_recorded(hash, market)),
-        }
+        self.recorded(market, *hash, at, instance)
     }
 
     fn resume(
@@ -155,19 +160,7 @@ impl Loader<MatchingAbi> for RecordingLoader {
         let at = self.with_history(market, |history| {
             history.images.iter().rev().find(|(seen, _)| *seen == digest).map(|&(_, at)| at)
         });
-        match at.flatten() {
-            Some(at) => self.recorded(market, *hash, at, instance),
-            None => Err(not_recorded(hash, market)),
-        }
-    }
-}
-
-fn not_recorded(hash: &ModuleHash, market: MarketId) -> LoadError {
-    LoadError::Invalid {
-        hash: *hash,
-        reason: format!(
-            "the recorder did not see this state of market {market} made: a recording starts from an empty engine"
-        ),
+        self.recorded(market, *hash, at.flatten(), instance)
     }
 }
 
