@@ -285,26 +285,112 @@ fn connect(base: &str, token: &str) -> anyhow::Result<WebSocket<MaybeTlsStream<T
     Ok(socket)
 }
 
+/// Where the events come from: the host's WebSocket, or the `EXHOST_EVENTS`
+/// JetStream stream a cluster publishes them to.
+pub enum Source<'a> {
+    WebSocket,
+    /// NATS server addresses, `nats://host:port`.
+    Nats(&'a [String]),
+}
+
+/// Events one after another, from offset 0.
+trait Events {
+    fn next_event(&mut self) -> anyhow::Result<Option<Value>>;
+}
+
+struct SocketEvents(tungstenite::WebSocket<MaybeTlsStream<std::net::TcpStream>>);
+
+impl Events for SocketEvents {
+    fn next_event(&mut self) -> anyhow::Result<Option<Value>> {
+        loop {
+            let Message::Text(message) = self.0.read().context("reading the event stream")? else { continue };
+            let message: Value = serde_json::from_str(&message)?;
+            if message["type"] == "error" {
+                bail!("the host said: {}", message["error"]);
+            }
+            if let Some(event) = message.get("event") {
+                return Ok(Some(event.clone()));
+            }
+        }
+    }
+}
+
+/// `EXHOST_EVENTS`, read in stream order with an ordered consumer.
+struct NatsEvents {
+    /// `Some` until dropped, inside the runtime (its subscription spawns a task to end).
+    messages: Option<async_nats::jetstream::consumer::pull::Ordered>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for NatsEvents {
+    fn drop(&mut self) {
+        let _inside = self.runtime.enter();
+        self.messages.take();
+    }
+}
+
+impl NatsEvents {
+    fn connect(urls: &[String]) -> anyhow::Result<NatsEvents> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let messages = runtime.block_on(async {
+            let addresses: Vec<async_nats::ServerAddr> =
+                urls.iter().map(|url| url.parse()).collect::<Result<_, _>>().context("a NATS address")?;
+            let client = async_nats::connect(addresses).await.context("connecting to NATS")?;
+            let js = async_nats::jetstream::new(client);
+            let stream = js.get_stream("EXHOST_EVENTS").await.context("the stream EXHOST_EVENTS")?;
+            let consumer = stream
+                .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+                .await
+                .context("a consumer of EXHOST_EVENTS")?;
+            anyhow::Ok(consumer.messages().await.context("reading EXHOST_EVENTS")?)
+        })?;
+        Ok(NatsEvents { messages: Some(messages), runtime })
+    }
+}
+
+impl Events for NatsEvents {
+    fn next_event(&mut self) -> anyhow::Result<Option<Value>> {
+        use futures_util::StreamExt;
+        let Some(messages) = self.messages.as_mut() else { return Ok(None) };
+        let next = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), messages.next()).await.context("EXHOST_EVENTS went quiet")
+        })?;
+        let Some(message) = next else { return Ok(None) };
+        let message = message.map_err(|error| anyhow::anyhow!("reading EXHOST_EVENTS: {error}"))?;
+        Ok(Some(serde_json::from_slice(&message.payload)?))
+    }
+}
+
 /// Follow the event stream from offset 0 up to the log's end now, rebuild,
 /// and compare with the host.
 pub fn run(base: &str, token: &str) -> anyhow::Result<Report> {
+    run_from(base, token, Source::WebSocket)
+}
+
+/// [`run`], reading the events from `source`.
+pub fn run_from(base: &str, token: &str, source: Source<'_>) -> anyhow::Result<Report> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let (markets, money_places) = load_markets(&agent, base, token)?;
     let end = log_end(&agent, base, token)?;
     let mut books = Books { markets, money_places, positions: BTreeMap::new(), balances: BTreeMap::new() };
     let mut report = Report { through_seq: end.0, ..Report::default() };
 
-    let mut socket = connect(base, token)?;
-    socket.send(Message::Text(json!({"op": "subscribe", "channel": "events", "from_seq": 1}).to_string().into()))?;
+    let mut events: Box<dyn Events> = match source {
+        Source::WebSocket => {
+            let mut socket = connect(base, token)?;
+            socket.send(Message::Text(
+                json!({"op": "subscribe", "channel": "events", "from_seq": 1}).to_string().into(),
+            ))?;
+            Box::new(SocketEvents(socket))
+        }
+        Source::Nats(urls) => Box::new(NatsEvents::connect(urls)?),
+    };
     let mut command: Vec<Value> = Vec::new();
     let mut last = (0u64, 0u64);
     while end.0 > 0 && last < end {
-        let Message::Text(message) = socket.read().context("reading the event stream")? else { continue };
-        let message: Value = serde_json::from_str(&message)?;
-        if message["type"] == "error" {
-            bail!("the host said: {}", message["error"]);
-        }
-        let Some(event) = message.get("event") else { continue };
+        let Some(event) = events.next_event()? else { bail!("the event stream ended at {last:?}, before {end:?}") };
+        let event = &event;
         let at = (event["seq"].as_u64().context("seq")?, event["idx"].as_u64().context("idx")?);
         if at <= last && report.events > 0 {
             report.mismatches.push(format!("event {at:?} arrived after {last:?}: duplicate or out of order"));

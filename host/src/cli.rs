@@ -84,6 +84,67 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Running as one node of a cluster whose command log is a NATS JetStream stream.
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    /// The NATS servers, comma-separated: nats://HOST:PORT[,nats://HOST:PORT...].
+    #[arg(long, value_delimiter = ',', requires = "node")]
+    pub cluster: Vec<String>,
+    /// This node's name, unique in the cluster.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// A read replica: applies every command, never becomes active.
+    #[arg(long, requires = "node")]
+    pub replica: bool,
+    /// Where the other nodes reach this node's API (default: the listen address).
+    #[arg(long, requires = "node")]
+    pub advertise: Option<String>,
+    /// Copies of the streams (default: the number of --cluster servers, at most 3).
+    #[arg(long, requires = "node")]
+    pub cluster_replicas: Option<usize>,
+    /// Drop stream messages older than this many hours (0: keep them). Keep at
+    /// least as long as a node may be away before it is rebuilt from a snapshot.
+    #[arg(long, default_value_t = 168)]
+    pub cluster_max_age_hours: u64,
+    /// Drop the oldest stream messages beyond this many bytes (default: no cap).
+    #[arg(long)]
+    pub cluster_max_bytes: Option<u64>,
+    /// Lease length in milliseconds: a standby takes over this long after the active node's last renewal.
+    #[arg(long, default_value_t = 2_000)]
+    pub lease_ms: u64,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> anyhow::Result<Option<exhost_cluster::ClusterConfig>> {
+        let Some(node) = &self.node else { return Ok(None) };
+        if self.cluster.is_empty() {
+            bail!("--node names a cluster node: give the NATS servers with --cluster nats://HOST:PORT[,...]");
+        }
+        let ttl = std::time::Duration::from_millis(self.lease_ms.max(500));
+        let timing = exhost_cluster::LeaseTiming {
+            ttl,
+            renew_every: ttl / 5,
+            margin: ttl / 4,
+            watch_every: (ttl / 12).max(std::time::Duration::from_millis(50)),
+        };
+        Ok(Some(exhost_cluster::ClusterConfig {
+            urls: self.cluster.clone(),
+            node: node.clone(),
+            replica: self.replica,
+            advertise: self.advertise.clone(),
+            retention: exhost_cluster::Retention {
+                replicas: self.cluster_replicas.unwrap_or(self.cluster.len().min(3)),
+                max_age: (self.cluster_max_age_hours > 0)
+                    .then(|| std::time::Duration::from_secs(self.cluster_max_age_hours * 3_600)),
+                max_bytes: self.cluster_max_bytes,
+            },
+            timing,
+        }))
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -93,7 +154,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 config.listen = listen;
             }
-            exhost_server::serve::run(config)
+            match args.cluster.config()? {
+                Some(cluster) => exhost_cluster::run(config, cluster),
+                None => exhost_server::serve::run(config),
+            }
         }
         Commands::Journal { data, from_seq, limit, json } => {
             let store = datadir::open_existing(&data.config()?.data_dir, true)?;

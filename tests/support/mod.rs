@@ -91,6 +91,11 @@ impl Host {
     }
 
     pub fn start_with(data_dir: &Path, config_toml: &str) -> Host {
+        Self::start_args(data_dir, config_toml, &[])
+    }
+
+    /// Start with extra `exhost serve` arguments (a cluster node's, say).
+    pub fn start_args(data_dir: &Path, config_toml: &str, extra: &[String]) -> Host {
         let config_path = data_dir.join("exhost.toml");
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&config_path, config_toml).unwrap();
@@ -100,6 +105,7 @@ impl Host {
             .arg(data_dir)
             .arg("--config")
             .arg(&config_path)
+            .args(extra)
             .env("EXHOST_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -124,6 +130,11 @@ impl Host {
             }
         };
         Host { child: Some(child), base, data_dir: data_dir.to_path_buf(), agent: agent() }
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The host's log so far (for assertion messages).

@@ -42,6 +42,11 @@ pub enum Halt {
         #[source]
         source: StoreError,
     },
+    /// A cluster node cannot follow the replicated log (a message it cannot
+    /// read, a gap, a log that lost what this node's journal holds): going
+    /// on would diverge from the other nodes.
+    #[error("the replicated log cannot be followed: {reason}")]
+    Replication { reason: String },
 }
 
 /// Why a submitted command has no outcome to report.
@@ -65,6 +70,16 @@ pub enum SubmitError {
     /// the next start's replay.
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// Refused by the replicated command log: this node is not its writer
+    /// (a standby, or an active node that was deposed). Not recorded, ever;
+    /// the same command may be sent to the active node.
+    #[error("this node is not the active node: {0}")]
+    NotActive(String),
+    /// The replicated command log did not confirm the batch in time: it may
+    /// or may not be in the log, and this node stopped writing (another node
+    /// takes over and applies whatever the log holds).
+    #[error("the replicated command log did not confirm the write: {0}")]
+    Unconfirmed(String),
 }
 
 /// A request to the engine thread that did not get its answer.

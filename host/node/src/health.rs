@@ -62,6 +62,11 @@ impl Health {
         })
     }
 
+    /// The last sequence number the engine applied (as of its last finished piece of work).
+    pub fn applied_seq(&self) -> u64 {
+        self.engine_seq.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn engine_started(&self) {
         self.engine_busy_since_ns.store(now_ns().max(1), Ordering::SeqCst);
     }

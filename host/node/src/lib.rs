@@ -100,6 +100,7 @@ pub struct Node {
     pub books: Arc<RwLock<LiveBooks>>,
     pub store: Store,
     pub health: Arc<Health>,
+    resume_at: Arc<Mutex<Option<(u64, u64)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -116,10 +117,13 @@ impl Node {
         let directory = Arc::new(RwLock::new(Directory::from_registry(engine.registry(), settings.sealer.clone())));
         let books = Arc::new(RwLock::new(initial_books(&mut engine)));
         let health = Arc::new(Health::default());
+        health.engine_finished(engine.last_seq());
         let (live, _) = tokio::sync::broadcast::channel(LIVE_BATCHES_BUFFERED);
         let (submit_tx, submit_rx) = mpsc::channel(settings.submit_queue_max.max(1));
         let (engine_tx, engine_rx) = mpsc::channel(BATCHES_IN_FLIGHT_MAX);
+        let resume_at = Arc::new(Mutex::new(None));
         let sequencer = sequencer::Sequencer {
+            resume_at: resume_at.clone(),
             log,
             health: health.clone(),
             engine_tx: engine_tx.clone(),
@@ -159,6 +163,7 @@ impl Node {
             books,
             store,
             health,
+            resume_at,
             threads: Mutex::new(vec![sequencer, engine_thread]),
         })
     }
@@ -183,6 +188,27 @@ impl Node {
             mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
         })?;
         Ok(Pending(answer))
+    }
+
+    /// Apply a batch another node sequenced (a standby following the
+    /// replicated log): `(seq, ts_ns, command)`, consecutive, after the last
+    /// one applied, and already durable in the log. Nobody waits for the
+    /// answers; the events are stored and broadcast as for local commands.
+    pub async fn follow(&self, batch: Vec<(u64, u64, Command)>) -> Result<(), NodeError> {
+        let items = batch
+            .into_iter()
+            .map(|(seq, ts_ns, command)| {
+                let (reply, _) = oneshot::channel();
+                pipeline::Sequenced { seq, ts_ns, command, reply }
+            })
+            .collect();
+        self.engine_tx.send(EngineInput::Durable(items)).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Sequence from `next_seq` on, with timestamps from `last_ts_ns` on, from
+    /// the next batch: the log was written by another node up to here.
+    pub fn resume_sequencing(&self, next_seq: u64, last_ts_ns: u64) {
+        *self.resume_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((next_seq, last_ts_ns));
     }
 
     /// The engine's whole state after every command applied so far.

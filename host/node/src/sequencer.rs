@@ -26,6 +26,9 @@ pub(crate) struct Sequencer {
     pub(crate) next_seq: u64,
     /// Timestamps never go back, even when the clock does.
     pub(crate) last_ts_ns: u64,
+    /// Where to continue after others wrote the log (a standby promoted to
+    /// active): `(next_seq, last_ts_ns)`, taken before the next batch.
+    pub(crate) resume_at: Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 impl Sequencer {
@@ -48,6 +51,10 @@ impl Sequencer {
                     let _ = submission.reply.send(Err(SubmitError::Halted(problem.clone())));
                 }
                 continue;
+            }
+            if let Some((next_seq, last_ts_ns)) = self.resume_at.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                self.next_seq = next_seq;
+                self.last_ts_ns = self.last_ts_ns.max(last_ts_ns);
             }
             let next_seq = self.next_seq;
             let ts_ns = now_ns().max(self.last_ts_ns);
@@ -98,6 +105,21 @@ impl Sequencer {
                     if self.engine_tx.blocking_send(EngineInput::Durable(sequenced)).is_err() {
                         // The engine thread is gone: its replies are dropped, clients see shutdown.
                         return;
+                    }
+                }
+                Err(exhost_store::StoreError::NotWriter(reason)) => {
+                    // Nothing was written: the node stays up, as a standby, and
+                    // the clients may send the same commands to the active node.
+                    for submission in batch.drain(..) {
+                        let _ = submission.reply.send(Err(SubmitError::NotActive(reason.clone())));
+                    }
+                }
+                Err(exhost_store::StoreError::Unconfirmed(reason)) => {
+                    // The log may hold the batch: the node has stepped down and
+                    // will apply whatever the log holds as a standby; its clients
+                    // learn the outcome by looking the command up.
+                    for submission in batch.drain(..) {
+                        let _ = submission.reply.send(Err(SubmitError::Unconfirmed(reason.clone())));
                     }
                 }
                 Err(source) => {

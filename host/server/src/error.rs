@@ -125,6 +125,17 @@ impl From<SubmitError> for ApiError {
                 "the host is shutting down; whether this command was recorded is unknown until it is back \
                  (look the order up by its client order id before sending it again)",
             ),
+            SubmitError::NotActive(detail) => ApiError::unavailable(
+                "this node is not the cluster's active node, so the command was not recorded; send it again \
+                 (to any node: writes are forwarded to the active one)",
+            )
+            .with_detail(detail),
+            SubmitError::Unconfirmed(detail) => ApiError::unavailable(
+                "the replicated log did not confirm this command, so whether it was recorded is unknown; \
+                 the cluster is changing its active node. Look the order up by its client order id on any \
+                 node before sending it again",
+            )
+            .with_detail(detail),
         }
     }
 }

@@ -9,8 +9,10 @@
 mod accounts;
 mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
+mod forward;
 pub mod gate;
 mod market;
 mod modules;

@@ -128,6 +128,14 @@ pub(super) async fn upload(
         .map_err(blocking_failed)??
     };
 
+    if let Some(cluster) = &state.cluster {
+        // In the log before it is stored or answered, so every node has the
+        // bytes before any command that names them.
+        cluster.replicate_module(info.hash.0, bytes.to_vec()).await.map_err(|reason| {
+            ApiError::unavailable("the module could not be put in the cluster's log; upload it again")
+                .with_detail(reason)
+        })?;
+    }
     state.store.put_module(&info.hash.0, &bytes)?;
     state.loader.insert(compiled);
     Ok(Json(json!({

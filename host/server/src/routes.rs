@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, admin, market, modules, openapi, trading, ws};
+use crate::{accounts, admin, forward, market, modules, openapi, trading, ws};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -40,8 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/position-module", post(modules::activate_position))
         .route("/admin/v1/snapshots", post(admin::snapshot))
         .route("/admin/v1/events", get(admin::events))
+        .route("/admin/v1/cluster", get(forward::status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), forward::forward_writes))
         .with_state(state)
 }
 
@@ -69,6 +71,7 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
             let health = &state.node.health;
             metrics::gauge!("exhost_engine_busy_seconds").set(health.engine_busy().as_secs_f64());
             metrics::gauge!("exhost_engine_stalled").set(if health.stall().is_some() { 1.0 } else { 0.0 });
+            forward::record_metrics(&state);
             // RocksDB's memory is read here, when asked for, not on the engine thread.
             if let Ok(store) = state.store.memory() {
                 for (part, bytes) in [

@@ -8,7 +8,7 @@ use anyhow::Context;
 use exhost_engine::{Command, EventBody};
 use exhost_node::datadir::{self, default_market, default_position_install};
 use exhost_node::{Node, NodeSettings, Storage, loader_for, recovery};
-use exhost_store::{Durability, Store};
+use exhost_store::{CommandLog, Durability, Store};
 
 use crate::config::Config;
 use crate::routes::router;
@@ -58,8 +58,18 @@ pub struct Started {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let Started { state, listener } = start(config.clone()).await?;
-    let node = state.node.clone();
+    let started = start(config.clone()).await?;
+    let node = started.state.node.clone();
+    serve_http(&config, started).await?;
+    tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
+    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    Ok(())
+}
+
+/// Serve a started host's API until SIGTERM or Ctrl-C; the caller then shuts
+/// the node down (a cluster node first hands over its lease).
+pub async fn serve_http(config: &Config, started: Started) -> anyhow::Result<()> {
+    let Started { state, listener } = started;
     let gate = state.gate.clone();
     tokio::spawn(async move {
         // Buckets of keys that went quiet are full again: forget them, so memory follows active keys.
@@ -75,10 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // A line a person may read even when the log cannot be written.
     let _ = writeln!(std::io::stdout(), "exhost listening on http://{}", listener.local_addr()?);
     let _ = std::io::stdout().flush();
-    serve_connections(listener, app, &config, shutdown_signal()).await;
-
-    tracing::info!("shutting down: finishing journaled commands and taking a snapshot");
-    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    serve_connections(listener, app, config, shutdown_signal()).await;
     Ok(())
 }
 
@@ -143,12 +150,27 @@ pub async fn serve_connections(
 
 /// Everything `exhost serve` does before it answers the first request.
 pub async fn start(config: Config) -> anyhow::Result<Started> {
+    let parts = open(&config, true)?;
+    let state = assemble(config.clone(), parts).await?;
+    let listener = bind(&config).await?;
+    Ok(Started { state, listener })
+}
+
+/// Bind the API's listener.
+pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))
+}
+
+/// Open the data directory: its store, operator token and secrets key, and,
+/// with `watermark`, the journal's watermark (a cluster node's journal is a
+/// copy of the replicated log, which has its own). Installs the metrics recorder.
+pub fn open(config: &Config, watermark: bool) -> anyhow::Result<Parts> {
     datadir::create_durably(&config.db_dir())
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let admin_token = admin_token(&config)?;
+    let admin_token = admin_token(config)?;
     let store = Store::open(&config.db_dir())
         .with_context(|| format!("opening {} (is another exhost using it?)", config.db_dir().display()))?;
-    let watermark = datadir::journal_watermark(&config.data_dir, &store)?;
+    let watermark = if watermark { Some(datadir::journal_watermark(&config.data_dir, &store)?) } else { None };
     let sealer = Arc::new(exhost_node::secrets::Sealer::load_or_create(&config.secrets_key_path())?);
     // Installed before the first command, so counters cover everything this process journals.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
@@ -163,12 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             }
         });
     }
-    let parts = Parts { store, admin_token, sealer, watermark: Some(watermark), metrics };
-    let state = assemble(config.clone(), parts).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    Ok(Started { state, listener })
+    Ok(Parts { store, admin_token, sealer, watermark, metrics, log: None, cluster: None })
 }
 
 /// What a host is assembled from, beyond its configuration.
@@ -180,6 +197,12 @@ pub struct Parts {
     /// The journal's watermark (`None` over the in-memory twin, which has no file for it).
     pub watermark: Option<exhost_node::watermark::Watermark>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The command log (`None`: the store's own journal).
+    pub log: Option<Arc<dyn CommandLog>>,
+    /// The node's cluster (`None`: a single host, which installs the
+    /// defaults itself on a fresh store; a cluster does it once, on its
+    /// first active node).
+    pub cluster: Option<Arc<dyn crate::cluster::ClusterRole>>,
 }
 
 /// Recover from `parts.store`, start the write path, and, on a fresh store,
@@ -187,7 +210,7 @@ pub struct Parts {
 /// host, ready for requests, with no listener. `start` serves it; handler
 /// tests call its router directly over the in-memory twin.
 pub async fn assemble(config: Config, parts: Parts) -> anyhow::Result<AppState> {
-    let Parts { store, admin_token, sealer, watermark, metrics } = parts;
+    let Parts { store, admin_token, sealer, watermark, metrics, log, cluster } = parts;
     let loader = loader_for(&store)?;
     let (embedded, embedded_positions) = datadir::install_embedded(&store)?;
     // Compile now, so a broken embedded module fails start-up rather than the first market.
@@ -206,7 +229,7 @@ pub async fn assemble(config: Config, parts: Parts) -> anyhow::Result<AppState> 
         "recovered at seq {}",
         engine.last_seq()
     );
-    let fresh = engine.last_seq() == 0;
+    let fresh = engine.last_seq() == 0 && cluster.is_none();
     let settings = NodeSettings {
         sealer: Some(sealer.clone()),
         durability: if config.journal_sync { Durability::Synced } else { Durability::None },
@@ -217,19 +240,13 @@ pub async fn assemble(config: Config, parts: Parts) -> anyhow::Result<AppState> 
     if !config.journal_sync {
         tracing::warn!("journal_sync = false: acknowledged commands can be lost in a crash (benchmarks only)");
     }
-    let node = Arc::new(Node::start(Storage::local(store.clone()), engine, settings, stats.snapshot_seq, watermark)?);
+    let storage = match log {
+        Some(log) => Storage { log, store: store.clone() },
+        None => Storage::local(store.clone()),
+    };
+    let node = Arc::new(Node::start(storage, engine, settings, stats.snapshot_seq, watermark)?);
     if fresh {
-        for command in [default_position_install(embedded_positions), Command::CreateMarket(default_market(embedded))] {
-            let applied = node.submit(command).await?;
-            if let Some(EventBody::CommandRejected { reason }) =
-                applied.events.iter().map(|e| &e.body).find(|b| matches!(b, EventBody::CommandRejected { .. }))
-            {
-                anyhow::bail!("setting up the exchange failed: {reason}");
-            }
-        }
-        tracing::info!(
-            "installed the embedded position module {embedded_positions} and created market BTC-PERP with the embedded price-time module {embedded}"
-        );
+        install_defaults(&node).await?;
     }
 
     let gate = Arc::new(crate::gate::Gate::new(&config));
@@ -242,8 +259,30 @@ pub async fn assemble(config: Config, parts: Parts) -> anyhow::Result<AppState> 
         metrics,
         sealer,
         gate,
+        forwarder: cluster.is_some().then(crate::cluster::forwarder),
+        cluster,
     };
     Ok(state)
+}
+
+/// The exchange a fresh host starts with: the embedded position module and
+/// market BTC-PERP on the embedded price-time module. Run once per history:
+/// by a single host on a fresh store, by a cluster's first active node on an
+/// empty log.
+pub async fn install_defaults(node: &Node) -> anyhow::Result<()> {
+    let (embedded, embedded_positions) = datadir::embedded_hashes();
+    for command in [default_position_install(embedded_positions), Command::CreateMarket(default_market(embedded))] {
+        let applied = node.submit(command).await?;
+        if let Some(EventBody::CommandRejected { reason }) =
+            applied.events.iter().map(|e| &e.body).find(|b| matches!(b, EventBody::CommandRejected { .. }))
+        {
+            anyhow::bail!("setting up the exchange failed: {reason}");
+        }
+    }
+    tracing::info!(
+        "installed the embedded position module {embedded_positions} and created market BTC-PERP with the embedded price-time module {embedded}"
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -22,4 +22,8 @@ pub struct AppState {
     /// Seals the secrets of new users before they are journaled.
     pub sealer: Arc<exhost_node::secrets::Sealer>,
     pub gate: Arc<gate::Gate>,
+    /// The node's cluster, if it runs as one (`exhost serve --cluster`).
+    pub cluster: Option<Arc<dyn crate::cluster::ClusterRole>>,
+    /// Sends writes to the active node (cluster mode only).
+    pub forwarder: Option<crate::cluster::Forwarder>,
 }

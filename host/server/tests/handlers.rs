@@ -34,6 +34,8 @@ impl Host {
             sealer: Arc::new(Sealer::from_key([7; 32])),
             watermark: None,
             metrics: None,
+            log: None,
+            cluster: None,
         };
         let state = assemble(Config::default(), parts).await.expect("a host over the in-memory store");
         Host { state, backend }

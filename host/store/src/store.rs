@@ -106,6 +106,14 @@ pub enum StoreError {
     CorruptSnapshot { seq: u64, reason: String },
     #[error("stored value under {family}/{key} is malformed: {reason}")]
     Malformed { family: &'static str, key: String, reason: String },
+    /// A replicated command log refused the append because this node is not
+    /// (or no longer) its writer: nothing of the batch was written, ever.
+    #[error("this node is not the active writer of the command log: {0}")]
+    NotWriter(String),
+    /// A replicated command log did not confirm the append: the batch may or
+    /// may not be in the log, and this node stopped writing to it.
+    #[error("the replicated command log did not confirm the write: {0}")]
+    Unconfirmed(String),
 }
 
 /// The database of one data directory.
