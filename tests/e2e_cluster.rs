@@ -658,3 +658,62 @@ fn measure_cluster_against_one_node() {
         json!({"bench": "cluster", "figure": "failover after kill -9 (lease 2 s)", "seconds": killed_at.elapsed().as_secs_f64()})
     );
 }
+
+/// A node whose secrets key is not the cluster's refuses to join, saying
+/// why (after a failover it could open no HMAC user's secret); a node with
+/// the cluster's key joins.
+#[test]
+fn a_node_with_another_secrets_key_refuses_to_join() {
+    let dir = TempDir::new("cluster-key");
+    let port = free_port();
+    let mut server = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path().join("nats"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server is installed (bash .ci/setup)");
+    let url = format!("nats://127.0.0.1:{port}");
+    let node_config = |key: &str| format!("secrets_key_file = {:?}\n", dir.path().join(key).display().to_string());
+    let args = |name: &str| ["--cluster", &url, "--node", name].map(String::from);
+    let first = Host::start_args(&dir.path().join("one"), &node_config("cluster.key"), &args("one"));
+
+    let other = dir.path().join("two");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("exhost.toml"), node_config("other.key")).unwrap();
+    let mut refused = Command::new(support::EXHOST)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&other)
+        .arg("--config")
+        .arg(other.join("exhost.toml"))
+        .args(args("two"))
+        .env("EXHOST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("a node with another secrets key kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("secrets key is not the cluster's"), "{stderr}");
+
+    // The control: the cluster's key joins.
+    let third = Host::start_args(&dir.path().join("three"), &node_config("cluster.key"), &args("three"));
+    assert_eq!(third.admin("GET", "/admin/v1/cluster", Value::Null).ok()["node"], "three");
+    third.stop();
+    first.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+}

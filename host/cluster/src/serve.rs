@@ -31,6 +31,30 @@ pub struct ClusterConfig {
     pub timing: LeaseTiming,
 }
 
+/// The bucket key holding the cluster's secrets-key check.
+const SECRETS_KEY_CHECK: &str = "secrets-key-check";
+
+/// Refuse to join a cluster whose nodes seal API secrets under another key:
+/// after a failover, no HMAC user could sign. The first node records its
+/// key's check; every later one compares.
+async fn same_secrets_key(kv: &async_nats::jetstream::kv::Store, check: &str) -> anyhow::Result<()> {
+    use async_nats::jetstream::kv::CreateErrorKind;
+    match kv.create(SECRETS_KEY_CHECK, check.as_bytes().to_vec().into()).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
+            let entry = kv.entry(SECRETS_KEY_CHECK).await.context("reading the cluster's secrets-key check")?;
+            let recorded = entry.map(|entry| String::from_utf8_lossy(&entry.value).to_string()).unwrap_or_default();
+            anyhow::ensure!(
+                recorded == check,
+                "this node's secrets key is not the cluster's (its check {check} differs from the recorded {recorded}): \
+                 every node must seal API secrets with the same key; point secrets_key_file at the cluster's key"
+            );
+            Ok(())
+        }
+        Err(error) => Err(anyhow::Error::new(error).context("recording the cluster's secrets-key check")),
+    }
+}
+
 pub fn run(config: Config, cluster: ClusterConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("exhost-http").build()?;
     runtime.block_on(serve(config, cluster))
@@ -57,6 +81,7 @@ async fn serve(config: Config, cluster: ClusterConfig) -> anyhow::Result<()> {
     let streams = bootstrap::ensure(&js, &cluster.retention).await?;
 
     let mut parts = open(&config, false)?;
+    same_secrets_key(&streams.kv, &parts.sealer.key_check_hex()).await?;
     let store = parts.store.clone();
     let shared = Arc::new(Shared::new(cluster.node.clone(), cluster.replica));
     parts.log = Some(Arc::new(ReplicatedLog::new(

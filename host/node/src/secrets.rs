@@ -37,6 +37,8 @@ pub enum SealError {
 /// Seals and opens API secrets with the host's key.
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// A one-way digest of the key, to tell whether two hosts hold the same one.
+    check: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -47,7 +49,17 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn from_key(key: [u8; KEY_BYTES]) -> Sealer {
-        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }
+        use sha2::Digest;
+        let check =
+            sha2::Sha256::new().chain_update(b"exhost secrets key check v1").chain_update(key).finalize().into();
+        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)), check }
+    }
+
+    /// A digest of the key (SHA-256 of a label and the key) that reveals
+    /// nothing of it: the nodes of a cluster compare theirs, since each must
+    /// open the secrets every other one sealed.
+    pub fn key_check_hex(&self) -> String {
+        hex::encode(self.check)
     }
 
     /// The key in `path` (64 hex digits), or a new one written there (mode 0600).
@@ -116,6 +128,14 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_check_tells_keys_apart_and_shows_no_key_byte() {
+        let (a, b) = (Sealer::from_key([7; 32]), Sealer::from_key([8; 32]));
+        assert_eq!(a.key_check_hex(), Sealer::from_key([7; 32]).key_check_hex());
+        assert_ne!(a.key_check_hex(), b.key_check_hex());
+        assert!(!a.key_check_hex().contains(&hex::encode([7u8; 4])));
+    }
 
     #[test]
     fn a_sealed_secret_opens_only_with_its_key_and_user_and_hides_the_secret() {
