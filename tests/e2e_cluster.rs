@@ -267,14 +267,30 @@ fn downstream_events(urls: &str) -> Vec<(String, Value)> {
         let stream = js.get_stream("EXHOST_EVENTS").await.expect("the event stream exists");
         let last = stream.get_info().await.unwrap().state.last_sequence;
         let mut out = Vec::with_capacity(last as usize);
-        for seq in 1..=last {
-            let message = stream.get_raw_message(seq).await.unwrap();
+        if last == 0 {
+            return out;
+        }
+        // One ordered consumer over the whole stream (a request per message would take minutes).
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            let message = message.unwrap();
             let id = message
                 .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
+                .as_ref()
+                .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_default();
             out.push((id, serde_json::from_slice(&message.payload).unwrap()));
+            if message.info().unwrap().stream_sequence >= last {
+                break;
+            }
         }
         out
     })

@@ -39,7 +39,20 @@ const SECRETS_KEY_CHECK: &str = "secrets-key-check";
 /// key's check; every later one compares.
 async fn same_secrets_key(kv: &async_nats::jetstream::kv::Store, check: &str) -> anyhow::Result<()> {
     use async_nats::jetstream::kv::CreateErrorKind;
-    match kv.create(SECRETS_KEY_CHECK, check.as_bytes().to_vec().into()).await {
+    // A bucket just created may not take writes for a moment (its leader is being elected).
+    let started = std::time::Instant::now();
+    let created = loop {
+        match kv.create(SECRETS_KEY_CHECK, check.as_bytes().to_vec().into()).await {
+            Err(error)
+                if error.kind() != CreateErrorKind::AlreadyExists && started.elapsed() < Duration::from_secs(30) =>
+            {
+                tracing::debug!(%error, "recording the secrets-key check; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => break other,
+        }
+    };
+    match created {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
             let entry = kv.entry(SECRETS_KEY_CHECK).await.context("reading the cluster's secrets-key check")?;

@@ -89,7 +89,15 @@ impl Sealer {
                     // Its entry too: sealed secrets journaled under a key a power cut took would never open.
                     crate::watermark::sync_directory(path.parent().unwrap_or(Path::new(".")))
                 });
-                written.map_err(DataDirError::file("creating", path))?;
+                match written {
+                    // Another process sharing the file made it first (cluster nodes
+                    // starting together): use that one.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        return Sealer::load_or_create(path);
+                    }
+                    written => written.map_err(DataDirError::file("creating", path))?,
+                }
                 tracing::info!(path = %path.display(), "created the key that seals API secrets at rest");
                 Ok(Sealer::from_key(key))
             }
