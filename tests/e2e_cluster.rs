@@ -188,11 +188,7 @@ fn start_load(bases: Arc<Mutex<Vec<Option<String>>>>, traders: Vec<Trader>) -> L
         .map(|(client, trader)| {
             let (stop, outcomes, bases) = (stop.clone(), outcomes.clone(), bases.clone());
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(20)))
-                    .build()
-                    .into();
+                let agent = client_agent();
                 let mut n = 0usize;
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
@@ -251,6 +247,16 @@ impl Load {
         }
         Arc::try_unwrap(self.outcomes).ok().unwrap().into_inner().unwrap()
     }
+}
+
+/// A load client's HTTP agent: error statuses are answers, and a node that
+/// stops answering (paused, killed) costs at most 20 s.
+fn client_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
 }
 
 fn signal(pid: u32, signal: &str) {
@@ -552,11 +558,7 @@ fn throughput(bases: &[String], traders: &[Trader], seconds: f64) -> (f64, f64, 
         .map(|(client, trader)| {
             let base = bases[client % bases.len()].clone();
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(20)))
-                    .build()
-                    .into();
+                let agent = client_agent();
                 let mut latencies_us = Vec::new();
                 let mut n = 0u64;
                 while Instant::now() < deadline {
