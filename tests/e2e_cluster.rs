@@ -105,6 +105,8 @@ struct Cluster {
     urls: String,
     key_file: PathBuf,
     nodes: Vec<Option<Host>>,
+    /// More `exhost serve` arguments for every node.
+    extra: Vec<String>,
 }
 
 const NODES: [&str; 3] = ["alpha", "bravo", "charlie"];
@@ -116,8 +118,13 @@ impl Cluster {
 
     fn start_node(&mut self, i: usize) {
         let config = format!("secrets_key_file = {:?}\n", self.key_file.display().to_string());
-        let args = ["--cluster", &self.urls, "--node", NODES[i], "--lease-ms", "2000"].map(String::from);
+        let mut args = ["--cluster", &self.urls, "--node", NODES[i], "--lease-ms", "2000"].map(String::from).to_vec();
+        args.extend(self.extra.iter().cloned());
         self.nodes[i] = Some(Host::start_args(&self.node_dir(i), &config, &args));
+    }
+
+    fn config(&self) -> String {
+        format!("secrets_key_file = {:?}\n", self.key_file.display().to_string())
     }
 
     fn node(&self, i: usize) -> &Host {
@@ -384,7 +391,7 @@ fn a_cluster_keeps_every_acknowledged_command_through_failover_pause_and_lost_se
     let dir = TempDir::new("cluster");
     let mut nats = Nats::start(dir.path());
     let key_file = dir.path().join("secrets.key");
-    let mut cluster = Cluster { urls: nats.urls(), key_file, nodes: vec![None, None, None], dir };
+    let mut cluster = Cluster { urls: nats.urls(), key_file, nodes: vec![None, None, None], dir, extra: Vec::new() };
     // All three start at once: exactly one installs the defaults.
     let starting: Vec<_> = (0..3)
         .map(|i| {
@@ -546,6 +553,117 @@ fn a_cluster_keeps_every_acknowledged_command_through_failover_pause_and_lost_se
     assert!(digests.iter().all(|d| *d == digests[0]), "the nodes replay to different states: {digests:?}");
 }
 
+/// The command stream's first and last message sequence.
+fn stream_bounds(urls: &str) -> (u64, u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let addresses: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(addresses).await.expect("the test connects to NATS");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("EXHOST_COMMANDS").await.expect("the command stream exists");
+        let state = stream.get_info().await.unwrap().state;
+        (state.first_sequence, state.last_sequence)
+    })
+}
+
+/// Load on `on` until the stream's oldest message is past `past` (its retention dropped everything up to there).
+fn trade_until_trimmed_past(cluster: &Cluster, on: &[usize], traders: &[Trader], past: u64) -> Outcomes {
+    let bases = Arc::new(Mutex::new(on.iter().map(|&i| Some(cluster.node(i).base.clone())).collect::<Vec<_>>()));
+    let load = start_load(bases, traders.to_vec());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stream_bounds(&cluster.urls).0 <= past {
+        assert!(
+            Instant::now() < deadline,
+            "the stream was not trimmed past {past}: {:?}",
+            stream_bounds(&cluster.urls)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    load.finish()
+}
+
+#[test]
+fn a_node_the_trimmed_stream_cannot_rebuild_starts_from_a_fetched_checkpoint() {
+    let dir = TempDir::new("cluster-trimmed");
+    let nats = Nats::start(dir.path());
+    let key_file = dir.path().join("secrets.key");
+    // 128 KiB of stream: a few thousand single-order batches, then the oldest go.
+    let extra = vec!["--cluster-max-bytes".to_string(), "131072".to_string()];
+    let mut cluster = Cluster { urls: nats.urls(), key_file, nodes: vec![None, None, None], dir, extra };
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    let (active, _) = cluster.wait_active(&[0, 1, 2], Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.node(active).get("/v1/markets").ok().as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "the defaults were not installed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let traders: Vec<Trader> = (0..4).map(|_| cluster.node(active).new_trader()).collect();
+    cluster.wait_converged(Duration::from_secs(10));
+    let (first, _) = stream_bounds(&cluster.urls);
+    assert_eq!(first, 1, "nothing is trimmed yet");
+    let mut acknowledged = BTreeMap::new();
+
+    // Two standbys go down: one keeps its data directory, one loses it.
+    let standbys: Vec<usize> = (0..3).filter(|&i| i != active).collect();
+    let (stale, wiped) = (standbys[0], standbys[1]);
+    cluster.nodes[stale].take().unwrap().kill();
+    cluster.nodes[wiped].take().unwrap().kill();
+    std::fs::remove_dir_all(cluster.node_dir(wiped)).unwrap();
+    let (_, last_seen) = stream_bounds(&cluster.urls);
+    acknowledged.extend(trade_until_trimmed_past(&cluster, &[active], &traders, last_seen + 1).acknowledged);
+    eprintln!("trimmed: the stream now holds messages {:?}", stream_bounds(&cluster.urls));
+
+    // The control: the stream cannot bring the stale node up to date, and it says what to do.
+    let args = ["--cluster", &cluster.urls, "--node", NODES[stale], "--cluster-max-bytes", "131072"].map(String::from);
+    let stderr = refused_to_start(&cluster.node_dir(stale), &cluster.config(), &args, ADMIN_TOKEN);
+    assert!(stderr.contains("trimmed") && stderr.contains("move this data directory aside"), "{stderr}");
+
+    // The wiped node starts from the active node's checkpoint, under load.
+    let bases = Arc::new(Mutex::new(vec![Some(cluster.node(active).base.clone())]));
+    let load = start_load(bases.clone(), traders.clone());
+    cluster.start_node(wiped);
+    let log = std::fs::read_to_string(cluster.node_dir(wiped).join("host.log")).unwrap();
+    assert!(log.contains("fetched a checkpoint"), "{log}");
+    // Doing what the refusal said: moved aside, the stale node fetches one too.
+    std::fs::rename(cluster.node_dir(stale), cluster.dir.path().join("stale-moved-aside")).unwrap();
+    cluster.start_node(stale);
+    bases.lock().unwrap().extend([Some(cluster.node(wiped).base.clone()), Some(cluster.node(stale).base.clone())]);
+    std::thread::sleep(Duration::from_secs(2));
+    acknowledged.extend(load.finish().acknowledged);
+    cluster.wait_converged(Duration::from_secs(60));
+
+    // A node started from a checkpoint is a whole node: it takes over.
+    cluster.nodes[active].take().unwrap().kill();
+    let (next, failover) = cluster.wait_active(&[stale, wiped], Duration::from_secs(10));
+    eprintln!("{} (started from a checkpoint) active {failover:?} after the kill", NODES[next]);
+    let bases =
+        Arc::new(Mutex::new(vec![Some(cluster.node(stale).base.clone()), Some(cluster.node(wiped).base.clone())]));
+    let load = start_load(bases, traders);
+    std::thread::sleep(Duration::from_secs(2));
+    acknowledged.extend(load.finish().acknowledged);
+    let log_seq = cluster.wait_converged(Duration::from_secs(60));
+    cluster.start_node(active);
+    assert_eq!(cluster.wait_converged(Duration::from_secs(60)), log_seq);
+
+    let events = cluster.node(next).all_events();
+    assert_eq!(events[0]["seq"], 1, "the fetched copy holds the history from its start");
+    for (i, name) in NODES.iter().enumerate() {
+        assert!(cluster.node(i).all_events() == events, "node {name} holds other events");
+    }
+    if let Err(problem) = each_acknowledged_once(&acknowledged, &events) {
+        panic!("{problem}");
+    }
+    for node in &mut cluster.nodes {
+        node.take().unwrap().stop();
+    }
+    let digests: Vec<String> = (0..3).map(|i| replay_digest(&cluster.node_dir(i))).collect();
+    eprintln!("{} orders acknowledged, log at {log_seq}, replayed {digests:?}", acknowledged.len());
+    assert!(digests[0].contains(&format!("seq {log_seq}")), "{digests:?}");
+    assert!(digests.iter().all(|d| *d == digests[0]), "the nodes replay to different states: {digests:?}");
+}
+
 /// Placing orders as fast as `clients` threads can, against `bases`, for
 /// `seconds`: (acknowledged per second, p50 ms, p99 ms).
 fn throughput(bases: &[String], traders: &[Trader], seconds: f64) -> (f64, f64, f64) {
@@ -612,7 +730,7 @@ fn measure_cluster_against_one_node() {
     let dir = TempDir::new("cluster-bench");
     let nats = Nats::start(dir.path());
     let key_file = dir.path().join("secrets.key");
-    let mut cluster = Cluster { urls: nats.urls(), key_file, nodes: vec![None, None, None], dir };
+    let mut cluster = Cluster { urls: nats.urls(), key_file, nodes: vec![None, None, None], dir, extra: Vec::new() };
     for i in 0..3 {
         cluster.start_node(i);
     }
@@ -667,6 +785,18 @@ fn measure_cluster_against_one_node() {
         json!({"bench": "cluster", "figure": "catch-up of a wiped standby (process start included)", "commands": log_seq, "seconds": took, "commands_per_sec": (log_seq as f64 / took).round()})
     );
 
+    // A checkpoint of the active node, fetched as a node joining a trimmed stream fetches it.
+    let fetched_into = cluster.dir.path().join("fetched");
+    std::fs::create_dir_all(&fetched_into).unwrap();
+    let started = Instant::now();
+    let stats = exhost_cluster::fetch::fetch(&cluster.node(active).base, ADMIN_TOKEN, &fetched_into)
+        .expect("the active node sends a checkpoint");
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "cluster", "figure": "checkpoint fetched from the active node (made, sent, checked, synced)", "commands": log_seq, "files": stats.files, "bytes": stats.bytes, "seconds": took, "mb_per_sec": (stats.bytes as f64 / 1e6 / took * 10.0).round() / 10.0})
+    );
+
     // Failover: kill -9 the active node, time until another says it is active.
     let killed_at = Instant::now();
     cluster.nodes[active].take().unwrap().kill();
@@ -677,11 +807,45 @@ fn measure_cluster_against_one_node() {
     );
 }
 
-/// A node whose secrets key is not the cluster's refuses to join, saying
-/// why (after a failover it could open no HMAC user's secret); a node with
-/// the cluster's key joins.
+/// Start `exhost serve` expecting it to exit with an error; its standard error.
+fn refused_to_start(data_dir: &Path, config_toml: &str, args: &[String], token: &str) -> String {
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(data_dir.join("exhost.toml"), config_toml).unwrap();
+    let mut refused = Command::new(support::EXHOST)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--config")
+        .arg(data_dir.join("exhost.toml"))
+        .args(args)
+        .env("EXHOST_ADMIN_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("a node that should have refused to start in {} kept running", data_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
+/// A node whose secrets key or operator token is not the cluster's refuses
+/// to join, saying why (after a failover it could open no HMAC user's
+/// secret; forwarded operator writes would be refused); a node with the
+/// cluster's key and token joins.
 #[test]
-fn a_node_with_another_secrets_key_refuses_to_join() {
+fn a_node_with_another_secrets_key_or_operator_token_refuses_to_join() {
     let dir = TempDir::new("cluster-key");
     let port = free_port();
     let mut server = Command::new("nats-server")
@@ -696,38 +860,18 @@ fn a_node_with_another_secrets_key_refuses_to_join() {
     let args = |name: &str| ["--cluster", &url, "--node", name].map(String::from);
     let first = Host::start_args(&dir.path().join("one"), &node_config("cluster.key"), &args("one"));
 
-    let other = dir.path().join("two");
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::write(other.join("exhost.toml"), node_config("other.key")).unwrap();
-    let mut refused = Command::new(support::EXHOST)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&other)
-        .arg("--config")
-        .arg(other.join("exhost.toml"))
-        .args(args("two"))
-        .env("EXHOST_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = refused.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = refused.kill();
-            panic!("a node with another secrets key kept running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let stderr = refused_to_start(&dir.path().join("two"), &node_config("other.key"), &args("two"), ADMIN_TOKEN);
     assert!(stderr.contains("secrets key is not the cluster's"), "{stderr}");
+    // The same for another operator token: forwarded operator writes would be refused.
+    let stderr = refused_to_start(
+        &dir.path().join("four"),
+        &node_config("cluster.key"),
+        &args("four"),
+        "another-operator-token",
+    );
+    assert!(stderr.contains("operator token is not the cluster's"), "{stderr}");
 
-    // The control: the cluster's key joins.
+    // The control: the cluster's key and token join.
     let third = Host::start_args(&dir.path().join("three"), &node_config("cluster.key"), &args("three"));
     assert_eq!(third.admin("GET", "/admin/v1/cluster", Value::Null).ok()["node"], "three");
     third.stop();

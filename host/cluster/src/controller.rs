@@ -275,8 +275,14 @@ impl Controller {
                 if last_seq < self.position.next_seq {
                     // Already in this node's journal (it wrote it, or followed it before a restart).
                 } else if first_seq != self.position.next_seq {
+                    // Ahead of this node: retention dropped what it had not read yet.
+                    let hint = if first_seq > self.position.next_seq {
+                        format!(" (the stream was trimmed past this node): {MOVE_ASIDE}")
+                    } else {
+                        String::new()
+                    };
                     return Err(self.halt(format!(
-                        "stream message {stream_seq} holds commands {first_seq}..={last_seq}, but the next command is {}",
+                        "stream message {stream_seq} holds commands {first_seq}..={last_seq}, but the next command is {}{hint}",
                         self.position.next_seq
                     )));
                 } else {
@@ -507,19 +513,22 @@ pub(crate) async fn last_command_in_stream(commands: &stream::Stream) -> anyhow:
     }))
 }
 
+/// What to do with a data directory the stream can no longer bring up to date.
+const MOVE_ASIDE: &str = "move this data directory aside (or remove it) and start the node again: \
+    with an empty one it fetches a checkpoint of the active node";
+
 /// Where a node whose journal ends at `last_seq` resumes following: the
 /// first stream message at or past command `last_seq + 1` (binary search:
 /// `at_seq` never decreases along the stream). Refuses a stream that ends
 /// before the journal (it lost acknowledged commands) or starts after it
-/// (trimmed past what this node has).
+/// (trimmed past what this node has). The stream may be trimmed while the
+/// search runs (retention drops the oldest messages under load): a message
+/// gone from the front stands before everything still there.
 pub(crate) async fn resume_position(commands: &stream::Stream, last_seq: u64) -> anyhow::Result<Position> {
     let state = commands.get_info().await?.state;
     let next_seq = last_seq + 1;
     if state.messages == 0 && state.last_sequence > 0 {
-        anyhow::bail!(
-            "every message of the command stream up to {} was trimmed: start this node from a snapshot of another node",
-            state.last_sequence
-        );
+        anyhow::bail!("every message of the command stream up to {} was trimmed: {MOVE_ASIDE}", state.last_sequence);
     }
     if state.last_sequence == 0 {
         if last_seq > 0 {
@@ -530,9 +539,20 @@ pub(crate) async fn resume_position(commands: &stream::Stream, last_seq: u64) ->
         }
         return Ok(Position { next_stream_seq: state.last_sequence + 1, next_seq });
     }
+    // `None`: trimmed since `state` was read.
     let at = |seq: u64| async move {
-        let message = commands.get_raw_message(seq).await.with_context(|| format!("reading stream message {seq}"))?;
-        anyhow::Ok(wire::decode(&message.payload)?)
+        match commands.get_raw_message(seq).await {
+            Ok(message) => anyhow::Ok(Some(wire::decode(&message.payload)?)),
+            Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                let first = commands.get_info().await?.state.first_sequence;
+                anyhow::ensure!(
+                    seq < first,
+                    "stream message {seq} is missing inside the stream (which starts at {first})"
+                );
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::Error::new(error).context(format!("reading stream message {seq}"))),
+        }
     };
     if let Some(log_last) = last_command_in_stream(commands).await?
         && log_last < last_seq
@@ -543,24 +563,31 @@ pub(crate) async fn resume_position(commands: &stream::Stream, last_seq: u64) ->
              follow a log that contradicts its journal"
         );
     }
-    let first = at(state.first_sequence).await?;
-    if first.at_seq() > next_seq {
-        anyhow::bail!(
-            "the command stream starts at command {} (older messages were trimmed) but this node's journal \
-             ends at {last_seq}: start it from a snapshot of another node",
-            first.at_seq()
-        );
-    }
+    let trimmed_past = |from_seq: u64| {
+        anyhow!(
+            "the command stream starts at command {from_seq} (older messages were trimmed) but this node's \
+             journal ends at {last_seq}: {MOVE_ASIDE}"
+        )
+    };
     let (mut low, mut high) = (state.first_sequence, state.last_sequence + 1);
     // Invariant: every message before `low` stands before `next_seq`; `high` is at or past it.
     while low < high {
         let middle = low + (high - low) / 2;
-        let message = at(middle).await?;
-        let before = match &message {
-            LogMessage::Batch { first_seq, records } => first_seq + records.len() as u64 - 1 < next_seq,
-            other => other.at_seq() < next_seq,
+        let before = match at(middle).await? {
+            None => true,
+            Some(LogMessage::Batch { first_seq, records }) => first_seq + records.len() as u64 - 1 < next_seq,
+            Some(other) => other.at_seq() < next_seq,
         };
         if before { low = middle + 1 } else { high = middle }
+    }
+    // The message found must not have skipped commands this node lacks, and
+    // must still be there: a stream trimmed past it cannot continue this journal.
+    if low <= state.last_sequence {
+        match at(low).await? {
+            Some(message) if message.at_seq() <= next_seq => {}
+            Some(message) => return Err(trimmed_past(message.at_seq())),
+            None => return Err(trimmed_past(commands.get_info().await?.state.first_sequence)),
+        }
     }
     Ok(Position { next_stream_seq: low, next_seq })
 }

@@ -18,12 +18,15 @@
 //! - [`controller`] runs the roles: follow, take over, lead.
 //! - [`wire`] is what the command stream holds; [`lease`] the lease's rules.
 //! - [`events`] publishes every event once, in order, downstream.
+//! - [`fetch`] starts an empty node from the active node's checkpoint when
+//!   the stream no longer holds the first command.
 //!
 //! What this survives and what it does not: `docs/GUARANTEES.md`.
 
 pub mod bootstrap;
 mod controller;
 pub mod events;
+pub mod fetch;
 pub mod lease;
 pub mod log;
 mod serve;

@@ -12,6 +12,7 @@ use exhost_store::Durability;
 use crate::bootstrap::{self, Retention};
 use crate::controller::{Controller, ModuleReplicator, resume_position};
 use crate::events::EventPublisher;
+use crate::fetch;
 use crate::lease::LeaseTiming;
 use crate::log::ReplicatedLog;
 use crate::shared::{ClusterHandle, Shared};
@@ -31,22 +32,38 @@ pub struct ClusterConfig {
     pub timing: LeaseTiming,
 }
 
-/// The bucket key holding the cluster's secrets-key check.
+/// The bucket keys holding digests every node must share.
 const SECRETS_KEY_CHECK: &str = "secrets-key-check";
+const OPERATOR_TOKEN_CHECK: &str = "operator-token-check";
 
-/// Refuse to join a cluster whose nodes seal API secrets under another key:
-/// after a failover, no HMAC user could sign. The first node records its
-/// key's check; every later one compares.
-async fn same_secrets_key(kv: &async_nats::jetstream::kv::Store, check: &str) -> anyhow::Result<()> {
+/// A digest of the operator token: equal tokens give equal checks, and the
+/// token cannot be read back from it.
+fn operator_token_check(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::new().chain_update(b"exhost operator token check\0").chain_update(token).finalize())
+}
+
+/// Refuse to join a cluster whose nodes hold another value of `what`: the
+/// first node records its check under `key`; every later one compares.
+/// (Another secrets key: after a failover no HMAC user could sign. Another
+/// operator token: operator writes forwarded to the active node, and the
+/// checkpoint a new node fetches, would be refused.)
+async fn same_everywhere(
+    kv: &async_nats::jetstream::kv::Store,
+    key: &str,
+    check: &str,
+    what: &str,
+    remedy: &str,
+) -> anyhow::Result<()> {
     use async_nats::jetstream::kv::CreateErrorKind;
     // A bucket just created may not take writes for a moment (its leader is being elected).
     let started = std::time::Instant::now();
     let created = loop {
-        match kv.create(SECRETS_KEY_CHECK, check.as_bytes().to_vec().into()).await {
+        match kv.create(key, check.as_bytes().to_vec().into()).await {
             Err(error)
                 if error.kind() != CreateErrorKind::AlreadyExists && started.elapsed() < Duration::from_secs(30) =>
             {
-                tracing::debug!(%error, "recording the secrets-key check; retrying");
+                tracing::debug!(%error, key, "recording a cluster-wide check; retrying");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             other => break other,
@@ -55,16 +72,16 @@ async fn same_secrets_key(kv: &async_nats::jetstream::kv::Store, check: &str) ->
     match created {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
-            let entry = kv.entry(SECRETS_KEY_CHECK).await.context("reading the cluster's secrets-key check")?;
+            let entry = kv.entry(key).await.with_context(|| format!("reading the cluster's {what} check"))?;
             let recorded = entry.map(|entry| String::from_utf8_lossy(&entry.value).to_string()).unwrap_or_default();
             anyhow::ensure!(
                 recorded == check,
-                "this node's secrets key is not the cluster's (its check {check} differs from the recorded {recorded}): \
-                 every node must seal API secrets with the same key; point secrets_key_file at the cluster's key"
+                "this node's {what} is not the cluster's (its check {check} differs from the recorded {recorded}): \
+                 {remedy}"
             );
             Ok(())
         }
-        Err(error) => Err(anyhow::Error::new(error).context("recording the cluster's secrets-key check")),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("recording the cluster's {what} check"))),
     }
 }
 
@@ -93,8 +110,29 @@ async fn serve(config: Config, cluster: ClusterConfig) -> anyhow::Result<()> {
     js.set_timeout(Duration::from_secs(5));
     let streams = bootstrap::ensure(&js, &cluster.retention).await?;
 
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let token = exhost_server::serve::admin_token(&config)?;
+    same_everywhere(
+        &streams.kv,
+        OPERATOR_TOKEN_CHECK,
+        &operator_token_check(&token),
+        "operator token",
+        "every node needs the same one; give each the cluster's in EXHOST_ADMIN_TOKEN",
+    )
+    .await?;
+    if fetch::needed(&config.db_dir(), &streams.commands).await? {
+        fetch::from_active(&streams.kv, &config.data_dir, &token, &cluster.node).await?;
+    }
     let mut parts = open(&config, false)?;
-    same_secrets_key(&streams.kv, &parts.sealer.key_check_hex()).await?;
+    same_everywhere(
+        &streams.kv,
+        SECRETS_KEY_CHECK,
+        &parts.sealer.key_check_hex(),
+        "secrets key",
+        "every node must seal API secrets with the same key; point secrets_key_file at the cluster's key",
+    )
+    .await?;
     let store = parts.store.clone();
     let shared = Arc::new(Shared::new(cluster.node.clone(), cluster.replica));
     parts.log = Some(Arc::new(ReplicatedLog::new(

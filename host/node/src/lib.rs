@@ -23,6 +23,7 @@
 //! `unavailable` rather than diverge from its journal. Restarting replays the
 //! journal, so nothing accepted is lost.
 
+pub mod checkpoint;
 pub mod datadir;
 mod directory;
 mod engine_loop;

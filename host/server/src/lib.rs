@@ -9,6 +9,7 @@
 mod accounts;
 mod admin;
 pub mod auth;
+mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, admin, forward, market, modules, openapi, trading, ws};
+use crate::{accounts, admin, checkpoint, forward, market, modules, openapi, trading, ws};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/snapshots", post(admin::snapshot))
         .route("/admin/v1/events", get(admin::events))
         .route("/admin/v1/cluster", get(forward::status))
+        .route("/admin/v1/checkpoint", get(checkpoint::send))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), forward::forward_writes))

@@ -19,7 +19,7 @@ const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs
 
 /// The operator token: `EXHOST_ADMIN_TOKEN`, or the one saved in the data
 /// directory, or a new one saved there (mode 0600) and printed once.
-fn admin_token(config: &Config) -> anyhow::Result<String> {
+pub fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Ok(token) = std::env::var("EXHOST_ADMIN_TOKEN")
         && !token.is_empty()
     {
@@ -168,6 +168,8 @@ pub fn open(config: &Config, watermark: bool) -> anyhow::Result<Parts> {
     datadir::create_durably(&config.db_dir())
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let admin_token = admin_token(config)?;
+    // A checkpoint left by a send that a crash cut short: it holds disk space.
+    let _ = std::fs::remove_dir_all(config.data_dir.join(exhost_node::checkpoint::OUTGOING_DIR));
     let store = Store::open(&config.db_dir())
         .with_context(|| format!("opening {} (is another exhost using it?)", config.db_dir().display()))?;
     let watermark = if watermark { Some(datadir::journal_watermark(&config.data_dir, &store)?) } else { None };
@@ -259,6 +261,7 @@ pub async fn assemble(config: Config, parts: Parts) -> anyhow::Result<AppState> 
         metrics,
         sealer,
         gate,
+        checkpoint_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         forwarder: cluster.is_some().then(crate::cluster::forwarder),
         cluster,
     };

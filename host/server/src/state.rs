@@ -24,6 +24,8 @@ pub struct AppState {
     pub gate: Arc<gate::Gate>,
     /// The node's cluster, if it runs as one (`exhost serve --cluster`).
     pub cluster: Option<Arc<dyn crate::cluster::ClusterRole>>,
+    /// Held while a checkpoint is sent (one at a time).
+    pub checkpoint_slot: Arc<tokio::sync::Semaphore>,
     /// Sends writes to the active node (cluster mode only).
     pub forwarder: Option<crate::cluster::Forwarder>,
 }

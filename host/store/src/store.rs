@@ -28,6 +28,12 @@ pub trait Backend: Send + Sync {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Write a consistent copy of the whole database into `dir`, which must
+    /// not exist yet (files are hard-linked where the filesystem allows).
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        let _ = dir;
+        Err(StoreError::Backend("this store keeps nothing on disk to copy".into()))
+    }
 }
 
 /// RocksDB's memory, in bytes, as it reports it.
@@ -185,6 +191,14 @@ impl Store {
     /// Flush memtables to disk files (used before measuring sizes and at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.backend.flush()
+    }
+
+    /// A consistent copy of every family, as of now, in the new directory
+    /// `dir` (on the same filesystem, its files are hard links): what a new
+    /// node of a cluster starts from when the command stream no longer holds
+    /// the beginning.
+    pub fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        self.backend.checkpoint(dir)
     }
 
     /// Store module bytes under their hash (idempotent, synced).
