@@ -227,7 +227,10 @@ impl World {
             };
             self.outcomes.insert(tag, (command, outcome));
         }
-        // A halted node (its journal write failed) is restarted, as an operator would.
+        // A halted node (its journal or read-model write failed) is restarted,
+        // as an operator would. A read-model write fails after the answers
+        // (it runs beside the engine): looked at as a reader does, past the barrier.
+        self.runtime.block_on(node.read_side.barrier());
         let halted = node.health.problem().is_some();
         if halted || self.rng.below(15) == 0 {
             self.crash();
@@ -246,6 +249,10 @@ impl World {
 
     /// Every promise, against what the store holds now.
     fn check(&self) {
+        // As a reader does: what was answered is read once the read side has written it.
+        if let Some(node) = &self.node {
+            self.runtime.block_on(node.read_side.barrier());
+        }
         let seed = self.seed;
         let mut journaled: BTreeMap<String, (u64, Command)> = BTreeMap::new();
         let mut by_seq: BTreeMap<u64, Command> = BTreeMap::new();
@@ -287,6 +294,10 @@ impl World {
 
     /// At the end: replay equals live, and the books balance.
     fn finish(mut self) -> (u32, u32, usize) {
+        self.runtime.block_on(self.node().read_side.barrier());
+        if self.node().health.problem().is_some() {
+            self.crash();
+        }
         self.check();
         let node = self.node();
         let live = self.runtime.block_on(node.state()).unwrap();

@@ -1,6 +1,7 @@
-//! The engine thread: applies durable batches in sequence order, stamps and
-//! stores their events, keeps the read model, the directory and the live
-//! books in step, answers the submitters, and takes snapshots.
+//! The engine thread: applies durable batches in sequence order, stamps
+//! their events, keeps the directory and the live books in step, answers the
+//! submitters, hands the events to the read-side thread (which stores them),
+//! and takes snapshots.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use crate::error::{Halt, NodeError, SubmitError};
 use crate::health::Health;
 use crate::livebook::{Depth, LiveBooks};
 use crate::pipeline::{Applied, NodeSettings, Sequenced, SnapshotTaken};
-use crate::readmodel::ReadModelWriter;
+use crate::read_side::ReadFeed;
 
 /// Requests answered by the engine thread between batches.
 pub(crate) enum EngineInput {
@@ -39,7 +40,8 @@ pub(crate) struct EngineLoop {
     pub(crate) books: Arc<RwLock<LiveBooks>>,
     pub(crate) settings: NodeSettings,
     pub(crate) last_snapshot_seq: u64,
-    pub(crate) live: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    /// Where applied events go to be stored and published.
+    pub(crate) read: ReadFeed,
     /// When the modules' memory was last put in the metrics.
     pub(crate) memory_reported: Option<Instant>,
 }
@@ -64,8 +66,10 @@ impl EngineLoop {
                 break;
             }
         }
-        // Clean shutdown: leave a snapshot so the next start replays nothing,
-        // and flush, so it reads tables rather than a write-ahead log.
+        // Clean shutdown: the read model written to the end, then a snapshot so
+        // the next start replays nothing, and a flush, so it reads tables rather
+        // than a write-ahead log.
+        self.read.finish();
         if self.health.problem().is_none()
             && self.engine.last_seq() > self.last_snapshot_seq
             && let Err(error) = self.take_snapshot()
@@ -88,7 +92,6 @@ impl EngineLoop {
             "a durable batch follows the last applied command"
         );
         let started = Instant::now();
-        let mut writer = ReadModelWriter::new(&self.store);
         let mut replies = Vec::with_capacity(items.len());
         let mut registry_changed = false;
         // Activations are applied on their own, to measure the swap pause; every
@@ -126,19 +129,15 @@ impl EngineLoop {
             // result, and with it the answer of the command that stopped the engine.
             for (bodies, item) in results.into_iter().zip(segment.by_ref()) {
                 let events = stamp(item.seq, item.ts_ns, bodies);
-                writer.cover(item.seq);
-                for event in &events {
-                    registry_changed |= matches!(
+                registry_changed |= events.iter().any(|event| {
+                    matches!(
                         event.body,
                         EventBody::UserCreated { .. }
                             | EventBody::MarketCreated { .. }
                             | EventBody::PositionModuleInstalled { .. }
                             | EventBody::ModuleActivated { .. }
-                    );
-                    if let Err(source) = writer.apply(event) {
-                        self.health.halt(Halt::ReadModelRead { seq: item.seq, source });
-                    }
-                }
+                    )
+                });
                 replies.push((item.reply, Applied { seq: item.seq, ts_ns: item.ts_ns, events }));
             }
             if let Some(source) = error {
@@ -149,9 +148,6 @@ impl EngineLoop {
             } else {
                 assert_eq!(segment.next().map(|item| item.seq), None, "a result for every command of the segment");
             }
-        }
-        if let Err(source) = writer.commit() {
-            self.health.halt(Halt::ReadModelWrite { source });
         }
         let (faults, unreported) = self.engine.take_faults();
         for report in &faults {
@@ -174,11 +170,15 @@ impl EngineLoop {
                 books.apply(&applied.events, applied.seq);
             }
         }
-        // Published only now: durable, applied and stored, so a subscriber that
-        // reads the stored log and then follows this stream misses nothing.
-        if self.live.receiver_count() > 0 {
+        // The events go to the read side (stored, then published live) before
+        // the answers, so that a read made after an answer waits for them
+        // (`ReadSide::barrier`) rather than missing them.
+        if let Some((_, last)) = replies.last() {
+            let last_seq = last.seq;
+            // Before the answers: a read's barrier waits for what was applied when it came.
+            self.health.applied(last_seq);
             let events: Vec<Event> = replies.iter().flat_map(|(_, applied)| applied.events.iter().cloned()).collect();
-            let _ = self.live.send(Arc::new(events));
+            self.read.send(events, last_seq);
         }
         for (reply, applied) in replies {
             let _ = reply.send(Ok(applied));
@@ -219,6 +219,8 @@ impl EngineLoop {
     }
 
     fn take_snapshot(&mut self) -> Result<SnapshotTaken, NodeError> {
+        // Recovery starts from a snapshot the read model covers.
+        self.read.drain();
         let started = Instant::now();
         let taken = take_snapshot(&mut self.engine, &self.store)?;
         self.last_snapshot_seq = taken.seq;

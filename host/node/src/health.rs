@@ -71,6 +71,11 @@ impl Health {
         self.engine_busy_since_ns.store(now_ns().max(1), Ordering::SeqCst);
     }
 
+    /// The engine applied everything up to `seq` (its answers are about to go out).
+    pub(crate) fn applied(&self, seq: u64) {
+        self.engine_seq.store(seq, Ordering::SeqCst);
+    }
+
     pub(crate) fn engine_finished(&self, seq: u64) {
         self.engine_seq.store(seq, Ordering::SeqCst);
         self.engine_busy_since_ns.store(0, Ordering::SeqCst);

@@ -8,15 +8,19 @@
 //!
 //! ```text
 //! handlers ──submit──► sequencer thread ──durable batch──► engine thread ──► replies
-//!                      (seq, ts, group commit, fsync)      (apply, events,
-//!                                                           read model, snapshots)
+//!                      (seq, ts, group commit, fsync)      (apply, events, │
+//!                                                           snapshots)     ▼
+//!                                                   read-side thread (event log,
+//!                                                   read model, then live streams)
 //! ```
 //!
-//! Two threads, so journal writes of one batch overlap the engine work of the
-//! previous one. The rule that matters: the engine sees a command only after
-//! the journal write holding it returned from fsync, and a client hears about
-//! a command only from the engine. So no answer and no event exists for a
-//! command that is not durable.
+//! Three threads, so the journal write of one batch, the engine work of the
+//! previous one and the read-model write of the one before overlap. The rule
+//! that matters: the engine sees a command only after the journal write
+//! holding it returned from fsync, and a client hears about a command only
+//! from the engine. So no answer and no event exists for a command that is
+//! not durable. Reads wait on [`ReadSide::barrier`], so an answered command
+//! is in every read made after its answer.
 //!
 //! If the engine cannot apply a journaled command (a module that cannot be
 //! loaded, say), the node halts: it answers every later command with
@@ -33,6 +37,7 @@ pub mod livebook;
 pub mod modcheck;
 pub mod modules;
 mod pipeline;
+mod read_side;
 pub mod readmodel;
 pub mod recovery;
 pub mod secrets;
@@ -52,6 +57,7 @@ pub use error::{DataDirError, Halt, NodeError, RecoveryError, SubmitError};
 pub use health::{ENGINE_STALL_REPORT_AFTER, Health};
 pub use modules::loader_for;
 pub use pipeline::{Applied, NodeSettings, SnapshotTaken};
+pub use read_side::ReadSide;
 
 use engine_loop::{EngineInput, EngineLoop, initial_books};
 use livebook::LiveBooks;
@@ -101,6 +107,8 @@ pub struct Node {
     pub books: Arc<RwLock<LiveBooks>>,
     pub store: Store,
     pub health: Arc<Health>,
+    /// How far the read model is written; reads wait on its barrier.
+    pub read_side: ReadSide,
     resume_at: Arc<Mutex<Option<(u64, u64)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -135,6 +143,7 @@ impl Node {
         };
         let sequencer =
             std::thread::Builder::new().name("exhost-sequencer".into()).spawn(move || sequencer.run(submit_rx))?;
+        let (read, read_side) = read_side::start(store.clone(), health.clone(), live.clone(), engine.last_seq())?;
         let engine_loop = EngineLoop {
             engine,
             store: store.clone(),
@@ -143,7 +152,7 @@ impl Node {
             books: books.clone(),
             settings,
             last_snapshot_seq,
-            live: live.clone(),
+            read,
             memory_reported: None,
         };
         let engine_thread =
@@ -164,6 +173,7 @@ impl Node {
             books,
             store,
             health,
+            read_side,
             resume_at,
             threads: Mutex::new(vec![sequencer, engine_thread]),
         })

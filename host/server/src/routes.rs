@@ -11,6 +11,26 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{accounts, admin, checkpoint, forward, market, modules, openapi, trading, ws};
 
+/// A request is handled once the read side has written everything the
+/// engine had applied when it came (`ReadSide::barrier`), so a command that
+/// was answered is in every read made after its answer; a cancel finds the
+/// order that was just placed. Order entry is answered by the engine and
+/// reads nothing, and liveness and metrics must answer while the read side
+/// is slow: they do not wait.
+async fn read_after_applied(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let order_entry = request.method() == axum::http::Method::POST && path == "/v1/orders";
+    let waits = !order_entry && !matches!(path, "/healthz" | "/metrics" | "/ws");
+    if waits {
+        state.node.read_side.barrier().await;
+    }
+    next.run(request).await
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -44,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/checkpoint", get(checkpoint::send))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_after_applied))
         .layer(axum::middleware::from_fn_with_state(state.clone(), forward::forward_writes))
         .with_state(state)
 }
