@@ -270,13 +270,19 @@ fn signal(pid: u32, signal: &str) {
     assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
 }
 
+/// A runtime and a JetStream context on the test's NATS servers (the runtime
+/// must outlive every call made with the context).
+fn jetstream(urls: &str) -> (tokio::runtime::Runtime, async_nats::jetstream::Context) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let addresses: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
+    let client = runtime.block_on(async_nats::connect(addresses)).expect("the test connects to NATS");
+    (runtime, async_nats::jetstream::new(client))
+}
+
 /// Every message of `EXHOST_EVENTS`: (message id, JSON body).
 fn downstream_events(urls: &str) -> Vec<(String, Value)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (runtime, js) = jetstream(urls);
     runtime.block_on(async {
-        let addresses: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(addresses).await.expect("the test connects to NATS");
-        let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("EXHOST_EVENTS").await.expect("the event stream exists");
         let last = stream.get_info().await.unwrap().state.last_sequence;
         let mut out = Vec::with_capacity(last as usize);
@@ -555,11 +561,8 @@ fn a_cluster_keeps_every_acknowledged_command_through_failover_pause_and_lost_se
 
 /// The command stream's first and last message sequence.
 fn stream_bounds(urls: &str) -> (u64, u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (runtime, js) = jetstream(urls);
     runtime.block_on(async {
-        let addresses: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(addresses).await.expect("the test connects to NATS");
-        let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("EXHOST_COMMANDS").await.expect("the command stream exists");
         let state = stream.get_info().await.unwrap().state;
         (state.first_sequence, state.last_sequence)
@@ -758,12 +761,9 @@ fn measure_cluster_against_one_node() {
     let log_seq = cluster.wait_converged(Duration::from_secs(60));
 
     // Bytes per command in the stream.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let stream_bytes = runtime.block_on(async {
-        let addresses: Vec<async_nats::ServerAddr> = cluster.urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let js = async_nats::jetstream::new(async_nats::connect(addresses).await.unwrap());
-        js.get_stream("EXHOST_COMMANDS").await.unwrap().get_info().await.unwrap().state.bytes
-    });
+    let (runtime, js) = jetstream(&cluster.urls);
+    let stream_bytes = runtime
+        .block_on(async { js.get_stream("EXHOST_COMMANDS").await.unwrap().get_info().await.unwrap().state.bytes });
     println!(
         "{}",
         json!({"bench": "cluster", "figure": "stream bytes per command", "commands": log_seq, "stream_bytes": stream_bytes, "bytes_per_command": (stream_bytes as f64 / log_seq as f64).round()})
