@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use exhost_engine::{Command, Engine, ModuleHash, ModuleLoader, NativeLoader, NewOrder};
+use exhost_engine::{Command, Engine, EngineSnapshot, ModuleHash, ModuleLoader, NativeLoader, NewOrder};
 use exhost_guest_sdk::codec::encode_into;
 use exhost_guest_sdk::{OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
 use exhost_positions::Positions;
@@ -418,6 +418,20 @@ pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
     // The pause a module fault would cost now: its instance rebuilt from the
     // checkpoint and every retained command.
     let rebuilds = engine.rebuild_modules()?;
+    // The engine's stall for a snapshot: every instance's image copied (into
+    // its checkpoint's buffers, as the live host does once the last snapshot
+    // is written), three times; then what the snapshot-writer thread does
+    // beside the engine: encode and digest (no write: the store is read-only here).
+    let mut snapshot_stall_seconds = Vec::new();
+    let mut snapshot_encode_seconds = 0.0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let snapshot = engine.snapshot()?;
+        snapshot_stall_seconds.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        std::hint::black_box(EngineSnapshot::digest_of(&snapshot.encode()));
+        snapshot_encode_seconds = started.elapsed().as_secs_f64();
+    }
     let modules: Vec<_> = (reports.into_iter().zip(rebuilds))
         .map(|(report, (_, rebuild))| {
             json!({
@@ -431,6 +445,7 @@ pub fn startup(data_dir: &Path) -> anyhow::Result<()> {
         "{}",
         json!({
             "bench": "startup", "journaled_commands": last, "snapshot_seq": snapshot_seq, "replayed": replayed,
+            "snapshot_stall_seconds": snapshot_stall_seconds, "snapshot_encode_seconds": snapshot_encode_seconds,
             "modules": modules, "rss_mb": memory::resident_bytes().map(|bytes| bytes / 1_000_000),
             "open_seconds": opened.as_secs_f64(), "restore_seconds": restore.as_secs_f64(),
             "replay_seconds": replay.as_secs_f64(), "total_seconds": started.elapsed().as_secs_f64(),

@@ -13,6 +13,7 @@ pub mod decimal;
 pub mod engine;
 mod error;
 pub mod event;
+mod image;
 pub mod module;
 mod observe;
 pub mod record;
@@ -30,8 +31,8 @@ pub use engine::Engine;
 pub use error::EngineError;
 pub use event::{Event, EventBody};
 pub use module::{
-    Instance, InstanceImage, LoadError, Loader, MatchingInstance, MemoryImage, MemoryRun, ModuleCall, ModuleFault,
-    ModuleHash, ModuleLimits, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
+    Instance, InstanceImage, LoadError, Loader, MatchingInstance, MemoryImage, ModuleCall, ModuleFault, ModuleHash,
+    ModuleLimits, ModuleLoader, Native, NativeLoader, NativeMatching, NoModule, PositionInstance,
 };
 pub use record::{MarketRecording, RecordingLoader};
 pub use registry::{Activation, PositionInstall, Registry, UserRecord};

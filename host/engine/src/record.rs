@@ -97,10 +97,10 @@ fn digest(image: &InstanceImage) -> [u8; 32] {
             for global in &memory.globals {
                 hasher.update(global.to_le_bytes());
             }
-            for run in &memory.runs {
-                hasher.update(run.offset.to_le_bytes());
-                hasher.update((run.bytes.len() as u64).to_le_bytes());
-                hasher.update(&run.bytes);
+            for (offset, bytes) in memory.runs() {
+                hasher.update(offset.to_le_bytes());
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
             }
         }
         InstanceImage::Snapshot { state_version, bytes } => {

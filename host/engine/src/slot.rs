@@ -34,11 +34,14 @@ pub(crate) struct Slot<A: Abi> {
 /// Fewest commands retained before a new checkpoint is taken.
 pub const RETAINED_COMMANDS_MIN: usize = 10_000;
 /// A larger image is copied less often: one command retained per this many
-/// image bytes. Taking an image (scanning and copying the memory) costs
-/// about 0.5 ns a byte and a book command about 1.5 µs, so checkpoints cost
-/// about a tenth of a command's time, and a rollback re-applies at most one
-/// command per 256 image bytes (0.5 M commands at a million resting orders).
-pub const IMAGE_BYTES_PER_RETAINED_COMMAND: usize = 256;
+/// image bytes. A checkpoint after the first is copied into the previous
+/// one's buffers at about 0.14 ns a byte (a plain memcpy on this project's VM
+/// is 0.13: `exhost-bench memory`), and a book command costs about 1.5 µs, so
+/// checkpoints cost about a tenth of a command's time, and a rollback
+/// re-applies at most one command per 1,024 image bytes (about 140,000
+/// commands at a million resting orders). A fresh image costs 0.7 ns a byte,
+/// mostly page faults: at that price this was 256.
+pub const IMAGE_BYTES_PER_RETAINED_COMMAND: usize = 1_024;
 /// A native instance's checkpoint is its own snapshot, which costs far more
 /// per byte than a memory copy: one command retained per 4 of its bytes.
 pub const SNAPSHOT_BYTES_PER_RETAINED_COMMAND: usize = 4;
@@ -160,7 +163,11 @@ impl<A: Abi> Slot<A> {
     }
 
     pub(crate) fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {
-        self.checkpoint = Arc::new(self.instance.image()?);
+        // Into the old checkpoint's buffers unless a snapshot still holds them.
+        match Arc::get_mut(&mut self.checkpoint) {
+            Some(checkpoint) => self.instance.image_into(checkpoint)?,
+            None => self.checkpoint = Arc::new(self.instance.image()?),
+        }
         self.retained.clear();
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The engine thread: applies durable batches in sequence order, stamps
 //! their events, keeps the directory and the live books in step, answers the
 //! submitters, hands the events to the read-side thread (which stores them),
-//! and takes snapshots.
+//! and takes snapshots (the images here, the encoding and the synced write on
+//! the snapshot-writer thread).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::health::Health;
 use crate::livebook::{Depth, LiveBooks};
 use crate::pipeline::{Applied, NodeSettings, Sequenced, SnapshotTaken};
 use crate::read_side::ReadFeed;
+use crate::snapshot_writer::{SnapshotJob, SnapshotReply, SnapshotWriter, store_snapshot};
 
 /// Requests answered by the engine thread between batches.
 pub(crate) enum EngineInput {
@@ -39,9 +41,12 @@ pub(crate) struct EngineLoop {
     pub(crate) directory: Arc<RwLock<Directory>>,
     pub(crate) books: Arc<RwLock<LiveBooks>>,
     pub(crate) settings: NodeSettings,
+    /// The newest snapshot taken (maybe still being written).
     pub(crate) last_snapshot_seq: u64,
     /// Where applied events go to be stored and published.
     pub(crate) read: ReadFeed,
+    /// Where snapshots go to be encoded and stored.
+    pub(crate) snapshots: SnapshotWriter,
     /// When the modules' memory was last put in the metrics.
     pub(crate) memory_reported: Option<Instant>,
 }
@@ -53,9 +58,7 @@ impl EngineLoop {
             let shutdown = matches!(input, EngineInput::Shutdown);
             match input {
                 EngineInput::Durable(items) => self.apply_batch(items),
-                EngineInput::Snapshot { reply } => {
-                    let _ = reply.send(self.take_snapshot());
-                }
+                EngineInput::Snapshot { reply } => self.take_snapshot(Some(reply)),
                 EngineInput::State { reply } => {
                     let _ = reply.send(self.engine.snapshot().map_err(NodeError::from));
                 }
@@ -66,13 +69,19 @@ impl EngineLoop {
                 break;
             }
         }
-        // Clean shutdown: the read model written to the end, then a snapshot so
-        // the next start replays nothing, and a flush, so it reads tables rather
-        // than a write-ahead log.
+        // Clean shutdown: the read model written to the end, the snapshots
+        // handed over stored, then a snapshot of the last state (unless one
+        // holds it already) so the next start replays nothing, and a flush, so
+        // it reads tables rather than a write-ahead log.
         self.read.finish();
+        self.snapshots.finish();
         if self.health.problem().is_none()
-            && self.engine.last_seq() > self.last_snapshot_seq
-            && let Err(error) = self.take_snapshot()
+            && self.engine.last_seq() > self.snapshots.stored_seq()
+            && let Err(error) = self.engine.snapshot().map_err(NodeError::from).and_then(|snapshot| {
+                let taken = store_snapshot(&self.store, &snapshot)?;
+                tracing::info!(seq = taken.seq, digest = %taken.digest_hex, bytes = taken.size_bytes, "snapshot stored");
+                Ok(taken)
+            })
         {
             tracing::error!(%error, "snapshot at shutdown failed");
         }
@@ -186,14 +195,14 @@ impl EngineLoop {
         // After the answers: nothing here is needed to acknowledge a command.
         self.report_memory(registry_changed);
         // Not once halted: the read model may have missed this batch, and a
-        // snapshot past it would only make recovery replay further.
+        // snapshot past it would only make recovery replay further. Not while
+        // the last one is still being written: one at a time is enough.
         if self.settings.snapshot_every_commands > 0
             && self.health.problem().is_none()
             && self.engine.last_seq() - self.last_snapshot_seq >= self.settings.snapshot_every_commands
-            && let Err(error) = self.take_snapshot()
+            && self.snapshots.idle()
         {
-            // Not fatal: recovery just replays more.
-            tracing::error!(%error, "periodic snapshot failed");
+            self.take_snapshot(None);
         }
     }
 
@@ -218,15 +227,29 @@ impl EngineLoop {
         }
     }
 
-    fn take_snapshot(&mut self) -> Result<SnapshotTaken, NodeError> {
-        // Recovery starts from a snapshot the read model covers.
-        self.read.drain();
+    /// Take the instances' images now and hand them to the snapshot writer,
+    /// which answers `reply`, if any, once the snapshot is stored.
+    fn take_snapshot(&mut self, reply: Option<SnapshotReply>) {
         let started = Instant::now();
-        let taken = take_snapshot(&mut self.engine, &self.store)?;
-        self.last_snapshot_seq = taken.seq;
-        metrics::histogram!("exhost_snapshot_seconds").record(started.elapsed().as_secs_f64());
-        tracing::info!(seq = taken.seq, digest = %taken.digest_hex, bytes = taken.size_bytes, "snapshot stored");
-        Ok(taken)
+        let snapshot = match self.engine.snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                let error = NodeError::from(error);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    None => tracing::error!(%error, "periodic snapshot failed"),
+                }
+                return;
+            }
+        };
+        // What the engine stalls for; the writer's time is `exhost_snapshot_seconds`.
+        metrics::histogram!("exhost_snapshot_stall_seconds").record(started.elapsed().as_secs_f64());
+        self.last_snapshot_seq = snapshot.seq;
+        // Recovery starts from a snapshot the read model covers: the writer waits for this mark.
+        let read_written = self.read.mark();
+        self.snapshots.send(SnapshotJob { snapshot, read_written, reply });
     }
 }
 
@@ -250,13 +273,9 @@ pub(crate) fn initial_books(engine: &mut Engine) -> LiveBooks {
     books
 }
 
-/// Snapshot the engine and store it (synced) with its digest.
+/// Snapshot the engine and store it (synced) with its digest, on this thread.
 pub fn take_snapshot(engine: &mut Engine, store: &Store) -> Result<SnapshotTaken, NodeError> {
-    let snapshot = engine.snapshot()?;
-    let bytes = snapshot.encode();
-    let digest = EngineSnapshot::digest_of(&bytes);
-    store.put_snapshot(snapshot.seq, digest.0, &bytes)?;
-    Ok(SnapshotTaken { seq: snapshot.seq, digest_hex: digest.to_hex(), size_bytes: bytes.len() as u64 })
+    store_snapshot(store, &engine.snapshot()?)
 }
 
 /// Give each event of a command its place in history.

@@ -42,6 +42,7 @@ pub mod readmodel;
 pub mod recovery;
 pub mod secrets;
 mod sequencer;
+mod snapshot_writer;
 pub mod watermark;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -144,6 +145,7 @@ impl Node {
         let sequencer =
             std::thread::Builder::new().name("exhost-sequencer".into()).spawn(move || sequencer.run(submit_rx))?;
         let (read, read_side) = read_side::start(store.clone(), health.clone(), live.clone(), engine.last_seq())?;
+        let snapshots = snapshot_writer::SnapshotWriter::start(store.clone(), last_snapshot_seq)?;
         let engine_loop = EngineLoop {
             engine,
             store: store.clone(),
@@ -153,6 +155,7 @@ impl Node {
             settings,
             last_snapshot_seq,
             read,
+            snapshots,
             memory_reported: None,
         };
         let engine_thread =

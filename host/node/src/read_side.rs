@@ -35,7 +35,7 @@ pub(crate) enum ReadInput {
     /// The events of consecutive applied commands up to `last_seq`, in order.
     Applied { events: Vec<Event>, last_seq: u64 },
     /// Answer once everything sent before is written.
-    Drain(std_mpsc::Sender<()>),
+    Mark(std_mpsc::Sender<()>),
 }
 
 /// The engine thread's end of the read side.
@@ -129,7 +129,7 @@ fn run(
                     let _ = live.send(Arc::new(events));
                 }
             }
-            ReadInput::Drain(done) => {
+            ReadInput::Mark(done) => {
                 let _ = done.send(());
             }
         }
@@ -145,14 +145,14 @@ impl ReadFeed {
         }
     }
 
-    /// Wait until everything handed on is written (before a snapshot: a
-    /// snapshot past the read model would make recovery start from an older one).
-    pub(crate) fn drain(&self) {
-        let Some(tx) = &self.tx else { return };
-        let (done, wait) = std_mpsc::channel();
-        if tx.send(ReadInput::Drain(done)).is_ok() {
-            let _ = wait.recv();
+    /// What answers (or hangs up) once everything handed on so far is written,
+    /// without waiting for it here.
+    pub(crate) fn mark(&self) -> std_mpsc::Receiver<()> {
+        let (done, written) = std_mpsc::channel();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ReadInput::Mark(done));
         }
+        written
     }
 
     /// Write what is left and stop the thread.

@@ -219,9 +219,19 @@ impl<A: Abi> WasmModule<A> {
 
     /// The instance's memory and globals, copied. Runs no module code.
     pub fn image(&mut self) -> MemoryImage {
+        let globals = self.globals();
+        MemoryImage::capture(self.exports.memory.data(&self.store), globals)
+    }
+
+    /// [`WasmModule::image`] copied into `image`'s buffers.
+    pub fn image_into(&mut self, image: &mut MemoryImage) {
+        let globals = self.globals();
+        image.recapture(self.exports.memory.data(&self.store), globals);
+    }
+
+    fn globals(&mut self) -> Vec<u64> {
         let store = &mut self.store;
-        let globals = self
-            .exports
+        self.exports
             .globals
             .iter()
             .map(|global| match global.get(&mut *store) {
@@ -232,8 +242,7 @@ impl<A: Abi> WasmModule<A> {
                 // Validation admits numeric mutable globals only.
                 _ => 0,
             })
-            .collect();
-        MemoryImage::capture(self.exports.memory.data(&self.store), globals)
+            .collect()
     }
 
     /// The size of the instance's linear memory now, in bytes.
@@ -404,6 +413,14 @@ impl<A: Abi> Instance<A> for WasmModule<A> {
 
     fn image(&mut self) -> Result<InstanceImage, ModuleFault> {
         Ok(InstanceImage::Memory(WasmModule::image(self)))
+    }
+
+    fn image_into(&mut self, image: &mut InstanceImage) -> Result<(), ModuleFault> {
+        match image {
+            InstanceImage::Memory(memory) => WasmModule::image_into(self, memory),
+            InstanceImage::Snapshot { .. } => *image = InstanceImage::Memory(WasmModule::image(self)),
+        }
+        Ok(())
     }
 }
 

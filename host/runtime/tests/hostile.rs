@@ -248,7 +248,7 @@ fn bulk_memory_pays_fuel_for_its_bytes() {
     assert!(large > 1_000_000, "16 MiB of fill and copy cost only {large} fuel");
     assert!(large > 100 * small, "fuel does not grow with the bytes: {small} then {large}");
     // And the work was done: every byte of both halves is 1, and nothing past them.
-    let bytes: Vec<u8> = image.runs.iter().flat_map(|run| run.bytes.iter().copied()).collect();
+    let bytes: Vec<u8> = image.runs().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
     assert_eq!(bytes.iter().filter(|&&byte| byte == 1).count(), 16 << 20);
     assert!(bytes.iter().all(|&byte| byte == 1 || byte == 0));
 }
@@ -411,7 +411,8 @@ fn floats_are_allowed_and_their_nans_are_canonical() {
     let mut instance = WasmMatching::instantiate(&runtime, &compiled, &ModuleLimits::default()).unwrap();
     instance.init(&MarketConfig::default()).unwrap();
     let image = instance.image();
-    let word = |at: usize, len: usize| image.runs[0].bytes[at..at + len].to_vec();
+    let first_run = image.runs().next().expect("the image holds the stored values").1;
+    let word = |at: usize, len: usize| first_run[at..at + len].to_vec();
     assert_eq!(word(0, 4), 0x7fc0_0000u32.to_le_bytes(), "0/0 is the canonical f32 NaN");
     assert_eq!(word(8, 8), 0x7ff8_0000_0000_0000u64.to_le_bytes(), "sqrt(-1) is the canonical f64 NaN");
     // Negation is a sign-bit operation, not arithmetic: wasm defines its result bit for bit.
