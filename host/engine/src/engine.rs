@@ -522,32 +522,6 @@ impl Engine {
         let mut copy = detached::<PositionAbi>(&*self.loader, slot, ModuleTarget::Position)?;
         copy.query(query).map_err(|fault| EngineError::Detached { target: ModuleTarget::Position, fault })
     }
-
-    /// The module's own snapshot of an instance's state (its format version and
-    /// bytes), taken in a copy: what a hot swap hands over.
-    pub(crate) fn canonical_state(&mut self, target: ModuleTarget) -> Result<(u32, Vec<u8>), EngineError> {
-        match target {
-            ModuleTarget::Market(market) => {
-                let slot = self.markets.get_mut(market.0 as usize).ok_or(EngineError::NoMarket(market))?;
-                canonical::<MatchingAbi>(&*self.loader, slot, target)
-            }
-            ModuleTarget::Position => {
-                let slot = self.position.as_mut().ok_or(EngineError::NoPositionModule)?;
-                canonical::<PositionAbi>(&*self.loader, slot, target)
-            }
-        }
-    }
-}
-
-fn canonical<A: Abi>(
-    loader: &dyn Loader<A>,
-    slot: &mut Slot<A>,
-    target: ModuleTarget,
-) -> Result<(u32, Vec<u8>), EngineError> {
-    let mut copy = detached(loader, slot, target)?;
-    let mut bytes = Vec::new();
-    copy.snapshot(&mut bytes).map_err(|fault| EngineError::Detached { target, fault })?;
-    Ok((copy.state_version(), bytes))
 }
 
 /// A copy of a slot's live instance, resumed from an image of it now.

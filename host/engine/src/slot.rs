@@ -162,6 +162,25 @@ impl<A: Abi> Slot<A> {
         self.retained.len() >= RETAINED_COMMANDS_MIN.max(self.checkpoint.stored_bytes() / bytes_per_command)
     }
 
+    /// Put `instance` of the module `hash` in this slot from now on (a hot
+    /// swap), its image the new checkpoint, nothing retained. The image goes
+    /// into the old checkpoint's buffers when nothing else holds them. On an
+    /// error the slot is as it was.
+    pub(crate) fn hand_over_to(
+        &mut self,
+        mut instance: Box<dyn Instance<A>>,
+        hash: ModuleHash,
+    ) -> Result<(), ModuleFault> {
+        match Arc::get_mut(&mut self.checkpoint) {
+            Some(checkpoint) => instance.image_into(checkpoint)?,
+            None => self.checkpoint = Arc::new(instance.image()?),
+        }
+        self.instance = instance;
+        self.hash = hash;
+        self.retained.clear();
+        Ok(())
+    }
+
     pub(crate) fn take_checkpoint(&mut self) -> Result<(), ModuleFault> {
         // Into the old checkpoint's buffers unless a snapshot still holds them.
         match Arc::get_mut(&mut self.checkpoint) {

@@ -93,13 +93,13 @@ pub fn journal_watermark(data_dir: &Path, store: &Store) -> Result<Watermark, Da
     Watermark::open(path, last_seq)
 }
 
-/// Store the embedded reference modules (idempotent); returns the hashes of
-/// the matching and the position module.
 /// The hashes of the embedded matching and position modules.
 pub fn embedded_hashes() -> (ModuleHash, ModuleHash) {
     (ModuleHash::of(exhost_embedded::PRICETIME_WASM), ModuleHash::of(exhost_embedded::POSITIONS_WASM))
 }
 
+/// Store the embedded reference modules (idempotent); returns the hashes of
+/// the matching and the position module.
 pub fn install_embedded(store: &Store) -> Result<(ModuleHash, ModuleHash), DataDirError> {
     let mut hashes = Vec::new();
     for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {

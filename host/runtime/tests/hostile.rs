@@ -460,7 +460,8 @@ fn place(market: u32, seq: u64) -> Command {
 
 /// The journal of an exchange with a good market and one hostile market per
 /// misbehaviour of `apply`, orders to all of them, a query-bombing market and
-/// swaps to modules that cannot snapshot or restore.
+/// swaps refused halfway: to modules that cannot snapshot or restore, and away
+/// from one that cannot snapshot.
 fn hostile_exchange() -> (Arc<WasmLoader>, Vec<Command>) {
     let good = exhost_embedded::PRICETIME_WASM.to_vec();
     let mut modules = vec![(ModuleHash::of(&good), good.clone())];
@@ -473,11 +474,26 @@ fn hostile_exchange() -> (Arc<WasmLoader>, Vec<Command>) {
         modules.push((ModuleHash::of(&bytes), bytes.clone()));
         commands.push(market(&format!("{how:?}"), ModuleHash::of(&bytes)));
     }
+    // A market whose module works but cannot snapshot: it trades, and cannot be swapped away from.
+    let snapshot_traps = module(Some((Call::Snapshot, Misbehaviour::Trap)));
+    modules.push((ModuleHash::of(&snapshot_traps), snapshot_traps.clone()));
+    commands.push(market("SNAPSHOT-TRAPS", ModuleHash::of(&snapshot_traps)));
     // A market whose init loops is refused as a whole.
     let init_loops = module(Some((Call::Init, Misbehaviour::Loop)));
     modules.push((ModuleHash::of(&init_loops), init_loops.clone()));
     commands.push(market("INIT-LOOPS", ModuleHash::of(&init_loops)));
-    // Modules that cannot snapshot, or cannot restore, are refused as swaps.
+    let markets = 2 + MISBEHAVIOURS.len() as u32;
+    let orders = |commands: &mut Vec<Command>, rounds: std::ops::Range<u64>| {
+        for round in rounds {
+            for market in 0..markets {
+                commands.push(place(market, round * 10 + market as u64));
+            }
+        }
+    };
+    orders(&mut commands, 0..15);
+    // Swaps refused halfway, with orders resting: to modules that cannot
+    // restore, or cannot snapshot what they took over, and away from the
+    // module that cannot snapshot. Each live book must go on as it was.
     for call in [Call::Snapshot, Call::Restore] {
         let bytes = module(Some((call, Misbehaviour::Trap)));
         modules.push((ModuleHash::of(&bytes), bytes.clone()));
@@ -486,12 +502,11 @@ fn hostile_exchange() -> (Arc<WasmLoader>, Vec<Command>) {
             module_hash: ModuleHash::of(&bytes),
         });
     }
-    let markets = 1 + MISBEHAVIOURS.len() as u32;
-    for round in 0..30u64 {
-        for market in 0..markets {
-            commands.push(place(market, round * 10 + market as u64));
-        }
-    }
+    commands.push(Command::ActivateModule {
+        target: ModuleTarget::Market(MarketId(markets - 1)),
+        module_hash: ModuleHash::of(&good),
+    });
+    orders(&mut commands, 15..30);
     commands.push(Command::MassCancel { market: None, user_id: UserId(1) });
     let loader = Arc::new(WasmLoader::new(Runtime::new().unwrap(), Arc::new(Bytes(modules))));
     (loader, commands)
@@ -547,7 +562,7 @@ fn hostile_markets_are_rejected_deterministically_and_the_good_one_trades_on() {
     assert_eq!(good_rested, 30);
     // The market whose init loops was never created; the swaps were refused, the good module stayed.
     let created = events.iter().flatten().filter(|event| matches!(event, EventBody::MarketCreated { .. })).count();
-    assert_eq!(created, 1 + MISBEHAVIOURS.len());
+    assert_eq!(created, 2 + MISBEHAVIOURS.len());
     let refused: Vec<&String> = events
         .iter()
         .flatten()
@@ -556,9 +571,12 @@ fn hostile_markets_are_rejected_deterministically_and_the_good_one_trades_on() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused.len(), 3, "{refused:?}");
     assert!(refused.iter().all(|reason| reason.contains("trapped")), "{refused:?}");
-    // The mass cancel cancelled the good market's orders whatever the others did.
+    assert!(refused[2].contains("could not hand over its state"), "{refused:?}");
+    // The mass cancel cancelled the good market's orders whatever the others
+    // did, the 15 resting from before the refused swaps too: each refusal put
+    // the live book back as it was.
     let mass_cancelled = events.last().unwrap().iter().filter(|event| {
         matches!(event, EventBody::Matching { market: MarketId(0), event: MatchingEvent::Order(update) }
             if update.status == OrderStatus::Cancelled)
