@@ -1,5 +1,7 @@
-//! The `exhost` command line: `serve`, and the offline tools that work on a
-//! data directory (`journal`, `replay`, `verify`, `snapshot`).
+//! The `exhost` command line: `serve`, the offline tools that work on a
+//! data directory (`journal`, `replay`, `verify`, `snapshot`), and the
+//! operator commands against a running host (`markets`, `users`, `deposit`,
+//! `module`, `snapshot --host`, `cluster`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -16,12 +18,25 @@ use exhost_store::Store;
 
 use crate::args::DataArgs;
 use crate::modules_cli::ModuleCommand;
+use crate::remote::{HostArgs, UsersCommand};
 
 #[derive(Parser)]
 #[command(name = "exhost", version, about = "A WebAssembly-plugin exchange host")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Commands,
+    /// Log lines as readable text, or as one JSON object per line.
+    #[arg(long, global = true, env = "EXHOST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Cli {
+    pub fn log_format(&self) -> exhost_server::process::LogFormat {
+        match self.log_format.as_str() {
+            "json" => exhost_server::process::LogFormat::Json,
+            _ => exhost_server::process::LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -58,10 +73,56 @@ pub enum Commands {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Recover the state offline and store a snapshot of it (the host must not be running).
+    /// Store a snapshot: offline, of a data directory whose host is not
+    /// running; or, with --host URL, by asking the running host.
     Snapshot {
         #[command(flatten)]
         data: DataArgs,
+        /// Ask the host running at this URL to take one now.
+        #[arg(long)]
+        host: Option<String>,
+        /// The operator token (with --host; default: EXHOST_ADMIN_TOKEN, then DATA_DIR/admin.token).
+        #[arg(long, requires = "host")]
+        token: Option<String>,
+        #[arg(long, requires = "host")]
+        json: bool,
+    },
+    /// The effective configuration: defaults, then the --config file, then
+    /// flags and environment (as `exhost serve` with the same arguments would run).
+    Config {
+        #[command(flatten)]
+        data: DataArgs,
+        /// As `exhost serve --listen` (or EXHOST_LISTEN).
+        #[arg(long, env = "EXHOST_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// The markets of a running host.
+    Markets {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users of a running host.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Credit a user of a running host (an operator deposit).
+    Deposit {
+        user_id: u64,
+        asset: String,
+        /// A decimal string in the asset's units, e.g. 1000.50.
+        amount: String,
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A running host's place in its cluster (one process alone is its own active node).
+    Cluster {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Accept, on the record, what a damaged journal lost, so the host starts
     /// again from what is left (see docs/GUARANTEES.md before running it).
@@ -82,7 +143,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
-    #[arg(long)]
+    #[arg(long, env = "EXHOST_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -220,7 +281,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Module(command) => crate::modules_cli::run(command),
         Commands::Verify { data } => verify(&datadir::open_existing(&data.config()?.data_dir, true)?),
         Commands::Repair { data, accept_journal_loss } => repair(&data.config()?, accept_journal_loss),
-        Commands::Snapshot { data } => {
+        Commands::Snapshot { data, host: Some(url), token, json } => {
+            let host = HostArgs { url, token, data_dir: data.data_dir };
+            crate::remote::snapshot(&host, json)
+        }
+        Commands::Config { data, listen } => {
+            let mut config = data.config()?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Commands::Markets { host, json } => crate::remote::markets(&host, json),
+        Commands::Users(command) => crate::remote::users(command),
+        Commands::Deposit { user_id, asset, amount, host, json } => {
+            crate::remote::deposit(&host, user_id, &asset, &amount, json)
+        }
+        Commands::Cluster { host, json } => crate::remote::cluster(&host, json),
+        Commands::Snapshot { data, host: None, .. } => {
             let store = datadir::open_existing(&data.config()?.data_dir, false)?;
             let loader = loader_for(&store)?;
             let (mut engine, _) = recovery::recover(&store, loader)?;

@@ -4,9 +4,11 @@
 mod args;
 mod cli;
 mod modules_cli;
+mod remote;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    exhost_server::process::main_with(|| cli::run(cli::Cli::parse()))
+    let cli = cli::Cli::parse();
+    exhost_server::process::main_with_log(cli.log_format(), || cli::run(cli))
 }

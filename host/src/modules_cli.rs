@@ -14,10 +14,18 @@ use serde_json::{Value, json};
 
 use clap::Subcommand;
 
-use crate::args::{DataArgs, HostArgs};
+use crate::args::DataArgs;
+use crate::remote::{Auth, HostArgs, call};
 
 #[derive(Subcommand)]
 pub enum ModuleCommand {
+    /// The stored modules of a running host and its activation history.
+    List {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload a .wasm module to a running host (validated and dry-run there).
     Upload {
         file: PathBuf,
@@ -63,13 +71,14 @@ pub enum ModuleCommand {
 
 pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
     match command {
+        ModuleCommand::List { host, json } => crate::remote::module_list(&host, json),
         ModuleCommand::Upload { file, host, market } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let path = match market {
                 Some(symbol) => format!("/admin/v1/modules?market={symbol}"),
                 None => "/admin/v1/modules".to_string(),
             };
-            let answer = call(&host, "POST", &path, Some(("application/wasm", bytes)))?;
+            let answer = call(&host, Auth::Operator, "POST", &path, Some(("application/wasm", bytes)))?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
@@ -80,7 +89,7 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
                 _ => bail!("give either --market SYMBOL or --position"),
             };
             let body = json!({ "hash": hash }).to_string().into_bytes();
-            let answer = call(&host, "POST", &path, Some(("application/json", body)))?;
+            let answer = call(&host, Auth::Operator, "POST", &path, Some(("application/json", body)))?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
@@ -92,35 +101,6 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
 }
 
 /// One operator request; an error answer becomes an error with its code and message.
-fn call(host: &HostArgs, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Value> {
-    let token = host.token()?;
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", host.url.trim_end_matches('/')))
-        .header("Authorization", format!("Bearer {token}"));
-    let bytes = match body {
-        Some((content_type, bytes)) => {
-            request = request.header("Content-Type", content_type);
-            bytes
-        }
-        None => Vec::new(),
-    };
-    let mut response =
-        agent.run(request.body(bytes)?).with_context(|| format!("{method} {} (is exhost serve running?)", host.url))?;
-    let status = response.status();
-    let answer: Value = serde_json::from_str(&response.body_mut().read_to_string()?).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "{} {}: {}",
-            status.as_u16(),
-            answer["error"]["code"].as_str().unwrap_or("error"),
-            answer["error"]["message"].as_str().unwrap_or("")
-        );
-    }
-    Ok(answer)
-}
-
 const TEMPLATE_CARGO: &str = include_str!("../../guest-sdk/template/Cargo.toml.tmpl");
 const TEMPLATE_CONFIG: &str = include_str!("../../guest-sdk/template/cargo-config.toml.tmpl");
 const TEMPLATE_LIB: &str = include_str!("../../guest-sdk/template/lib.rs.tmpl");

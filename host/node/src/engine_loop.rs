@@ -83,10 +83,10 @@ impl EngineLoop {
                 Ok(taken)
             })
         {
-            tracing::error!(%error, "snapshot at shutdown failed");
+            tracing::error!(seq = self.engine.last_seq(), %error, "snapshot at shutdown failed");
         }
         if let Err(error) = self.store.flush() {
-            tracing::warn!(%error, "flushing the store at shutdown failed");
+            tracing::warn!(seq = self.engine.last_seq(), %error, "flushing the store at shutdown failed");
         }
     }
 
@@ -166,7 +166,11 @@ impl EngineLoop {
         }
         if unreported > 0 {
             metrics::counter!("exhost_module_faults_total").increment(unreported);
-            tracing::warn!(count = unreported, "more module faults in this batch than were logged");
+            tracing::warn!(
+                seq = self.engine.last_seq(),
+                count = unreported,
+                "more module faults in this batch (up to this seq) than were logged"
+            );
         }
         if registry_changed {
             self.directory.write().unwrap_or_else(|p| p.into_inner()).refresh(self.engine.registry());
@@ -239,7 +243,7 @@ impl EngineLoop {
                     Some(reply) => {
                         let _ = reply.send(Err(error));
                     }
-                    None => tracing::error!(%error, "periodic snapshot failed"),
+                    None => tracing::error!(seq = self.engine.last_seq(), %error, "periodic snapshot failed"),
                 }
                 return;
             }
@@ -264,7 +268,12 @@ pub(crate) fn initial_books(engine: &mut Engine) -> LiveBooks {
             Ok(MatchingQueryResult::Depth { bids, asks }) => Depth::from_levels(&bids, &asks),
             Ok(_) => Depth::default(),
             Err(error) => {
-                tracing::warn!(%market, %error, "the market's module could not tell its book; it starts empty");
+                tracing::warn!(
+                    seq = books.seq,
+                    %market,
+                    %error,
+                    "the market's module could not tell its book; it starts empty"
+                );
                 Depth::default()
             }
         };

@@ -16,7 +16,8 @@ use crate::readmodel::{self, ReadModelWriter};
 /// Journal records decoded: `(seq, ts_ns, command)`, consecutive.
 type Decoded = Vec<(u64, u64, Command)>;
 
-/// Reports progress of long work on stderr, at most once a second.
+/// Reports progress of long work on stderr: a bar with rate and ETA on a
+/// terminal (`indicatif`), otherwise a plain log line at most once a second.
 pub struct Progress {
     label: &'static str,
     total: u64,
@@ -24,21 +25,44 @@ pub struct Progress {
     started: Instant,
     last_report: Instant,
     enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     pub fn new(label: &'static str, total: u64, enabled: bool) -> Progress {
         let now = Instant::now();
-        Progress { label, total, done: 0, started: now, last_report: now, enabled }
+        let bar = (enabled && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {human_pos}/{human_len} commands ({per_sec}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.set_message(label);
+            bar
+        });
+        Progress { label, total, done: 0, started: now, last_report: now, enabled, bar }
     }
 
     pub fn advance(&mut self, by: u64) {
         self.done += by;
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+            return;
+        }
         if self.enabled && self.last_report.elapsed() >= Duration::from_secs(1) {
             self.last_report = Instant::now();
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             let percent = if self.total > 0 { 100.0 * self.done as f64 / self.total as f64 } else { 100.0 };
             tracing::info!("{}: {}/{} commands ({percent:.1}%, {rate:.0}/s)", self.label, self.done, self.total);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }

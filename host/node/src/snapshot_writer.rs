@@ -53,6 +53,7 @@ impl SnapshotWriter {
         let (thread_in_flight, thread_stored) = (in_flight.clone(), stored.clone());
         let thread = std::thread::Builder::new().name("exhost-snapshots".into()).spawn(move || {
             for job in rx {
+                let seq = job.snapshot.seq;
                 let answer = write(&store, job.snapshot, &job.read_written);
                 if let Ok(taken) = &answer {
                     thread_stored.fetch_max(taken.seq, Ordering::AcqRel);
@@ -62,7 +63,7 @@ impl SnapshotWriter {
                         let _ = reply.send(answer);
                     }
                     // Not fatal: recovery just replays more.
-                    (None, Err(error)) => tracing::error!(%error, "periodic snapshot failed"),
+                    (None, Err(error)) => tracing::error!(seq, %error, "periodic snapshot failed"),
                     (None, Ok(_)) => {}
                 }
                 thread_in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `exhost serve` can be told.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP and WebSocket server listens.
@@ -87,6 +87,11 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
+    /// This configuration as a TOML file would give it (`exhost config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("every field is a TOML value")
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         exhost_node::datadir::db_dir(&self.data_dir)
     }
@@ -111,5 +116,20 @@ mod tests {
         assert_eq!(config.snapshot_every_commands, 5);
         assert!(config.journal_sync);
         assert!(toml::from_str::<Config>("snapshot_every = 5").is_err());
+    }
+
+    #[test]
+    fn the_example_file_names_every_key_with_its_default() {
+        let text = include_str!("../../../examples/exhost.toml");
+        let file: toml::Value = toml::from_str(text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(file, defaults, "examples/exhost.toml must set every key to its default");
+        // The one key whose default is "unset" is there, commented out.
+        assert!(text.contains("\n# secrets_key_file = "));
+        // What `exhost config` prints reads back as the same configuration.
+        let mut changed = Config { snapshot_every_commands: 7, ..Config::default() };
+        changed.secrets_key_file = Some(PathBuf::from("/keys/k"));
+        let again: Config = toml::from_str(&changed.to_toml()).unwrap();
+        assert_eq!(toml::Value::try_from(again).unwrap(), toml::Value::try_from(changed).unwrap());
     }
 }

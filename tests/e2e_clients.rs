@@ -1,0 +1,39 @@
+//! The client examples in `examples/`, run as the README shows against the
+//! real binary: each signs requests, places and cancels orders, follows the
+//! book over the WebSocket, and must end with the host agreeing with it.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use support::*;
+
+#[test]
+fn the_python_client_trades_and_follows_the_book() {
+    let dir = TempDir::new("client-python");
+    let host = Host::start(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/exhost_client.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(["--host", &host.base, "--token", ADMIN_TOKEN])
+        .env_remove("EXHOST_URL")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the example failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for said in
+        ["created user", "placed order", "cancelled order", "refused as expected: invalid_price", "book in step"]
+    {
+        assert!(stdout.contains(said), "no {said:?} in:\n{stdout}");
+    }
+    // What the example did is what the host holds: the second buy rests, the first is gone.
+    let book = host.get("/v1/markets/BTC-PERP/book").ok();
+    assert_eq!(book["bids"], json!([["25900.0", "0.020"]]), "{book}");
+    assert_eq!(book["asks"], json!([]), "{book}");
+    let line = stdout.lines().find(|line| line.starts_with("book in step at seq ")).unwrap();
+    let seq: u64 = line["book in step at seq ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(seq, book["seq"].as_u64().unwrap(), "the followed book reached the host's last seq: {line}");
+    host.stop();
+}
