@@ -37,3 +37,45 @@ fn the_python_client_trades_and_follows_the_book() {
     assert_eq!(seq, book["seq"].as_u64().unwrap(), "the followed book reached the host's last seq: {line}");
     host.stop();
 }
+
+/// `npm ci` (from the lock file) and `tsc`, as the README's steps do.
+fn build_typescript_example(dir: &Path) {
+    for args in [&["ci", "--no-audit", "--no-fund"][..], &["run", "build"][..]] {
+        let output = Command::new("npm").args(args).current_dir(dir).output().expect("npm runs");
+        assert!(
+            output.status.success(),
+            "npm {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_typescript_client_trades_and_follows_the_book() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/typescript");
+    build_typescript_example(&example);
+    let dir = TempDir::new("client-typescript");
+    let host = Host::start(dir.path());
+    let output = Command::new("node")
+        .args(["--experimental-websocket", "--no-warnings", "dist/exhost_client.js", "--host", &host.base])
+        .args(["--token", ADMIN_TOKEN])
+        .current_dir(&example)
+        .env_remove("EXHOST_URL")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the example failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for said in
+        ["created user", "placed order", "cancelled order", "refused as expected: invalid_price", "book in step"]
+    {
+        assert!(stdout.contains(said), "no {said:?} in:\n{stdout}");
+    }
+    let book = host.get("/v1/markets/BTC-PERP/book").ok();
+    assert_eq!(book["asks"], json!([["28100.0", "0.030"]]), "{book}");
+    assert_eq!(book["bids"], json!([]), "{book}");
+    let line = stdout.lines().find(|line| line.starts_with("book in step at seq ")).unwrap();
+    let seq: u64 = line["book in step at seq ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(seq, book["seq"].as_u64().unwrap(), "the followed book reached the host's last seq: {line}");
+    host.stop();
+}

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::*;
@@ -198,6 +198,7 @@ fn crash_loop(
     seed: u64,
     mut between: impl FnMut(),
     restart_at_end: bool,
+    run_ms_min: u64,
 ) -> (BTreeMap<u64, Acked>, u64) {
     let acks: Acks = Arc::new(Mutex::new(BTreeMap::new()));
     let host = Host::start_with(data_dir, config);
@@ -219,7 +220,7 @@ fn crash_loop(
         let (base, users, modules, acks2, stop2) =
             (running.base.clone(), users.clone(), modules.clone(), acks.clone(), stop.clone());
         threads.push(std::thread::spawn(move || operator_load(base, users, modules, seed ^ round, acks2, stop2)));
-        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+        std::thread::sleep(Duration::from_millis((300 + rng.below(900)).max(run_ms_min)));
         running.kill();
         between();
         stop.store(true, Ordering::SeqCst);
@@ -256,7 +257,7 @@ fn a_crash_loop_under_mixed_load_loses_nothing_acknowledged() {
     let (_, seed) = Rng::from_env_or_time("EXHOST_CRASH_SEED");
     let dir = TempDir::new("crash-loop");
     let rounds = rounds("EXHOST_CRASH_ROUNDS", 6);
-    let (acks, last) = crash_loop(dir.path(), "snapshot_every_commands = 300\n", rounds, seed, || {}, true);
+    let (acks, last) = crash_loop(dir.path(), "snapshot_every_commands = 300\n", rounds, seed, || {}, true, 0);
     assert!(
         acks.len() > 50 && acks.values().any(|a| matches!(a, Acked::Swap { .. })),
         "too little load: {}",
@@ -325,7 +326,7 @@ fn power_cuts_lose_nothing_acknowledged_and_the_test_sees_a_loss_when_sync_is_of
     let Some(disk) = PowerLossDisk::new("powerloss") else { return };
     let mut dropped = 0u64;
     let config = "snapshot_every_commands = 300\n";
-    let (acks, _) = crash_loop(&disk.data_dir, config, rounds, seed, || dropped += disk.cut().bytes_dropped, true);
+    let (acks, _) = crash_loop(&disk.data_dir, config, rounds, seed, || dropped += disk.cut().bytes_dropped, true, 0);
     let missing = missing_acks(&disk.data_dir, &acks);
     assert!(missing.is_empty(), "seed {seed}: a power cut lost acknowledgements:\n{}", missing.join("\n"));
     assert!(exhost(&["verify"], &disk.data_dir).status.success());
@@ -345,6 +346,11 @@ fn power_cuts_lose_nothing_acknowledged_and_the_test_sees_a_loss_when_sync_is_of
             disk.cut();
         },
         false,
+        // Long enough for the watermark to confirm acknowledged commands (at
+        // most once a second): a cut before the first confirmation loses
+        // only what the host was never told was durable, and it would start.
+        // The story: with 300–1,200 ms of load, one CI run hung here.
+        3 * exhost_node::watermark::CONFIRM_EVERY.as_millis() as u64,
     );
     let missing = missing_acks(&disk.data_dir, &acks);
     assert!(
@@ -451,17 +457,35 @@ fn a_cut_write_ahead_log_is_refused_until_its_loss_is_accepted() {
     assert!(exhost(&["verify"], dir.path()).status.success());
 }
 
-/// Run `exhost serve` expecting it to refuse to start; its error output.
+/// Run `exhost serve` expecting it to refuse to start; its error output. A
+/// host that starts instead fails the test (it is killed), never hangs it.
 fn exhost_serve_fails(dir: &Path) -> String {
-    let output = std::process::Command::new(EXHOST)
+    let stderr_path = dir.with_extension("serve-stderr");
+    let mut child = std::process::Command::new(EXHOST)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("EXHOST_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!output.status.success(), "the host started on a journal that lost acknowledged commands");
-    String::from_utf8_lossy(&output.stderr).to_string()
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the host started on a journal that lost acknowledged commands (killed after 60 s):\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(!status.success(), "the host started on a journal that lost acknowledged commands:\n{stderr}");
+    stderr
 }
 
 /// The story (finding 6): on a full disk, orders answered 503 were journaled
