@@ -290,7 +290,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            print!("{}", config.to_toml());
+            print!("{}", config.to_toml()?);
             Ok(())
         }
         Commands::Markets { host, json } => crate::remote::markets(&host, json),

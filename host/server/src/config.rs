@@ -87,9 +87,10 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
-    /// This configuration as a TOML file would give it (`exhost config`).
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("every field is a TOML value")
+    /// This configuration as a TOML file would give it (`exhost config`);
+    /// an error only for a path that is not UTF-8, which TOML cannot hold.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("the configuration cannot be written as TOML (is a path not UTF-8?)")
     }
 
     pub fn db_dir(&self) -> PathBuf {
@@ -129,7 +130,7 @@ mod tests {
         // What `exhost config` prints reads back as the same configuration.
         let mut changed = Config { snapshot_every_commands: 7, ..Config::default() };
         changed.secrets_key_file = Some(PathBuf::from("/keys/k"));
-        let again: Config = toml::from_str(&changed.to_toml()).unwrap();
+        let again: Config = toml::from_str(&changed.to_toml().unwrap()).unwrap();
         assert_eq!(toml::Value::try_from(again).unwrap(), toml::Value::try_from(changed).unwrap());
     }
 }
