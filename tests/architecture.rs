@@ -285,3 +285,30 @@ fn the_exhost_binary_is_deployable() {
     }
     assert!(bytes < BYTES_MAX, "{binary} is {} MB; a deployable binary is under {} MB", bytes >> 20, BYTES_MAX >> 20);
 }
+
+/// The OpenAPI document is derived from the router's declarations: every
+/// route is registered through `utoipa_axum::routes!` (which reads the
+/// handler's `#[utoipa::path]`), so a route cannot be served without being in
+/// the document. `/docs` (Swagger UI, a page for people) is the one thing
+/// merged in otherwise. `host/server/tests/handlers.rs` checks the other
+/// direction: every documented operation is served.
+#[test]
+fn every_route_is_declared_where_the_document_reads_it() {
+    let routes = std::fs::read_to_string(workspace_root().join("host/server/src/routes.rs")).unwrap();
+    let code: String =
+        routes.lines().filter(|line| !line.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    for registration in [".route(", ".nest(", ".route_service(", ".nest_service("] {
+        assert!(!code.contains(registration), "routes.rs registers a route with {registration}, outside the document");
+    }
+    assert_eq!(code.matches(".merge(").count(), 1, "only /docs is merged in");
+    assert!(code.contains(".merge(docs())"), "the merge is /docs");
+    // The rest of the crate registers no routes either.
+    for entry in std::fs::read_dir(workspace_root().join("host/server/src")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("routes.rs") {
+            continue;
+        }
+        assert!(!text.contains("Router::new()") && !text.contains(".route(\""), "{} builds routes", path.display());
+    }
+}

@@ -164,6 +164,14 @@ impl EngineLoop {
             metrics::counter!("exhost_module_faults_total").increment(1);
             tracing::warn!(seq = report.seq, module = %report.target, fault = %report.fault, "a module faulted; the command was rejected");
         }
+        if !faults.is_empty() || unreported > 0 {
+            let seen = faults.iter().map(|report| crate::health::FaultSeen {
+                seq: report.seq,
+                module: report.target.to_string(),
+                fault: report.fault.to_string(),
+            });
+            self.health.record_faults(seen, faults.len() as u64 + unreported);
+        }
         if unreported > 0 {
             metrics::counter!("exhost_module_faults_total").increment(unreported);
             tracing::warn!(

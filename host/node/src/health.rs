@@ -17,7 +17,27 @@ pub struct Health {
     engine_busy_since_ns: AtomicU64,
     /// The last sequence number the engine applied.
     engine_seq: AtomicU64,
+    faults: Mutex<Faults>,
 }
+
+/// Module faults seen since the node started: how many, and the newest few.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub total: u64,
+    /// Newest last, at most [`RECENT_FAULTS_KEPT`].
+    pub recent: std::collections::VecDeque<FaultSeen>,
+}
+
+/// One module fault: the command it made the engine reject, which module, what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSeen {
+    pub seq: u64,
+    pub module: String,
+    pub fault: String,
+}
+
+/// Faults kept for the operator's status; the count goes on past it.
+pub const RECENT_FAULTS_KEPT: usize = 50;
 
 /// Engine work longer than this is reported as a stall by `/healthz`. Bounds
 /// on module calls make every piece of work finish; this says when one is
@@ -65,6 +85,24 @@ impl Health {
     /// The last sequence number the engine applied (as of its last finished piece of work).
     pub fn applied_seq(&self) -> u64 {
         self.engine_seq.load(Ordering::SeqCst)
+    }
+
+    /// Module faults since the node started.
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `count` faults more, of which `seen` are told in detail (the engine
+    /// reports only the first few of a batch).
+    pub(crate) fn record_faults(&self, seen: impl IntoIterator<Item = FaultSeen>, count: u64) {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        faults.total += count;
+        for fault in seen {
+            if faults.recent.len() == RECENT_FAULTS_KEPT {
+                faults.recent.pop_front();
+            }
+            faults.recent.push_back(fault);
+        }
     }
 
     pub(crate) fn engine_started(&self) {

@@ -55,7 +55,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use directory::Directory;
 pub use engine_loop::{stamp, take_snapshot};
 pub use error::{DataDirError, Halt, NodeError, RecoveryError, SubmitError};
-pub use health::{ENGINE_STALL_REPORT_AFTER, Health};
+pub use health::{ENGINE_STALL_REPORT_AFTER, FaultSeen, Faults, Health, RECENT_FAULTS_KEPT};
 pub use modules::loader_for;
 pub use pipeline::{Applied, NodeSettings, SnapshotTaken};
 pub use read_side::ReadSide;

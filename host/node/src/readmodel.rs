@@ -442,6 +442,35 @@ pub fn recent_trades(store: &Store, market: MarketId, limit: usize) -> Result<Ve
     Ok(trades)
 }
 
+/// The trades of a market at or after `since_ts_ns`, newest first, at most
+/// `max`; `true` with them when there were more than `max` to read.
+pub fn trades_since(
+    store: &Store,
+    market: MarketId,
+    since_ts_ns: u64,
+    max: usize,
+) -> Result<(Vec<TradeView>, bool), StoreError> {
+    let mut prefix = vec![b't'];
+    prefix.extend_from_slice(&market.0.to_be_bytes());
+    let start = trade_key(market, u64::MAX, u32::MAX);
+    let mut trades = Vec::new();
+    for item in store.scan(Family::Read, &start, false) {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let trade: TradeView = decode(&value).map_err(|error| malformed(&key, error))?;
+        if trade.ts_ns < since_ts_ns {
+            break;
+        }
+        if trades.len() == max {
+            return Ok((trades, true));
+        }
+        trades.push(trade);
+    }
+    Ok((trades, false))
+}
+
 /// Events from `from_seq` on: whole commands only, until at least `limit`
 /// events are collected. Returns the events and the sequence to ask for next.
 pub fn events_from(store: &Store, from_seq: u64, limit: usize) -> Result<(Vec<Event>, u64), StoreError> {

@@ -9,9 +9,11 @@ use exhost_engine::{Command, EventBody, Scale};
 use exhost_guest_sdk::{PositionEvent, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Body, Operator, Trader, parse_json};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi;
 use crate::params::{Params, parse_query};
 use crate::state::AppState;
 use crate::trading::market_of;
@@ -37,13 +39,24 @@ fn parse_amount(scale: &Scale, text: &str) -> ApiResult<u64> {
         .map_err(|error| ApiError::decimal("invalid_amount", "amount", text, &scale.to_string(), error))
 }
 
-#[derive(Deserialize)]
+/// Money out of the caller's account.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WithdrawalRequest {
+pub(super) struct WithdrawalRequest {
+    /// The settlement asset.
+    #[schema(example = "USDT")]
     asset: String,
+    #[schema(value_type = openapi::Decimal)]
     amount: String,
 }
 
+/// Withdraw; refused if it would breach the initial margin.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = openapi::ACCOUNTS, request_body = WithdrawalRequest,
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "`{seq, status: accepted|rejected, reject_reason?}`", body = Object),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn withdraw(State(state): State<AppState>, trader: Trader) -> ApiResult<Json<Value>> {
     let request: WithdrawalRequest = parse_json(&trader.body)?;
     let (asset, scale) = settlement(&state)?;
@@ -65,12 +78,17 @@ pub(super) async fn withdraw(State(state): State<AppState>, trader: Trader) -> A
     }))
 }
 
-#[derive(Deserialize)]
+/// A point in the past: at most one of `at_seq` and `at_time`; the newest without either.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AsOf {
+    /// As of this sequence number (at most the last one).
     at_seq: Option<u64>,
+    /// As of the last command at or before this time (ns since the Unix epoch).
     at_time: Option<u64>,
     /// `replay`: answer from the position module rebuilt at that point (snapshot
     /// plus journal) instead of the read model, to cross-check the two.
+    #[param(pattern = "^(read_model|replay)$")]
     source: Option<String>,
 }
 
@@ -125,6 +143,13 @@ async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiR
     Ok(Json(account_json(&account, seq, &directory)))
 }
 
+/// The caller's account, now or as of a past point.
+#[utoipa::path(get, path = "/v1/account", tag = openapi::ACCOUNTS, params(AsOf),
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "`{user_id, seq, balance, unrealized_pnl, equity, initial_margin, maintenance_margin, available, margin_ratio, positions: [...]}`", body = Object),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn account(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -134,6 +159,13 @@ pub(super) async fn account(
     account_answer(&state, trader.user_id, &as_of).await
 }
 
+/// Any user's account, now or as of a past point.
+#[utoipa::path(get, path = "/admin/v1/accounts/{user_id}", tag = openapi::OPERATOR, params(UserPath, AsOf),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The account, as `GET /v1/account` shows it", body = Object),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn admin_account(
     State(state): State<AppState>,
     _: Operator,
@@ -147,13 +179,34 @@ pub(super) async fn admin_account(
     account_answer(&state, UserId(user_id), &as_of).await
 }
 
-#[derive(Deserialize)]
+/// A user id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct UserPath {
+    #[allow(dead_code)]
+    user_id: u64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct HistoryQuery {
+    /// One market only.
+    #[param(example = "BTC-PERP")]
     symbol: Option<String>,
+    /// From this sequence number on.
+    #[param(default = 1)]
     from_seq: Option<u64>,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
+/// The caller's change messages in sequence order, a page at a time.
+#[utoipa::path(get, path = "/v1/account/history", tag = openapi::ACCOUNTS, params(HistoryQuery),
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "`{events: [...], next_seq}`", body = Object),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+    ))]
 pub(super) async fn history(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -172,6 +225,13 @@ pub(super) async fn history(
     Ok(Json(json!({ "events": events, "next_seq": next_seq })))
 }
 
+/// The exchange's books per asset; `imbalance` is 0 at every sequence.
+#[utoipa::path(get, path = "/admin/v1/ledger", tag = openapi::OPERATOR, params(AsOf),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, <asset>: {deposits, withdrawals, fees, insurance_fund, user_balances, unrealized_pnl, imbalance}}`", body = Object),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn ledger(
     State(state): State<AppState>,
     _: Operator,
@@ -184,13 +244,24 @@ pub(super) async fn ledger(
     Ok(Json(ledger_json(&ledger, seq, &directory)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MarkRequest {
+pub(super) struct MarkRequest {
+    #[schema(example = "BTC-PERP")]
     symbol: String,
+    /// A multiple of the market's tick.
+    #[schema(value_type = openapi::Decimal)]
     price: String,
 }
 
+/// Set a market's mark price; accounts below maintenance margin are liquidated in the same command.
+#[utoipa::path(post, path = "/admin/v1/mark-prices", tag = openapi::OPERATOR, request_body = MarkRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, liquidations: [...]}`", body = Object),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
     let request: MarkRequest = parse_json(&body)?;
     settlement(&state)?;
@@ -228,10 +299,13 @@ pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(
     Ok(Json(json!({ "seq": applied.seq, "liquidations": liquidations })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FundingRequest {
+pub(super) struct FundingRequest {
+    #[schema(example = "BTC-PERP")]
     symbol: String,
+    /// A signed fraction with at most 8 decimals, at most 1 either way; longs pay shorts when positive.
+    #[schema(value_type = openapi::SignedDecimal)]
     rate: String,
 }
 
@@ -252,6 +326,14 @@ fn parse_rate(text: &str) -> ApiResult<i64> {
     Ok(if negative { -units } else { units })
 }
 
+/// Apply funding at the mark.
+#[utoipa::path(post, path = "/admin/v1/funding", tag = openapi::OPERATOR, request_body = FundingRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq}`", body = Object),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
     let request: FundingRequest = parse_json(&body)?;
     settlement(&state)?;
@@ -270,12 +352,21 @@ pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(bod
     Ok(Json(json!({ "seq": applied.seq })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FundRequest {
+pub(super) struct FundRequest {
+    /// In the settlement asset.
+    #[schema(value_type = openapi::Decimal)]
     amount: String,
 }
 
+/// Money into the insurance fund.
+#[utoipa::path(post, path = "/admin/v1/insurance-fund", tag = openapi::OPERATOR, request_body = FundRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq}`", body = Object),
+        (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
+    ))]
 pub(super) async fn insurance_fund(
     State(state): State<AppState>,
     _: Operator,

@@ -5,11 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use exhost_engine::{Command, Credential, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
 use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
+use exhost_node::secrets::Verifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Body, Operator, parse_json};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::views::event_json;
@@ -24,14 +27,19 @@ fn random_hex(bytes: usize) -> ApiResult<String> {
     Ok(hex::encode(buffer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserRequest {
+pub(super) struct UserRequest {
     /// An Ed25519 public key (64 hex digits): the user signs with its private
     /// key and the host holds no secret. Without it, the host makes an HMAC secret.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     public_key: Option<String>,
 }
 
+/// Create a user with trading credentials.
+#[utoipa::path(post, path = "/admin/v1/users", tag = openapi::OPERATOR, request_body = UserRequest,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{seq, user_id, api_key}` and `api_secret` (HMAC users: shown only here) or `public_key` (Ed25519 users)", body = Object)))]
 pub(super) async fn create_user(
     State(state): State<AppState>,
     _: Operator,
@@ -72,14 +80,45 @@ pub(super) async fn create_user(
     Ok(Json(answer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DepositRequest {
+pub(super) struct DepositRequest {
     user_id: u64,
+    #[schema(example = "USDT")]
     asset: String,
+    #[schema(value_type = openapi::Decimal)]
     amount: String,
 }
 
+/// The users, with how they sign.
+#[utoipa::path(get, path = "/admin/v1/users", tag = openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`[{user_id, api_key, signs_with: hmac|ed25519|unusable}]`, by user id", body = [Object])))]
+pub(super) async fn list_users(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Vec<Value>>> {
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(
+        directory
+            .user_ids
+            .iter()
+            .map(|(user_id, api_key)| {
+                let signs_with = match directory.users.get(api_key).map(|(_, verifier)| verifier) {
+                    Some(Verifier::Hmac(_)) => "hmac",
+                    Some(Verifier::Ed25519(_)) => "ed25519",
+                    Some(Verifier::Unusable(_)) | None => "unusable",
+                };
+                json!({ "user_id": user_id.0, "api_key": api_key, "signs_with": signs_with })
+            })
+            .collect(),
+    ))
+}
+
+/// Record a deposit.
+#[utoipa::path(post, path = "/admin/v1/deposits", tag = openapi::OPERATOR, request_body = DepositRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq}`", body = Object),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
 pub(super) async fn deposit(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
     let request: DepositRequest = parse_json(&body)?;
     let decimals = {
@@ -105,16 +144,28 @@ pub(super) async fn deposit(State(state): State<AppState>, _: Operator, Body(bod
     Ok(Json(json!({ "seq": applied.seq })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MarketRequest {
+pub(super) struct MarketRequest {
+    /// A-Z, 0-9, `-` and `_`.
+    #[schema(example = "ETH-PERP")]
     symbol: String,
+    #[schema(example = "ETH")]
     base: String,
+    /// The settlement asset.
+    #[schema(example = "USDT")]
     quote: String,
+    #[schema(value_type = openapi::Decimal)]
     tick_size: String,
+    #[schema(value_type = openapi::Decimal)]
     lot_size: String,
+    /// The hash of a stored matching module.
+    #[schema(value_type = openapi::ModuleHashHex)]
     matching_module: String,
+    /// Module-specific parameters, given to the module as JSON.
+    #[schema(value_type = Option<Object>)]
     params: Option<Value>,
+    /// Decimals of the quote's smallest unit (6 when not given).
     quote_decimals: Option<u8>,
     risk: Option<RiskRequest>,
     limits: Option<LimitsRequest>,
@@ -122,10 +173,14 @@ struct MarketRequest {
 
 /// The module's bounds for this market; defaults in `ModuleLimits`. Journaled
 /// with the market: an out-of-fuel outcome is only deterministic if the fuel is.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LimitsRequest {
+pub(super) struct LimitsRequest {
+    /// Fuel per command (50000000 when not given).
+    #[schema(minimum = 100_000, maximum = 100_000_000_000_u64)]
     fuel_per_command: Option<u64>,
+    /// The module's memory limit (1 GiB when not given).
+    #[schema(minimum = 1_048_576, maximum = 4_294_967_296_u64)]
     memory_bytes_max: Option<u64>,
 }
 
@@ -161,13 +216,18 @@ fn module_limits(request: Option<&LimitsRequest>) -> ApiResult<ModuleLimits> {
 }
 
 /// Margin and fee rates as decimal fractions ("0.1" is 10%); defaults in `RiskParams`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RiskRequest {
+pub(super) struct RiskRequest {
+    #[schema(value_type = Option<openapi::Fraction>)]
     initial_margin: Option<String>,
+    #[schema(value_type = Option<openapi::Fraction>)]
     maintenance_margin: Option<String>,
+    #[schema(value_type = Option<openapi::Fraction>)]
     maker_fee: Option<String>,
+    #[schema(value_type = Option<openapi::Fraction>)]
     taker_fee: Option<String>,
+    #[schema(value_type = Option<openapi::Fraction>)]
     liquidation_fee: Option<String>,
 }
 
@@ -211,6 +271,15 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Create a market.
+#[utoipa::path(post, path = "/admin/v1/markets", tag = openapi::OPERATOR, request_body = MarketRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, symbol}`", body = Object),
+        (status = 404, description = "No such module is stored", body = ErrorBody),
+        (status = 409, description = "The market exists (`market_exists`)", body = ErrorBody),
+        (status = 422, description = "The module was refused (`module_rejected`)", body = ErrorBody),
+    ))]
 pub(super) async fn create_market(
     State(state): State<AppState>,
     _: Operator,
@@ -281,17 +350,61 @@ pub(super) async fn create_market(
     Ok(Json(json!({ "seq": applied.seq, "symbol": symbol })))
 }
 
+/// Take a snapshot now.
+#[utoipa::path(post, path = "/admin/v1/snapshots", tag = openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{seq, digest, size_bytes}`", body = Object)))]
 pub(super) async fn snapshot(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
     let taken = state.node.snapshot().await?;
     Ok(Json(json!({ "seq": taken.seq, "digest": taken.digest_hex, "size_bytes": taken.size_bytes })))
 }
 
-#[derive(Deserialize)]
+/// The journal, the snapshots and the module faults, for the operator.
+#[utoipa::path(get, path = "/admin/v1/status", tag = openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{seq, health, journal: {last_seq, size_bytes}, snapshot: {seq, digest, size_bytes} | null, \
+        snapshots, module_faults: {total, recent: [{seq, module, fault}]}}`: `seq` is the last applied, `health` is `ok` or \
+        why the host takes no commands, sizes are RocksDB's estimates, `recent` holds the newest 50 faults since start", body = Object)))]
+pub(super) async fn status(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
+    let health = &state.node.health;
+    let problem = health.problem().map(|halt| halt.to_string()).or_else(|| health.stall());
+    let snapshots = state.store.snapshot_infos()?;
+    let faults = health.faults();
+    Ok(Json(json!({
+        "seq": health.applied_seq(),
+        "health": problem.as_deref().unwrap_or("ok"),
+        "journal": {
+            "last_seq": state.store.journal_last_seq()?.unwrap_or(0),
+            "size_bytes": state.store.size_bytes(exhost_store::Family::Journal)?,
+        },
+        "snapshot": snapshots.last().map(|info| json!({
+            "seq": info.seq, "digest": hex::encode(info.digest), "size_bytes": info.size_bytes,
+        })),
+        "snapshots": snapshots.len(),
+        "module_faults": {
+            "total": faults.total,
+            "recent": faults.recent.iter().rev().map(|fault| json!({
+                "seq": fault.seq, "module": fault.module, "fault": fault.fault,
+            })).collect::<Vec<_>>(),
+        },
+    })))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// The first sequence number.
+    #[param(default = 1)]
     from_seq: Option<u64>,
+    /// At least this many events, rounded up to whole commands.
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
     limit: Option<usize>,
 }
 
+/// The event log from a sequence number; whole commands per page.
+#[utoipa::path(get, path = "/admin/v1/events", tag = openapi::OPERATOR, params(EventsQuery),
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{events: [{seq, idx, ts, type, ...}], next_seq}`", body = Object)))]
 pub(super) async fn events(
     State(state): State<AppState>,
     _: Operator,

@@ -24,6 +24,14 @@ use crate::state::AppState;
 const PIECES_IN_FLIGHT: usize = 8;
 const PIECE_BYTES: usize = 256 << 10;
 
+/// The node's whole database as of now, as a tar stream ending with a manifest
+/// of SHA-256s: what a new cluster node starts from when the command stream was trimmed.
+#[utoipa::path(get, path = "/admin/v1/checkpoint", tag = crate::openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "A tar stream", body = Vec<u8>, content_type = "application/x-tar"),
+        (status = 409, description = "Another checkpoint is being sent", body = crate::error::ErrorBody),
+    ))]
 pub(super) async fn send(State(state): State<AppState>, _: Operator) -> ApiResult<Response> {
     let Ok(slot) = state.checkpoint_slot.clone().try_acquire_owned() else {
         return Err(ApiError::new(

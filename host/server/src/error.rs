@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use exhost_engine::{DecimalError, EngineError};
 use exhost_guest_sdk::Reason;
 use exhost_store::StoreError;
-use serde_json::json;
 
 use exhost_node::secrets::SealError;
 use exhost_node::{NodeError, RecoveryError, SubmitError};
@@ -187,9 +186,23 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        let body = json!({ "error": { "code": self.code, "message": message } });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody { error: ErrorDetail { code: self.code, message } })).into_response()
     }
+}
+
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, in snake_case (`bad_request`, `unauthorized`, `unknown_market`, `invalid_price`, ...).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: &'static str,
+    /// For a person; a 5xx message ends with the error id of its log line.
+    pub message: String,
 }
 
 /// A short random id that ties a 5xx answer to its log line.

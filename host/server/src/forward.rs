@@ -89,7 +89,10 @@ pub async fn forward_writes(State(state): State<AppState>, request: Request, nex
     }
 }
 
-/// `GET /admin/v1/cluster`.
+/// This node's place in its cluster (`exhost serve --cluster`).
+#[utoipa::path(get, path = "/admin/v1/cluster", tag = crate::openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{node, role: active|standby|replica, active_node, applied_seq, log_seq, term}`; a host without a cluster is `active`, with `node` and `active_node` null", body = Object)))]
 pub(crate) async fn status(State(state): State<AppState>, _: Operator) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(match &state.cluster {
         Some(cluster) => {

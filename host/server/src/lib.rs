@@ -12,6 +12,7 @@ pub mod auth;
 mod checkpoint;
 pub mod cluster;
 pub mod config;
+mod console;
 pub mod error;
 mod forward;
 pub mod gate;

@@ -5,8 +5,10 @@ use axum::extract::{Path, State};
 use exhost_guest_sdk::{Level, MatchingQuery, MatchingQueryResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
+use crate::openapi;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::trading::market_of;
@@ -19,17 +21,41 @@ const DEPTH_DEFAULT: u32 = 50;
 /// Most trades a trades request may ask for.
 const TRADES_LIMIT_MAX: usize = 1_000;
 
+/// The markets, with their steps, module and risk parameters.
+#[utoipa::path(get, path = "/v1/markets", tag = openapi::MARKET_DATA, responses(
+    (status = 200, description = "`[{symbol, base, quote, tick_size, lot_size, quote_decimals, matching_module, status, risk: {initial_margin, maintenance_margin, maker_fee, taker_fee, liquidation_fee}}]`", body = [Object]),
+    (status = 500, description = "The host could not answer", body = crate::error::ErrorBody),
+))]
 pub(super) async fn list_markets(State(state): State<AppState>) -> Json<Vec<Value>> {
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
     Json(directory.markets.iter().map(market_json).collect())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct BookQuery {
+    /// Levels per side.
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     depth: Option<u32>,
+    /// Rebuild the book as of this sequence number (at most the last one).
     at_seq: Option<u64>,
 }
 
+/// A market's symbol, as in `/v1/markets`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct SymbolPath {
+    #[allow(dead_code)]
+    #[param(min_length = 1, example = "BTC-PERP")]
+    pub symbol: String,
+}
+
+/// The order book, levels aggregated, best first; live, or as of a past sequence.
+#[utoipa::path(get, path = "/v1/markets/{symbol}/book", tag = openapi::MARKET_DATA, params(SymbolPath, BookQuery),
+    responses(
+        (status = 200, description = "`{symbol, seq, bids: [[price, qty]], asks: [[price, qty]]}`, decimal strings", body = Object),
+        (status = 422, description = "The market's module could not answer for that point (`module_rejected`)", body = crate::error::ErrorBody),
+    ))]
 pub(super) async fn book(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -84,11 +110,17 @@ pub(super) async fn book(
     Ok(Json(json!({ "symbol": spec.symbol, "seq": seq, "bids": levels(&bids), "asks": levels(&asks) })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TradesQuery {
+    /// How many trades.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
+/// Recent trades, newest first.
+#[utoipa::path(get, path = "/v1/markets/{symbol}/trades", tag = openapi::MARKET_DATA, params(SymbolPath, TradesQuery),
+    responses((status = 200, description = "`[{seq, trade_id, price, qty, taker_side, ts}]`", body = [Object])))]
 pub(super) async fn trades(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -101,4 +133,34 @@ pub(super) async fn trades(
     }
     let trades = readmodel::recent_trades(&state.store, market, limit)?;
     Ok(Json(trades.iter().map(|trade| trade_json(trade, &spec)).collect()))
+}
+
+/// Trades read at most for one ticker; past it the figures cover the newest
+/// this many trades and say so (`partial`).
+const TICKER_TRADES_MAX: usize = 100_000;
+const DAY_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// The last 24 hours of a market, by the host's clock: last price, volume,
+/// high and low (the figures of the big venues' 24 h tickers).
+#[utoipa::path(get, path = "/v1/markets/{symbol}/ticker", tag = openapi::MARKET_DATA, params(SymbolPath),
+    responses((status = 200, description = "`{symbol, last_price, volume_24h, high_24h, low_24h, trades_24h, partial}`: \
+        prices and volume (in the base asset) as decimal strings, null without a trade; `partial` when more than \
+        100000 trades were made in the window and the figures cover the newest 100000", body = Object)))]
+pub(super) async fn ticker(State(state): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<Value>> {
+    let (market, spec) = market_of(&state, &symbol)?;
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let last = readmodel::recent_trades(&state.store, market, 1)?;
+    let (trades, partial) =
+        readmodel::trades_since(&state.store, market, now_ns.saturating_sub(DAY_NS), TICKER_TRADES_MAX)?;
+    let volume_lots = trades.iter().map(|trade| trade.qty_lots).fold(0u64, u64::saturating_add);
+    let price = |ticks: Option<u64>| ticks.map(|ticks| spec.price_scale.format_steps(ticks));
+    Ok(Json(json!({
+        "symbol": spec.symbol,
+        "last_price": price(last.first().map(|trade| trade.price_ticks)),
+        "volume_24h": spec.qty_scale.format_steps(volume_lots),
+        "high_24h": price(trades.iter().map(|trade| trade.price_ticks).max()),
+        "low_24h": price(trades.iter().map(|trade| trade.price_ticks).min()),
+        "trades_24h": trades.len(),
+        "partial": partial,
+    })))
 }

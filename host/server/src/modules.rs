@@ -17,9 +17,11 @@ use exhost_guest_sdk::{MatchingAbi, ModuleKind, PositionAbi};
 use exhost_runtime::CompiledModule;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Operator, parse_json};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi;
 use crate::state::AppState;
 use crate::trading::market_of;
 use exhost_node::modcheck::{
@@ -48,9 +50,11 @@ fn rejected(reason: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "module_rejected", reason)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UploadQuery {
     /// Dry-run against this market only, and refuse the module if that fails.
+    #[param(example = "BTC-PERP")]
     market: Option<String>,
 }
 
@@ -58,6 +62,15 @@ fn blocking_failed(error: tokio::task::JoinError) -> ApiError {
     ApiError::internal(format!("a module check did not finish: {error}"))
 }
 
+/// Upload a module: validated, dry-run against the live state, stored by its SHA-256. Changes nothing else.
+#[utoipa::path(post, path = "/admin/v1/modules", tag = openapi::OPERATOR, params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The module's bytes"),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{hash, kind: matching|position, abi_version, state_version, size, dry_run}`", body = Object),
+        (status = 400, description = "The module failed validation or its dry run (`module_rejected`, with the reason)", body = ErrorBody),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+    ))]
 pub(super) async fn upload(
     State(state): State<AppState>,
     _: Operator,
@@ -162,9 +175,11 @@ fn takeover_json(target: &str, from_state_version: u32, outcome: &Result<Takeove
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActivateRequest {
+pub(super) struct ActivateRequest {
+    /// A stored module of the right kind.
+    #[schema(value_type = openapi::ModuleHashHex)]
     hash: String,
 }
 
@@ -242,6 +257,13 @@ async fn activate(state: &AppState, target: ModuleTarget, kind: ModuleKind, hash
     Err(ApiError::internal("the activation reported nothing"))
 }
 
+/// Hot swap a market's matching module, at the next sequence number.
+#[utoipa::path(post, path = "/admin/v1/markets/{symbol}/module", tag = openapi::OPERATOR, params(crate::market::SymbolPath),
+    request_body = ActivateRequest, security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, previous, current, migrated}`", body = Object),
+        (status = 400, description = "The module was refused (`module_rejected`, with the reason); the old one stays", body = ErrorBody),
+    ))]
 pub(super) async fn activate_market(
     State(state): State<AppState>,
     _: Operator,
@@ -253,6 +275,13 @@ pub(super) async fn activate_market(
     activate(&state, ModuleTarget::Market(market), ModuleKind::Matching, &request.hash).await
 }
 
+/// Hot swap the position module, at the next sequence number.
+#[utoipa::path(post, path = "/admin/v1/position-module", tag = openapi::OPERATOR, request_body = ActivateRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, previous, current, migrated}`", body = Object),
+        (status = 404, description = "No such module is stored", body = ErrorBody),
+    ))]
 pub(super) async fn activate_position(
     State(state): State<AppState>,
     _: Operator,
@@ -262,6 +291,10 @@ pub(super) async fn activate_position(
     activate(&state, ModuleTarget::Position, ModuleKind::Position, &request.hash).await
 }
 
+/// Every stored module and the activation history.
+#[utoipa::path(get, path = "/admin/v1/modules", tag = openapi::OPERATOR,
+    security(("operator_token" = [])),
+    responses((status = 200, description = "`{modules: [{hash, kind, abi_version, size, active_for}], activations: [{seq, target, from, to}]}`", body = Object)))]
 pub(super) async fn list(State(state): State<AppState>, _: Operator) -> ApiResult<Json<Value>> {
     let modules = state.store.modules()?;
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner()).clone();

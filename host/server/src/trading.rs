@@ -14,9 +14,11 @@ use exhost_guest_sdk::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Trader, parse_json};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::openapi;
 use crate::params::parse_query;
 use crate::state::AppState;
 use crate::views::{OrderJson, order_json};
@@ -27,19 +29,51 @@ use exhost_node::readmodel::{self, OrderView};
 /// Longest accepted `client_order_id`.
 const CLIENT_ORDER_ID_CHARS_MAX: usize = 64;
 
-#[derive(Deserialize)]
+/// A new order.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PlaceRequest {
+    #[schema(example = "BTC-PERP")]
     symbol: String,
+    #[schema(value_type = openapi::Side)]
     side: String,
     #[serde(rename = "type")]
+    #[schema(value_type = openapi::OrderType)]
     order_type: String,
+    /// A multiple of the tick; limit orders only (and required there).
+    #[schema(value_type = Option<openapi::Decimal>)]
     price: Option<String>,
+    /// A multiple of the lot, above 0.
+    #[schema(value_type = openapi::Decimal)]
     qty: String,
+    /// `gtc` when not given.
+    #[schema(value_type = Option<openapi::TimeInForce>)]
     time_in_force: Option<String>,
+    /// The client's own id for the order, unique among its open orders.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     client_order_id: Option<String>,
+    /// The order may only reduce the position.
     reduce_only: Option<bool>,
+    /// `cancel_taker` when not given.
+    #[schema(value_type = Option<openapi::Stp>)]
     stp: Option<String>,
+}
+
+/// An order id, as the API gives it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct OrderPath {
+    #[allow(dead_code)]
+    order_id: u64,
+}
+
+/// A client order id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct ClientIdPath {
+    #[allow(dead_code)]
+    #[param(pattern = "^[!-~]{1,64}$")]
+    client_order_id: String,
 }
 
 fn enum_field<T>(field: &str, value: &str, parse: impl Fn(&str) -> Option<T>, allowed: &str) -> ApiResult<T> {
@@ -116,6 +150,14 @@ impl Answer {
     }
 }
 
+/// Place an order; the answer is the order after matching.
+#[utoipa::path(post, path = "/v1/orders", tag = openapi::TRADING, request_body = PlaceRequest,
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "The order after matching, with this command's fills", body = OrderJson),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+        (status = 422, description = "The market's module faulted on it (`module_rejected`); nothing changed", body = ErrorBody),
+    ))]
 pub(super) async fn place(State(state): State<AppState>, trader: Trader) -> ApiResult<Json<OrderJson>> {
     let request: PlaceRequest = parse_json(&trader.body)?;
     let entry = place_entry(&state, trader.user_id, request)?;
@@ -149,6 +191,9 @@ pub(super) fn charge_faults(state: &AppState, api_key: &str, applied: &Applied) 
 /// that carried this id, open or not, so a client that timed out (or heard
 /// that the outcome is unknown) can learn whether its order exists before
 /// sending it again.
+#[utoipa::path(get, path = "/v1/orders/by-client-id/{client_order_id}", tag = openapi::TRADING, params(ClientIdPath),
+    security(("trader_signature" = [])),
+    responses((status = 200, description = "The order", body = OrderJson)))]
 pub(super) async fn by_client_id(
     State(state): State<AppState>,
     Path(client_order_id): Path<String>,
@@ -268,6 +313,13 @@ fn own_open_order(state: &AppState, user_id: UserId, order_id: &str) -> ApiResul
     Ok((view, spec))
 }
 
+/// Cancel an open order of the caller.
+#[utoipa::path(delete, path = "/v1/orders/{order_id}", tag = openapi::TRADING, params(OrderPath),
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "The order, cancelled", body = OrderJson),
+        (status = 422, description = "The market's module faulted on it (`module_rejected`); nothing changed", body = ErrorBody),
+    ))]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -285,13 +337,24 @@ pub(super) fn cancel_entry(state: &AppState, user_id: UserId, order_id: &str) ->
     Ok(OrderEntry { command, answer: Answer { spec, existing: Some(view) } })
 }
 
-#[derive(Deserialize)]
+/// A new price, a new total quantity, or both.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AmendRequest {
+    #[schema(value_type = Option<openapi::Decimal>)]
     price: Option<String>,
+    /// The new total quantity (filled included).
+    #[schema(value_type = Option<openapi::Decimal>)]
     qty: Option<String>,
 }
 
+/// Amend an open order; a higher quantity or a new price loses time priority.
+#[utoipa::path(patch, path = "/v1/orders/{order_id}", tag = openapi::TRADING, params(OrderPath), request_body = AmendRequest,
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "The order after the amend", body = OrderJson),
+        (status = 422, description = "The market's module faulted on it (`module_rejected`); nothing changed", body = ErrorBody),
+    ))]
 pub(super) async fn amend(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -320,11 +383,21 @@ pub(super) fn amend_entry(
     Ok(OrderEntry { command, answer: Answer { spec, existing: Some(view) } })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SymbolQuery {
+    /// One market only.
+    #[param(example = "BTC-PERP")]
     symbol: Option<String>,
 }
 
+/// Cancel all the caller's open orders, of one market or of all.
+#[utoipa::path(delete, path = "/v1/orders", tag = openapi::TRADING, params(SymbolQuery),
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "`{seq, cancelled: [order_id], failed: [{symbol, reason}]}`: `failed` names the markets whose module faulted and kept their orders", body = Object),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+    ))]
 pub(super) async fn mass_cancel(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -367,6 +440,13 @@ pub(super) async fn mass_cancel(
     Ok(Json(json!({ "seq": applied.seq, "cancelled": cancelled, "failed": failed })))
 }
 
+/// The caller's open orders.
+#[utoipa::path(get, path = "/v1/orders", tag = openapi::TRADING, params(SymbolQuery),
+    security(("trader_signature" = [])),
+    responses(
+        (status = 200, description = "The open orders", body = [OrderJson]),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+    ))]
 pub(super) async fn open_orders(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

@@ -11,32 +11,49 @@ use serde_json::{Value, json};
 use exhost_node::Directory;
 use exhost_node::readmodel::{OrderView, TradeView};
 
-#[derive(Serialize)]
+/// One fill of an order.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FillJson {
     pub trade_id: u64,
+    #[schema(value_type = crate::openapi::Decimal)]
     pub price: String,
+    #[schema(value_type = crate::openapi::Decimal)]
     pub qty: String,
+    /// In the quote asset; negative is a rebate.
+    #[schema(value_type = crate::openapi::SignedDecimal)]
     pub fee: String,
+    /// `maker` or `taker`.
+    #[schema(pattern = "^(maker|taker)$")]
     pub liquidity: &'static str,
 }
 
-#[derive(Serialize)]
+/// An order.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OrderJson {
     pub seq: u64,
     pub order_id: u64,
     pub client_order_id: Option<String>,
     pub symbol: String,
+    #[schema(value_type = crate::openapi::Side)]
     pub side: &'static str,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::openapi::OrderType)]
     pub order_type: &'static str,
+    #[schema(value_type = crate::openapi::TimeInForce)]
     pub time_in_force: &'static str,
+    #[schema(value_type = crate::openapi::Stp)]
     pub stp: &'static str,
     pub reduce_only: bool,
     /// `null` for market orders.
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
     pub price: Option<String>,
+    #[schema(value_type = crate::openapi::Decimal)]
     pub qty: String,
+    /// `new`, `partially_filled`, `filled`, `cancelled`, `rejected`, ...
     pub status: &'static str,
+    #[schema(value_type = crate::openapi::Decimal)]
     pub filled_qty: String,
+    #[schema(value_type = crate::openapi::Decimal)]
     pub remaining_qty: String,
     pub fills: Vec<FillJson>,
     #[serde(skip_serializing_if = "Option::is_none")]

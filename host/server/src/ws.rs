@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use exhost_engine::{Event, EventBody, MarketId};
 use exhost_guest_sdk::{Level, MatchingEvent, PositionEvent, Side, UserId};
 use serde::Deserialize;
@@ -55,7 +55,27 @@ const CATCH_UP_PAGE_EVENTS: usize = 2_000;
 /// Order-entry commands of one connection awaiting their answer.
 const ORDERS_IN_FLIGHT_MAX: usize = 1_024;
 
-pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+/// The WebSocket: trades, book (snapshot, then diffs with seq), the user's
+/// changes, the event log from any offset, and order entry (see API.md).
+#[utoipa::path(get, path = "/ws", tag = crate::openapi::HOST, responses(
+    (status = 101, description = "Switching to the WebSocket protocol"),
+    (status = 400, description = "Not a WebSocket upgrade request (`bad_request`)", body = crate::error::ErrorBody),
+    (status = 426, description = "The connection cannot be upgraded (`upgrade_required`)", body = crate::error::ErrorBody),
+))]
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    // axum's refusal is plain text; the API's errors are JSON.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            let code =
+                if rejection.status() == StatusCode::UPGRADE_REQUIRED { "upgrade_required" } else { "bad_request" };
+            return ApiError::new(rejection.status(), code, rejection.body_text()).into_response();
+        }
+    };
     // Operators may authenticate with the same bearer header as the HTTP API.
     let operator = headers
         .get(axum::http::header::AUTHORIZATION)

@@ -151,3 +151,95 @@ async fn a_failing_journal_halts_the_write_path_and_says_the_outcome_is_unknown(
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(host.backend.counts().0, writes, "a halted node writes nothing more");
 }
+
+/// A documented path with its parameters filled in.
+fn concrete(path: &str) -> String {
+    path.replace("{symbol}", "BTC-PERP")
+        .replace("{order_id}", "1")
+        .replace("{client_order_id}", "c-1")
+        .replace("{user_id}", "1")
+        .replace("{file}", "index.js")
+}
+
+/// The fallback's answers: a route the router does not serve.
+fn is_fallback(status: StatusCode, body: &Value) -> bool {
+    (status == StatusCode::NOT_FOUND && body["error"]["message"] == "no such endpoint")
+        || status == StatusCode::METHOD_NOT_ALLOWED
+}
+
+/// The router is built with `utoipa_axum::routes!` only (`tests/architecture.rs`
+/// keeps it so), so every route it serves is in the document. This checks the
+/// rest: every documented operation is served (it does not fall through to the
+/// fallback), and a documented path answers 405 to every method the document
+/// does not give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_and_the_router_serve_the_same_operations() {
+    let host = Host::new().await;
+    let (status, document) = host.call("GET", "/openapi.json", &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{document}");
+    let paths = document["paths"].as_object().expect("the document has paths");
+    assert!(paths.len() >= 30, "every endpoint is documented: {:?}", paths.keys());
+    let methods = ["get", "post", "put", "patch", "delete"];
+    let mut served = 0;
+    for (path, item) in paths {
+        let uri = concrete(path);
+        assert!(!uri.contains('{'), "a parameter the test does not fill: {path}");
+        for method in methods {
+            let (status, body) = host.call(&method.to_uppercase(), &uri, &[], "").await;
+            if item.get(method).is_some() {
+                assert!(!is_fallback(status, &body), "{method} {path} is documented but not served: {status} {body}");
+                served += 1;
+            } else {
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is served but not documented");
+            }
+        }
+    }
+    assert!(served >= 34, "{served} operations");
+    // Negative control: a path nobody declared falls through, so the check above can fail.
+    let (status, body) = host.call("GET", "/v1/undocumented", &[], "").await;
+    assert!(is_fallback(status, &body), "{status} {body}");
+}
+
+/// What the document says of parameters is what the server does: a bound in
+/// the document is a bound of the server, and every error is the `ErrorBody`
+/// shape in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_states_the_bounds_the_server_keeps() {
+    let host = Host::new().await;
+    let (_, document) = host.call("GET", "/openapi.json", &[], "").await;
+    let parameter = |path: &str, name: &str| -> Value {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .and_then(|parameters| parameters.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{path} documents {name}"))
+    };
+    for (path, name, uri) in [
+        ("/v1/markets/{symbol}/book", "depth", "/v1/markets/BTC-PERP/book?depth="),
+        ("/v1/markets/{symbol}/trades", "limit", "/v1/markets/BTC-PERP/trades?limit="),
+    ] {
+        let schema = &parameter(path, name)["schema"];
+        let (minimum, maximum) = (schema["minimum"].as_i64().unwrap(), schema["maximum"].as_i64().unwrap());
+        for (value, accepted) in [(minimum, true), (maximum, true), (minimum - 1, false), (maximum + 1, false)] {
+            let (status, body) = host.call("GET", &format!("{uri}{value}"), &[], "").await;
+            assert_eq!(status == StatusCode::OK, accepted, "{name}={value}: {status} {body}");
+        }
+    }
+    // Negative numbers are outside every integer parameter the document gives.
+    let at_seq = parameter("/admin/v1/ledger", "at_time");
+    assert_eq!(at_seq["schema"]["minimum"], 0, "{at_seq}");
+    let (status, body) = host.call("GET", "/v1/markets/BTC-PERP/trades?limit=-1", &[], "").await;
+    assert_eq!(error_code(status, &body, StatusCode::BAD_REQUEST), "bad_request");
+    // Every error answer names the one error schema.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                if code.starts_with('4') || code.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+        }
+    }
+}

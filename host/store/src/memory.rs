@@ -205,6 +205,14 @@ impl Backend for MemoryBackend {
             .next_back()
             .map(|(k, v)| (k.clone().into_boxed_slice(), v.clone().into_boxed_slice())))
     }
+
+    fn size_bytes(&self, family: Family) -> Result<u64, StoreError> {
+        let state = self.lock();
+        if state.crashed {
+            return Err(Self::dead());
+        }
+        Ok(state.current[family_index(family)].iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
 }
 
 #[cfg(test)]

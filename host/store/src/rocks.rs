@@ -152,6 +152,12 @@ impl Backend for Rocks {
         Ok(memory)
     }
 
+    fn size_bytes(&self, family: Family) -> Result<u64, StoreError> {
+        let cf = self.cf(family);
+        let property = |name: &str| self.db.property_int_value_cf(&cf, name).map(Option::unwrap_or_default);
+        Ok(property("rocksdb.total-sst-files-size")? + property("rocksdb.cur-size-all-mem-tables")?)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         for family in Family::ALL {
             self.db.flush_cf(&self.cf(family))?;

@@ -28,6 +28,9 @@ pub trait Backend: Send + Sync {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// About how many bytes one family holds (on disk and in memtables);
+    /// an estimate, for the operator's status, never for correctness.
+    fn size_bytes(&self, family: Family) -> Result<u64, StoreError>;
     /// Write a consistent copy of the whole database into `dir`, which must
     /// not exist yet (files are hard-linked where the filesystem allows).
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
@@ -186,6 +189,11 @@ impl Store {
     /// What the backend holds in memory now, summed over the families.
     pub fn memory(&self) -> Result<StoreMemory, StoreError> {
         self.backend.memory()
+    }
+
+    /// About how many bytes one family holds (an estimate, for status pages).
+    pub fn size_bytes(&self, family: Family) -> Result<u64, StoreError> {
+        self.backend.size_bytes(family)
     }
 
     /// Flush memtables to disk files (used before measuring sizes and at shutdown).
