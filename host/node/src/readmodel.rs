@@ -428,18 +428,7 @@ pub fn open_orders(store: &Store, user_id: UserId, market: Option<MarketId>) -> 
 
 /// The newest trades of a market, newest first.
 pub fn recent_trades(store: &Store, market: MarketId, limit: usize) -> Result<Vec<TradeView>, StoreError> {
-    let mut prefix = vec![b't'];
-    prefix.extend_from_slice(&market.0.to_be_bytes());
-    let start = trade_key(market, u64::MAX, u32::MAX);
-    let mut trades = Vec::new();
-    for item in store.scan(Family::Read, &start, false) {
-        let (key, value) = item?;
-        if !key.starts_with(&prefix) || trades.len() >= limit {
-            break;
-        }
-        trades.push(decode(&value).map_err(|error| malformed(&key, error))?);
-    }
-    Ok(trades)
+    trades_since(store, market, 0, limit).map(|(trades, _)| trades)
 }
 
 /// The trades of a market at or after `since_ts_ns`, newest first, at most
