@@ -131,9 +131,14 @@ fn invariants_hold_over_a_long_random_run_and_a_consumer_agrees() {
         let ledger = host.admin("GET", &format!("/admin/v1/ledger?at_seq={seq}"), Value::Null).ok();
         assert_eq!(ledger["USD"]["imbalance"], "0.000000", "seed {seed}: ledger at {seq}");
     }
-    // The read model's accounts equal the position module replayed to the same point.
+    // The read model's accounts and ledger equal the position module replayed to the same point.
     for i in 1..=4 {
         let seq = last * i / 4;
+        assert_eq!(
+            host.admin("GET", &format!("/admin/v1/ledger?at_seq={seq}"), Value::Null).ok(),
+            host.admin("GET", &format!("/admin/v1/ledger?at_seq={seq}&source=replay"), Value::Null).ok(),
+            "seed {seed}: ledger at {seq}"
+        );
         for t in &traders {
             assert_eq!(
                 account(&host, t.user_id, &format!("?at_seq={seq}")),

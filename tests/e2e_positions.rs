@@ -219,6 +219,15 @@ fn margin_liquidation_adl_insurance_funding_and_history() {
             assert_eq!(read, replayed, "user {user} at {seq}: read model vs replay");
         }
     }
+    // Before anything was installed the replay has no position module to ask:
+    // it answers as the read model does (an empty account, empty books).
+    let origin = account(&host, victim.user_id, "?at_seq=0&source=replay");
+    assert_eq!((origin["seq"].as_u64(), origin["positions"].as_array().map(Vec::len)), (Some(0), Some(0)), "{origin}");
+    assert_eq!(origin, account(&host, victim.user_id, "?at_seq=0"));
+    assert_eq!(
+        host.admin("GET", "/admin/v1/ledger?at_seq=0&source=replay", Value::Null).ok(),
+        host.admin("GET", "/admin/v1/ledger?at_seq=0", Value::Null).ok()
+    );
     let by_time = host.admin("GET", "/admin/v1/events?from_seq=1&limit=10000", Value::Null).ok();
     let ts_before =
         by_time["events"].as_array().unwrap().iter().find(|e| e["seq"] == before_liquidation).unwrap()["ts"]

@@ -11,6 +11,10 @@ hook leaves such cases unsigned (they carry no X-API-KEY).
 Operator endpoints get the bearer token from the same auth provider, so
 the checks that strip credentials know what to strip.
 
+Module uploads (`application/wasm`) are drawn from a strategy of byte
+strings: well-formed headers of empty modules, truncated ones and noise.
+The host must refuse each with a documented 400, never store it.
+
 Environment: EXHOST_TRADER_KEY, EXHOST_TRADER_SECRET, EXHOST_ADMIN_TOKEN.
 """
 
@@ -20,10 +24,17 @@ import os
 import time
 
 import schemathesis
+from hypothesis import strategies as st
 
 KEY = os.environ["EXHOST_TRADER_KEY"]
 SECRET = os.environ["EXHOST_TRADER_SECRET"].encode()
 TOKEN = os.environ["EXHOST_ADMIN_TOKEN"]
+
+WASM_HEADER = b"\0asm\x01\0\0\0"
+schemathesis.openapi.media_type(
+    "application/wasm",
+    st.sampled_from([WASM_HEADER, WASM_HEADER[:4], b""]) | st.binary(max_size=256).map(lambda tail: WASM_HEADER + tail),
+)
 
 
 def schemes(case):

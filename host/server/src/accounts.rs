@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use exhost_engine::{Command, EventBody, Scale};
-use exhost_guest_sdk::{PositionEvent, UserId};
+use exhost_engine::{Command, EngineError, EventBody, Scale};
+use exhost_guest_sdk::{PositionEvent, PositionQuery, PositionQueryResult, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -83,8 +83,10 @@ pub(super) async fn withdraw(State(state): State<AppState>, trader: Trader) -> A
 #[into_params(parameter_in = Query)]
 pub(super) struct AsOf {
     /// As of this sequence number (at most the last one).
+    #[serde(default, deserialize_with = "crate::params::int64")]
     at_seq: Option<u64>,
     /// As of the last command at or before this time (ns since the Unix epoch).
+    #[serde(default, deserialize_with = "crate::params::int64")]
     at_time: Option<u64>,
     /// `replay`: answer from the position module rebuilt at that point (snapshot
     /// plus journal) instead of the read model, to cross-check the two.
@@ -107,29 +109,43 @@ impl AsOf {
             (None, None) => Ok(last),
         }
     }
+
+    /// Whether to answer from a replay instead of the read model.
+    fn replay(&self) -> ApiResult<bool> {
+        match self.source.as_deref() {
+            None | Some("read_model") => Ok(false),
+            Some("replay") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("source must be read_model or replay, not {other:?}"))),
+        }
+    }
+}
+
+/// The position module's answer to `query` as of `seq`, rebuilt from the
+/// snapshot before it and the journal; `None` before a position module was
+/// installed, where the read model has no accounts either.
+async fn replayed(state: &AppState, seq: u64, query: PositionQuery) -> ApiResult<Option<PositionQueryResult>> {
+    crate::pit::at_seq(state, seq, move |engine| match engine.query_position(&query) {
+        Ok(answer) => Ok(Some(answer)),
+        Err(EngineError::NoPositionModule) => Ok(None),
+        Err(error) => Err(error.into()),
+    })
+    .await
 }
 
 async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiResult<Json<Value>> {
     settlement(state)?;
+    let replay = as_of.replay()?;
     let seq = as_of.resolve(state)?;
-    let found = match as_of.source.as_deref() {
-        None | Some("read_model") => readmodel::account_at(&state.store, user_id, seq)?,
-        Some("replay") => {
-            crate::pit::at_seq(state, seq, move |engine| {
-                let answer = engine.query_position(&exhost_guest_sdk::PositionQuery::Account { user_id })?;
-                Ok(match answer {
-                    exhost_guest_sdk::PositionQueryResult::Account(account) => account.map(|a| (seq, a)),
-                    _ => None,
-                })
-            })
-            .await?
+    let found = if replay {
+        match replayed(state, seq, PositionQuery::Account { user_id }).await? {
+            Some(PositionQueryResult::Account(account)) => account,
+            _ => None,
         }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!("source must be read_model or replay, not {other:?}")));
-        }
+    } else {
+        readmodel::account_at(&state.store, user_id, seq)?.map(|(_, account)| account)
     };
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
-    let account = found.map(|(_, account)| account).unwrap_or_else(|| exhost_guest_sdk::AccountState {
+    let account = found.unwrap_or_else(|| exhost_guest_sdk::AccountState {
         user_id,
         balance_units: 0,
         unrealized_pnl_units: 0,
@@ -195,6 +211,7 @@ pub(super) struct HistoryQuery {
     symbol: Option<String>,
     /// From this sequence number on.
     #[param(default = 1)]
+    #[serde(default, deserialize_with = "crate::params::int64")]
     from_seq: Option<u64>,
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
@@ -225,7 +242,7 @@ pub(super) async fn history(
     Ok(Json(json!({ "events": events, "next_seq": next_seq })))
 }
 
-/// The exchange's books per asset; `imbalance` is 0 at every sequence.
+/// The exchange's books per asset; `imbalance` is 0 at every sequence. Now or as of a past point.
 #[utoipa::path(get, path = "/admin/v1/ledger", tag = openapi::OPERATOR, params(AsOf),
     security(("operator_token" = [])),
     responses(
@@ -238,8 +255,16 @@ pub(super) async fn ledger(
     Params(as_of): Params<AsOf>,
 ) -> ApiResult<Json<Value>> {
     settlement(&state)?;
+    let replay = as_of.replay()?;
     let seq = as_of.resolve(&state)?;
-    let ledger = readmodel::ledger_at(&state.store, seq)?.map(|(_, ledger)| ledger).unwrap_or_default();
+    let ledger = if replay {
+        match replayed(&state, seq, PositionQuery::Ledger).await? {
+            Some(PositionQueryResult::Ledger(ledger)) => ledger,
+            _ => Default::default(),
+        }
+    } else {
+        readmodel::ledger_at(&state.store, seq)?.map(|(_, ledger)| ledger).unwrap_or_default()
+    };
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
     Ok(Json(ledger_json(&ledger, seq, &directory)))
 }

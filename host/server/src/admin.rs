@@ -37,7 +37,7 @@ pub(super) struct UserRequest {
 }
 
 /// Create a user with trading credentials.
-#[utoipa::path(post, path = "/admin/v1/users", tag = openapi::OPERATOR, request_body = UserRequest,
+#[utoipa::path(post, path = "/admin/v1/users", tag = openapi::OPERATOR, request_body = Option<UserRequest>,
     security(("operator_token" = [])),
     responses((status = 200, description = "`{seq, user_id, api_key}` and `api_secret` (HMAC users: shown only here) or `public_key` (Ed25519 users)", body = Object)))]
 pub(super) async fn create_user(
@@ -395,6 +395,7 @@ pub(super) async fn status(State(state): State<AppState>, _: Operator) -> ApiRes
 pub(super) struct EventsQuery {
     /// The first sequence number.
     #[param(default = 1)]
+    #[serde(default, deserialize_with = "crate::params::int64")]
     from_seq: Option<u64>,
     /// At least this many events, rounded up to whole commands.
     #[param(minimum = 1, maximum = 10000, default = 1000)]

@@ -38,6 +38,7 @@ pub(super) struct BookQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     depth: Option<u32>,
     /// Rebuild the book as of this sequence number (at most the last one).
+    #[serde(default, deserialize_with = "crate::params::int64")]
     at_seq: Option<u64>,
 }
 

@@ -64,7 +64,7 @@ fn blocking_failed(error: tokio::task::JoinError) -> ApiError {
 
 /// Upload a module: validated, dry-run against the live state, stored by its SHA-256. Changes nothing else.
 #[utoipa::path(post, path = "/admin/v1/modules", tag = openapi::OPERATOR, params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The module's bytes"),
+    request_body(content = openapi::WasmBytes, content_type = "application/wasm", description = "The module's bytes"),
     security(("operator_token" = [])),
     responses(
         (status = 200, description = "`{hash, kind: matching|position, abi_version, state_version, size, dry_run}`", body = Object),

@@ -163,6 +163,12 @@ pub struct Fraction(#[allow(dead_code)] String);
 #[schema(pattern = "^[0-9a-fA-F]{64}$")]
 pub struct ModuleHashHex(#[allow(dead_code)] String);
 
+/// A WebAssembly module's bytes, as the file `cargo build --target
+/// wasm32-unknown-unknown` writes.
+#[derive(ToSchema)]
+#[schema(format = Binary)]
+pub struct WasmBytes(#[allow(dead_code)] String);
+
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 pub enum Side {

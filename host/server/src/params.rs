@@ -9,7 +9,8 @@
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -22,6 +23,19 @@ pub fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> ApiResult<T> {
     Query::<T>::try_from_uri(&uri)
         .map(|Query(value)| value)
         .map_err(|rejection| ApiError::bad_request(format!("invalid query string: {}", rejection.body_text())))
+}
+
+/// A sequence number or a time in a query: at most `i64::MAX`, as the
+/// document's `int64` says and as integrators' languages can hold (2^63 ns is
+/// the year 2262). Use as `#[serde(default, deserialize_with = "int64")]`.
+pub fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<u64>::deserialize(deserializer)?;
+    match value {
+        Some(number) if number > i64::MAX as u64 => {
+            Err(D::Error::custom(format!("{number} is above the largest allowed, {}", i64::MAX)))
+        }
+        _ => Ok(value),
+    }
 }
 
 /// A decoded query string whose rejection is the API's JSON error.
@@ -42,6 +56,7 @@ mod tests {
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct Book {
         depth: Option<u32>,
+        #[serde(default, deserialize_with = "int64")]
         at_seq: Option<u64>,
     }
 
@@ -49,7 +64,10 @@ mod tests {
     fn good_queries_decode_and_bad_ones_are_json_errors() {
         assert_eq!(parse_query::<Book>(Some("depth=5&at_seq=9")).unwrap(), Book { depth: Some(5), at_seq: Some(9) });
         assert_eq!(parse_query::<Book>(None).unwrap(), Book { depth: None, at_seq: None });
-        for bad in ["at_seq=abc", "depth=x", "depth=-1", "at_seq=99999999999999999999999"] {
+        let largest = parse_query::<Book>(Some("at_seq=9223372036854775807")).unwrap();
+        assert_eq!(largest.at_seq, Some(i64::MAX as u64));
+        for bad in ["at_seq=abc", "depth=x", "depth=-1", "at_seq=99999999999999999999999", "at_seq=9223372036854775808"]
+        {
             let error = parse_query::<Book>(Some(bad)).unwrap_err();
             assert_eq!((error.status.as_u16(), error.code), (400, "bad_request"), "{bad}");
             assert!(error.message.starts_with("invalid query string"), "{bad}: {}", error.message);
