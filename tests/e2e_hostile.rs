@@ -14,7 +14,7 @@ const ABI_VERSION: u32 = exhost_guest_sdk::ABI_VERSION;
 
 /// A matching module with an empty book that works, except where `tweaks`
 /// replace an export's body. `$applied` counts applied commands and
-/// `$restored` is set by a restore of a non-empty state, so a module can
+/// `$restored` is set by a restore or a migration of a non-empty state, so a module can
 /// misbehave only once it holds something (which an upload's check on a
 /// fresh instance does not see).
 fn module(tweaks: &[(&str, &str)]) -> Vec<u8> {
@@ -42,7 +42,9 @@ fn module(tweaks: &[(&str, &str)]) -> Vec<u8> {
             (func (export "exhost_restore") (param i32) (result i32)
                 (global.set $restored (i32.ne (local.get 0) (i32.const 0)))
                 {restore})
-            (func (export "exhost_migrate") (param i32 i32) (result i32) i32.const 0)
+            (func (export "exhost_migrate") (param i32 i32) (result i32)
+                (global.set $restored (i32.ne (local.get 1) (i32.const 0)))
+                i32.const 0)
             (func (export "exhost_panic_message") (result i64) i64.const 0)
         )"#,
         init = body("init", "i32.const 0"),

@@ -198,7 +198,7 @@ fn switching_to_pro_rata_and_back_changes_the_rules_at_the_swap() {
     let uploaded = upload(&host, exhost_embedded::PRORATA_WASM).ok();
     let prorata = uploaded["hash"].as_str().unwrap().to_string();
     let swapped = activate(&host, &prorata).ok();
-    assert_eq!(swapped["migrated"], false, "both speak book v1");
+    assert_eq!(swapped["migrated"], true, "book v2 to pro-rata's book v1 goes through migrate");
     // The book carried over: 0.010 of t0 and 0.010 of t1 rest at 27000.
     let book = host.get("/v1/markets/BTC-PERP/book").ok();
     assert_eq!(book["asks"], json!([["27000.0", "0.020"]]));
@@ -207,6 +207,14 @@ fn switching_to_pro_rata_and_back_changes_the_rules_at_the_swap() {
     let taker = order(&host, &t[3], "buy", "27000", "0.030");
     assert_eq!(fills(&taker).iter().map(|f| f.1.as_str()).collect::<Vec<_>>(), ["0.005", "0.005", "0.020"]);
     assert_eq!(exhost_prorata::allocate(30, &[Some(10), Some(10), Some(40)]), vec![5, 5, 20]);
+    // Pro-rata has no icebergs: the order is refused precisely and nothing rests.
+    let iceberg = json!({"symbol": "BTC-PERP", "side": "sell", "type": "limit", "price": "27100", "qty": "0.020", "display_qty": "0.010"});
+    let refused = host.signed(&t[2], "POST", "/v1/orders", Some(iceberg)).ok();
+    assert_eq!(
+        (refused["status"].as_str(), refused["reject_reason"].as_str()),
+        (Some("rejected"), Some("unsupported_order"))
+    );
+    assert_eq!(host.get("/v1/markets/BTC-PERP/book").ok()["asks"], json!([["27000.0", "0.030"]]));
 
     // Rollback: price-time again, from the state pro-rata left.
     let rolled = activate(&host, &price_time).ok();
@@ -283,9 +291,9 @@ fn a_faulty_module_rejects_its_bad_commands_the_same_way_on_replay_and_its_migra
     let bob = host.new_trader();
     order(&host, &alice, "sell", "27000", "0.050");
     let testbed = upload(&host, exhost_embedded::TESTBED_WASM).ok();
-    assert_eq!(testbed["state_version"], 2);
+    assert_eq!(testbed["state_version"], 1000);
     let swapped = activate(&host, testbed["hash"].as_str().unwrap()).ok();
-    assert_eq!(swapped["migrated"], true, "book v1 to testbed v2 goes through migrate");
+    assert_eq!(swapped["migrated"], true, "book v2 to testbed v1000 goes through migrate");
 
     let trapped = order(&host, &bob, "buy", "27000", "0.013");
     assert_eq!(

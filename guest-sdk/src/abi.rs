@@ -36,6 +36,21 @@ use crate::types::CommandContext;
 /// The version of this ABI. The host refuses modules that declare another.
 pub const ABI_VERSION: u32 = 1;
 
+/// What this SDK adds to [`ABI_VERSION`] without breaking it: message
+/// variants and stable-enum codes only grow, and a module built with an
+/// older SDK cannot decode what came after it. A module exports its SDK's
+/// revision ([`exports::ABI_REVISION`]), and the host sends it nothing of a
+/// later one: an order that needs more than the market's book or the
+/// position module reads is refused for it (`unsupported_order`) before
+/// any module runs.
+///
+/// - 0: the first ABI (no `exhost_abi_revision` export).
+/// - 1: order options (`MatchingCommand::PlaceWith`, `TimeInForce::Gtd`),
+///   wakes (`MatchingCommand::Wake`, `MatchingEvent::Wake`), the reasons
+///   `invalid_expire_time`, `invalid_display_qty`, `unsupported_order`,
+///   `expired`.
+pub const ABI_REVISION: u32 = 1;
+
 /// Export names, spelled once.
 pub mod exports {
     /// `() -> i32`: [`ABI_VERSION`](super::ABI_VERSION) of the SDK the module was built with.
@@ -62,6 +77,9 @@ pub mod exports {
     pub const MIGRATE: &str = "exhost_migrate";
     /// `() -> i64`: `(ptr << 32) | len` of the last panic message (empty if none).
     pub const PANIC_MESSAGE: &str = "exhost_panic_message";
+    /// Optional, `() -> i32`: the [`ABI_REVISION`](super::ABI_REVISION) of
+    /// the SDK the module was built with; without it, revision 0.
+    pub const ABI_REVISION: &str = "exhost_abi_revision";
     /// The exported linear memory.
     pub const MEMORY: &str = "memory";
 

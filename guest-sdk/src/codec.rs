@@ -51,6 +51,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if rest.is_empty() { Ok(value) } else { Err(DecodeError::TrailingBytes { count: rest.len() }) }
 }
 
+/// Decode one value from the start of `bytes`; returns it and what follows.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), DecodeError> {
+    postcard::take_from_bytes(bytes).map_err(DecodeError::Malformed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +103,29 @@ mod tests {
         let bytes = encode(&place());
         for cut in 0..bytes.len() {
             assert!(decode::<MatchingCommand>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// What a module of an older SDK could not decode needs a later revision.
+    #[test]
+    fn commands_name_the_revision_that_added_them() {
+        use crate::matching::OrderOptions;
+        let MatchingCommand::Place(order) = place() else { unreachable!() };
+        let (order_id, user_id) = (order.order_id, order.user_id);
+        let gtd = PlaceOrder { time_in_force: TimeInForce::Gtd, ..order.clone() };
+        let options = OrderOptions { display_lots: Some(2), expire_time_ns: None };
+        let revisions = [
+            (place(), 0),
+            (MatchingCommand::Cancel { order_id, user_id }, 0),
+            (MatchingCommand::Amend { order_id, user_id, price_ticks: Some(1), qty_lots: None }, 0),
+            (MatchingCommand::MassCancel { user_id }, 0),
+            (MatchingCommand::Place(gtd), 1),
+            (MatchingCommand::PlaceWith { order, options }, 1),
+            (MatchingCommand::Wake, 1),
+        ];
+        for (command, revision) in revisions {
+            assert_eq!(command.revision(), revision, "{command:?}");
+            assert!(revision <= crate::abi::ABI_REVISION);
         }
     }
 

@@ -60,6 +60,11 @@ macro_rules! __export_module {
             }
 
             #[unsafe(no_mangle)]
+            pub extern "C" fn exhost_abi_revision() -> u32 {
+                $crate::abi::ABI_REVISION
+            }
+
+            #[unsafe(no_mangle)]
             pub extern "C" fn exhost_input(len: u32) -> u32 {
                 guest().input(len).as_mut_ptr() as usize as u32
             }

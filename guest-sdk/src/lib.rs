@@ -7,7 +7,7 @@
 //! - [`matching`]: the matching-module commands, events, queries and trait.
 //! - [`position`]: the position-module commands, events, queries and trait.
 //! - [`codec`]: the one deterministic binary encoding.
-//! - [`book`]: "book v1", a snapshot format order books share, so they can swap.
+//! - [`book`]: "book v1" and "book v2", snapshot formats order books share, so they can swap.
 //! - [`abi`]: export names, the memory protocol, `ABI_VERSION`.
 //! - [`export_matching_module!`], [`export_position_module!`]: one macro line
 //!   turns your type into a module.
@@ -29,7 +29,7 @@ pub mod types;
 pub use abi::{ABI_VERSION, Abi, MatchingAbi, ModuleKind, PositionAbi};
 pub use matching::{
     Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
-    ModuleError, OpenOrder, OrderUpdate, PlaceOrder, Trade,
+    ModuleError, OpenOrder, OrderOptions, OrderUpdate, PlaceOrder, Trade,
 };
 pub use position::{
     AccountState, BalanceCause, FollowUp, LedgerState, MarketRisk, OrderIntent, PositionCommand, PositionConfig,

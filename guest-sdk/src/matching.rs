@@ -57,7 +57,33 @@ pub struct PlaceOrder {
     pub self_trade_prevention: SelfTradePrevention,
 }
 
+/// What a new order may carry beyond [`PlaceOrder`]. The host sends an order
+/// with options as [`MatchingCommand::PlaceWith`], and one without as
+/// [`MatchingCommand::Place`], so modules built before options existed keep
+/// taking plain orders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderOptions {
+    /// Iceberg: the book shows at most this much of the order; each time the
+    /// shown part fills, the next part is shown at the back of its level.
+    pub display_lots: Option<u64>,
+    /// With [`TimeInForce::Gtd`]: cancelled (`expired`) by the first command
+    /// whose timestamp is at or after this (nanoseconds since the epoch).
+    pub expire_time_ns: Option<u64>,
+}
+
+impl OrderOptions {
+    pub fn is_plain(&self) -> bool {
+        *self == OrderOptions::default()
+    }
+}
+
 /// A command for one market's book.
+///
+/// Time-driven rules (an order's expiry) need the module to run when no
+/// command of its market arrives. A module asks for that with
+/// [`MatchingEvent::Wake`]; the host then sends it [`MatchingCommand::Wake`]
+/// inside the first command, of any market, whose timestamp is at or after
+/// the time asked for, before that command's own work, with its context.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MatchingCommand {
     Place(PlaceOrder),
@@ -77,6 +103,26 @@ pub enum MatchingCommand {
     MassCancel {
         user_id: UserId,
     },
+    /// A new order with options.
+    PlaceWith {
+        order: PlaceOrder,
+        options: OrderOptions,
+    },
+    /// The time the module asked for with [`MatchingEvent::Wake`] has come:
+    /// do what is due at the context's timestamp.
+    Wake,
+}
+
+impl MatchingCommand {
+    /// The [`ABI_REVISION`](crate::abi::ABI_REVISION) a module needs to
+    /// decode this command.
+    pub const fn revision(&self) -> u32 {
+        match self {
+            MatchingCommand::Place(order) => order.time_in_force.revision(),
+            MatchingCommand::Cancel { .. } | MatchingCommand::Amend { .. } | MatchingCommand::MassCancel { .. } => 0,
+            MatchingCommand::PlaceWith { .. } | MatchingCommand::Wake => 1,
+        }
+    }
 }
 
 /// The state of one order after a command changed it: a change message.
@@ -124,6 +170,8 @@ pub struct Trade {
 /// `Order` update; last, the taker's (or the cancelled or amended order's) `Order`
 /// update; then a `Level` per changed price level. A refused place is a single `Order` update with status `rejected`; a
 /// refused cancel or amend is a single `Rejected` (the order, if any, is unchanged).
+/// Orders that expire at the start of a command come first, each as its
+/// `Order` update (`cancelled`, `expired`); a `Wake` is the very last event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MatchingEvent {
     Order(OrderUpdate),
@@ -141,6 +189,13 @@ pub enum MatchingEvent {
         side: Side,
         price_ticks: u64,
         qty_lots: u64,
+    },
+    /// For the host, not published: send [`MatchingCommand::Wake`] in the
+    /// first command at or after `at_ts_ns` (`None`: never). Emitted when the
+    /// module's next wake time changes; the host keeps the latest, and a
+    /// module woken early does nothing and says when to come back.
+    Wake {
+        at_ts_ns: Option<u64>,
     },
 }
 

@@ -117,6 +117,9 @@ stable_enum! {
         Fok = 3 => "fok",
         /// Maker only: refused if it would match on arrival.
         PostOnly = 4 => "post_only",
+        /// Good till date: like `gtc` until the order's expire time
+        /// ([`OrderOptions::expire_time_ns`](crate::matching::OrderOptions)), then cancelled (`expired`).
+        Gtd = 5 => "gtd",
     }
 }
 
@@ -143,6 +146,16 @@ stable_enum! {
         Cancelled = 4 => "cancelled",
         /// Refused; nothing changed.
         Rejected = 5 => "rejected",
+    }
+}
+
+impl TimeInForce {
+    /// The [`ABI_REVISION`](crate::abi::ABI_REVISION) that added it.
+    pub const fn revision(self) -> u32 {
+        match self {
+            TimeInForce::Gtd => 1,
+            _ => 0,
+        }
     }
 }
 
@@ -190,6 +203,15 @@ stable_enum! {
         ModuleMemoryLimit = 21 => "module_memory_limit",
         /// A new order reused the client order id of one of the user's open orders.
         DuplicateClientOrderId = 22 => "duplicate_client_order_id",
+        /// `gtd` without an expire time, an expire time without `gtd`, or one
+        /// not after the command's timestamp.
+        InvalidExpireTime = 23 => "invalid_expire_time",
+        /// A display quantity of zero, above the order's quantity, or on an
+        /// order that does not rest (market, `ioc`, `fok`).
+        InvalidDisplayQty = 24 => "invalid_display_qty",
+        /// The market's matching module does not take this kind of order (an
+        /// iceberg, a `gtd` order): its rules have no place for it.
+        UnsupportedOrder = 25 => "unsupported_order",
         UserCancel = 100 => "user_cancel",
         MassCancel = 101 => "mass_cancel",
         /// The remainder of an IOC or market order.
@@ -201,6 +223,8 @@ stable_enum! {
         FillLimit = 105 => "fill_limit",
         /// The book holds its named maximum of resting orders.
         BookFull = 106 => "book_full",
+        /// A `gtd` order reached its expire time.
+        Expired = 107 => "expired",
     }
 }
 

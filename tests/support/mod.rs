@@ -96,11 +96,17 @@ impl Host {
 
     /// Start with extra `exhost serve` arguments (a cluster node's, say).
     pub fn start_args(data_dir: &Path, config_toml: &str, extra: &[String]) -> Host {
+        Self::start_program(Path::new(EXHOST), data_dir, config_toml, extra)
+    }
+
+    /// Start another build of `exhost` (an older release, to write a data
+    /// directory the way it did).
+    pub fn start_program(program: &Path, data_dir: &Path, config_toml: &str, extra: &[String]) -> Host {
         let config_path = data_dir.join("exhost.toml");
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&config_path, config_toml).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("host.log")).unwrap();
-        let mut child = Command::new(EXHOST)
+        let mut child = Command::new(program)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--config")
@@ -322,7 +328,12 @@ impl Trader {
 
 /// Run the CLI on a data directory.
 pub fn exhost(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(EXHOST)
+    exhost_program(Path::new(EXHOST), args, data_dir)
+}
+
+/// Run another build's CLI on a data directory.
+pub fn exhost_program(program: &Path, args: &[&str], data_dir: &Path) -> Output {
+    Command::new(program)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)

@@ -17,11 +17,16 @@
 //! in force, amend, cancel, level events, limits) follows the ABI like the
 //! reference book, and the state is saved in the SDK's shared "book v1"
 //! format, so a market can be switched between this module and the reference
-//! price-time module in either direction while it trades.
+//! price-time module in either direction while it trades: it takes the
+//! reference module's "book v2" as long as no order in it is an iceberg or
+//! `gtd`, which pro-rata does not offer (such orders are refused here with
+//! `unsupported_order`).
 
 use std::collections::BTreeMap;
 
-use exhost_guest_sdk::book::{BOOK_STATE_V1, BookOrder, read_book_v1, write_book_v1};
+use exhost_guest_sdk::book::{
+    BOOK_STATE_V1, BOOK_STATE_V2, BookOrder, BookSnapshotV1, book_v2_to_v1, read_book_v1, read_book_v2, write_book_v1,
+};
 use exhost_guest_sdk::{
     CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
     MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
@@ -99,6 +104,20 @@ fn update(order: &BookOrder, status: OrderStatus, reason: Option<Reason>) -> Mat
         filled_lots: order.filled_lots,
         status,
         reason,
+    })
+}
+
+/// A new order refused as it came: nothing changed.
+fn refused(p: &PlaceOrder, reason: Reason) -> MatchingEvent {
+    MatchingEvent::Order(OrderUpdate {
+        order_id: p.order_id,
+        user_id: p.user_id,
+        side: p.side,
+        price_ticks: p.price_ticks,
+        qty_lots: p.qty_lots,
+        filled_lots: 0,
+        status: OrderStatus::Rejected,
+        reason: Some(reason),
     })
 }
 
@@ -294,6 +313,9 @@ impl ProRataBook {
             }
             OrderType::Market => None,
         };
+        if p.time_in_force == TimeInForce::Gtd {
+            return reject(Reason::UnsupportedOrder, events);
+        }
         if self.index.contains_key(&p.order_id) {
             return reject(Reason::DuplicateOrderId, events);
         }
@@ -414,6 +436,12 @@ impl MatchingModule for ProRataBook {
         let before = self.depth();
         match command {
             MatchingCommand::Place(p) => self.place(p, events),
+            MatchingCommand::PlaceWith { order, options } => match options.is_plain() {
+                true => self.place(order, events),
+                false => events.push(refused(order, Reason::UnsupportedOrder)),
+            },
+            // It keeps no time-driven state, and never asks to be woken.
+            MatchingCommand::Wake => {}
             MatchingCommand::Cancel { order_id, user_id } => match self.own(*order_id, *user_id).is_some() {
                 true => {
                     let order = self.remove(*order_id).expect("found");
@@ -487,7 +515,20 @@ impl MatchingModule for ProRataBook {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
-        let snapshot = read_book_v1(bytes)?;
+        ProRataBook::from_v1(read_book_v1(bytes)?)
+    }
+
+    /// The reference module's "book v2", if it holds no iceberg or `gtd` order.
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
+        match from_version {
+            BOOK_STATE_V2 => ProRataBook::from_v1(book_v2_to_v1(read_book_v2(bytes)?)?),
+            other => Err(ModuleError::new(format!("cannot migrate state version {other} to {BOOK_STATE_V1}"))),
+        }
+    }
+}
+
+impl ProRataBook {
+    fn from_v1(snapshot: BookSnapshotV1) -> Result<Self, ModuleError> {
         let mut book = ProRataBook::init(&snapshot.config)?;
         book.last_trade_id = snapshot.last_trade_id;
         for order in snapshot.orders {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::command::ModuleTarget;
 use crate::command::{Command, MarketId};
-use crate::engine::{Engine, received};
+use crate::engine::{Engine, received, received_options, take_wakes};
 use crate::error::EngineError;
 use crate::event::EventBody;
 
@@ -96,10 +96,17 @@ impl Engine {
         // Client order ids taken in this run: a repeat ends the run, and the
         // command-by-command path decides whether it is a duplicate.
         let mut client_ids: std::collections::BTreeSet<(exhost_guest_sdk::UserId, &str)> = Default::default();
-        for (offset, (_, command)) in commands.iter().take(BATCH_COMMANDS_MAX).enumerate() {
+        // A command at or after a wake time wakes a book first: `apply` does that.
+        let first_wake = self.wakes.values().min().copied().unwrap_or(u64::MAX);
+        let mut ts_ns = self.last_ts_ns();
+        for (offset, (command_ts_ns, command)) in commands.iter().take(BATCH_COMMANDS_MAX).enumerate() {
             let seq = self.last_seq() + 1 + offset as u64;
-            let (market, user_id, matching) = match command {
-                Command::PlaceOrder(order)
+            ts_ns = ts_ns.max(*command_ts_ns);
+            if ts_ns >= first_wake {
+                break;
+            }
+            let (market, user_id, matching) = match command.as_new_order() {
+                Some((order, _))
                     if order.client_order_id.as_deref().is_some_and(|id| {
                         self.registry.client_order_open(order.user_id, Some(id))
                             || !client_ids.insert((order.user_id, id))
@@ -107,25 +114,29 @@ impl Engine {
                 {
                     break;
                 }
-                Command::PlaceOrder(order) => {
-                    (order.market, order.user_id, MatchingCommand::Place(order.to_matching(OrderId(seq))))
+                Some((order, options)) => {
+                    (order.market, order.user_id, order.to_matching_command(OrderId(seq), &options))
                 }
-                Command::CancelOrder { market, user_id, order_id } => {
-                    (*market, *user_id, MatchingCommand::Cancel { order_id: *order_id, user_id: *user_id })
-                }
-                Command::AmendOrder { market, user_id, order_id, price_ticks, qty_lots } => (
-                    *market,
-                    *user_id,
-                    MatchingCommand::Amend {
-                        order_id: *order_id,
-                        user_id: *user_id,
-                        price_ticks: *price_ticks,
-                        qty_lots: *qty_lots,
-                    },
-                ),
-                _ => break,
+                None => match command {
+                    Command::CancelOrder { market, user_id, order_id } => {
+                        (*market, *user_id, MatchingCommand::Cancel { order_id: *order_id, user_id: *user_id })
+                    }
+                    Command::AmendOrder { market, user_id, order_id, price_ticks, qty_lots } => (
+                        *market,
+                        *user_id,
+                        MatchingCommand::Amend {
+                            order_id: *order_id,
+                            user_id: *user_id,
+                            price_ticks: *price_ticks,
+                            qty_lots: *qty_lots,
+                        },
+                    ),
+                    _ => break,
+                },
             };
-            let valid = (market.0 as usize) < self.markets.len() && self.registry.users.contains_key(&user_id);
+            let valid = (market.0 as usize) < self.markets.len()
+                && self.registry.users.contains_key(&user_id)
+                && self.markets[market.0 as usize].knows(&matching);
             if !valid {
                 break;
             }
@@ -177,11 +188,28 @@ impl Engine {
             }
             applied.push((market, keep, inputs));
         }
+        // A wake time a command of the run asked for, at or before a later
+        // command of the run, would have woken a book in between: one by one.
+        let mut wakes = Vec::new();
+        for (offset, output) in outputs.iter_mut().enumerate() {
+            let before = wakes.len();
+            take_wakes(run[offset].0, output, &mut wakes);
+            let earliest = wakes[before..].iter().filter_map(|&(_, at_ts_ns)| at_ts_ns).min();
+            if earliest.is_some_and(|at_ts_ns| contexts[offset + 1..].iter().any(|later| later.ts_ns >= at_ts_ns)) {
+                for (market, keep, _) in applied {
+                    self.markets[market.0 as usize].rebuild(&*self.loader, keep, ModuleTarget::Market(market))?;
+                }
+                return Ok(None);
+            }
+        }
+        self.pending_wakes = wakes;
+        self.commit_wakes();
         let mut results = Vec::with_capacity(run.len());
         for ((ctx, output), ((market, _), (_, command))) in contexts.iter().zip(outputs).zip(run.iter().zip(commands)) {
             let mut events = Vec::with_capacity(output.len() + 1);
-            if let Command::PlaceOrder(order) = command {
+            if let Some((order, options)) = command.as_new_order() {
                 events.push(received(OrderId(ctx.seq), order));
+                events.extend(received_options(OrderId(ctx.seq), order, &options));
             }
             events.extend(output.into_iter().map(|event| EventBody::Matching { market: *market, event }));
             if events.is_empty() {

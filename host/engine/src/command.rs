@@ -7,7 +7,8 @@
 
 pub use exhost_guest_sdk::MarketId;
 use exhost_guest_sdk::{
-    MarketConfig, OrderId, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention, Side, TimeInForce, UserId,
+    MarketConfig, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention,
+    Side, TimeInForce, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,18 @@ impl NewOrder {
             self_trade_prevention: self.self_trade_prevention,
         }
     }
+
+    /// The matching command that places this order: `Place` for a plain
+    /// order, so modules that predate options keep taking those, and
+    /// `PlaceWith` for one with options.
+    pub fn to_matching_command(&self, order_id: OrderId, options: &OrderOptions) -> MatchingCommand {
+        let order = self.to_matching(order_id);
+        if options.is_plain() {
+            MatchingCommand::Place(order)
+        } else {
+            MatchingCommand::PlaceWith { order, options: *options }
+        }
+    }
 }
 
 /// How a user's requests are proven. Nothing here is a secret in clear
@@ -200,16 +213,31 @@ pub enum Command {
         api_key: String,
         credential: Credential,
     },
+    /// A new order with options (iceberg, expire time). Plain orders stay
+    /// `PlaceOrder`, so journals written before options read as they were.
+    PlaceOrderWith {
+        order: NewOrder,
+        options: OrderOptions,
+    },
 }
 
 impl Command {
+    /// The order a place command carries, with its options.
+    pub fn as_new_order(&self) -> Option<(&NewOrder, OrderOptions)> {
+        match self {
+            Command::PlaceOrder(order) => Some((order, OrderOptions::default())),
+            Command::PlaceOrderWith { order, options } => Some((order, *options)),
+            _ => None,
+        }
+    }
+
     /// A short name for logs, metrics and `exhost journal`.
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateUser { .. } => "create_user",
             Command::Deposit { .. } => "deposit",
             Command::CreateMarket(_) => "create_market",
-            Command::PlaceOrder(_) => "place_order",
+            Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } => "place_order",
             Command::CancelOrder { .. } => "cancel_order",
             Command::AmendOrder { .. } => "amend_order",
             Command::MassCancel { .. } => "mass_cancel",

@@ -23,13 +23,13 @@
 //! resumed from the live instance's image, so nothing a client asks and
 //! nothing an operator inspects changes a byte that later commands could see.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use exhost_guest_sdk::{
     Abi, CommandContext, FollowUp, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult,
-    OrderId, OrderIntent, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi, PositionCommand, PositionQuery,
-    PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
+    OrderId, OrderIntent, OrderOptions, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi, PositionCommand,
+    PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
 };
 
 use crate::command::{Command, MarketId, ModuleTarget, NewOrder};
@@ -61,6 +61,12 @@ pub struct Engine {
     pub(crate) faults_dropped: u64,
     /// Instances the current command touched, with their retained length before it.
     pub(crate) touched: Vec<(ModuleTarget, usize)>,
+    /// When each market's module asked to be woken (`MatchingEvent::Wake`):
+    /// state, in every snapshot.
+    pub(crate) wakes: BTreeMap<MarketId, u64>,
+    /// The wake times the current command's modules asked for, in order;
+    /// they take effect only if the command completes.
+    pub(crate) pending_wakes: Vec<(MarketId, Option<u64>)>,
 }
 
 impl Engine {
@@ -76,6 +82,8 @@ impl Engine {
             faults: Vec::new(),
             faults_dropped: 0,
             touched: Vec::new(),
+            wakes: BTreeMap::new(),
+            pending_wakes: Vec::new(),
         }
     }
 
@@ -109,17 +117,21 @@ impl Engine {
         let ctx = CommandContext { seq, ts_ns };
         let mut events = Vec::new();
         self.touched.clear();
-        match self.dispatch(ctx, command, &mut events) {
+        self.pending_wakes.clear();
+        let outcome = self.wake_due(ctx, &mut events).and_then(|()| self.dispatch(ctx, command, &mut events));
+        match outcome {
             Ok(()) => {
                 // Every sequence number shows in the event log, so a follower
                 // can tell a command that changed nothing from a lost one.
                 if events.is_empty() {
                     events.push(EventBody::NoEffect);
                 }
+                self.commit_wakes();
                 self.checkpoint_full_slots()?
             }
             Err(Abort::Fatal(error)) => return Err(error),
             Err(Abort::Fault(reason)) => {
+                self.pending_wakes.clear();
                 self.undo_command()?;
                 events = rejection(ctx, command, reason);
             }
@@ -128,6 +140,43 @@ impl Engine {
         self.last_seq = seq;
         self.last_ts_ns = ts_ns;
         Ok(events)
+    }
+
+    /// Wake, before the command's own work, each market whose module asked
+    /// for a time at or before the command's, in market order. A module that
+    /// faults there is put back and not woken again until it asks anew: its
+    /// market's next command meets the same fault, the others go on.
+    fn wake_due(&mut self, ctx: CommandContext, events: &mut Vec<EventBody>) -> Result<(), Abort> {
+        let due: Vec<MarketId> =
+            self.wakes.iter().filter(|&(_, &at_ts_ns)| at_ts_ns <= ctx.ts_ns).map(|(&market, _)| market).collect();
+        for market in due {
+            // A wake is used up: the module answers with its next one, if any
+            // (one that does not answer, a module swapped in, is not woken again).
+            self.pending_wakes.push((market, None));
+            if !self.markets[market.0 as usize].knows(&MatchingCommand::Wake) {
+                continue;
+            }
+            // A fault drops what the wake did, and the wake with it.
+            self.on_its_own(events, None, |engine, events| {
+                engine.match_and_settle(ctx, market, MatchingCommand::Wake, events)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Keep the wake times the completed command's modules asked for.
+    pub(crate) fn commit_wakes(&mut self) {
+        for (market, at_ts_ns) in self.pending_wakes.drain(..) {
+            match at_ts_ns {
+                Some(at_ts_ns) => self.wakes.insert(market, at_ts_ns),
+                None => self.wakes.remove(&market),
+            };
+        }
+    }
+
+    /// When `market`'s module asked to be woken, if it did.
+    pub fn wake_at(&self, market: MarketId) -> Option<u64> {
+        self.wakes.get(&market).copied()
     }
 
     fn dispatch(&mut self, ctx: CommandContext, command: &Command, events: &mut Vec<EventBody>) -> Result<(), Abort> {
@@ -182,7 +231,8 @@ impl Engine {
             Command::InstallPositionModule { module_hash, limits, config } => {
                 self.install_position(ctx, *module_hash, *limits, config, events)?
             }
-            Command::PlaceOrder(order) => self.place(ctx, order, events)?,
+            Command::PlaceOrder(order) => self.place(ctx, order, &OrderOptions::default(), events)?,
+            Command::PlaceOrderWith { order, options } => self.place(ctx, order, options, events)?,
             Command::CancelOrder { market, user_id, order_id } => {
                 if let Some(reason) = self.check_market_user(*market, *user_id) {
                     events.push(EventBody::CommandRejected { reason });
@@ -239,7 +289,8 @@ impl Engine {
                     for index in 0..self.markets.len() {
                         let market = MarketId(index as u32);
                         let command = MatchingCommand::MassCancel { user_id: *user_id };
-                        self.on_its_own(market, *user_id, events, |engine, events| {
+                        let rejected = |reason| EventBody::MarketCommandRejected { market, user_id: *user_id, reason };
+                        self.on_its_own(events, Some(&rejected), |engine, events| {
                             engine.match_and_settle(ctx, market, command, events)
                         })?;
                     }
@@ -301,7 +352,13 @@ impl Engine {
         Ok(())
     }
 
-    fn place(&mut self, ctx: CommandContext, order: &NewOrder, events: &mut Vec<EventBody>) -> Result<(), Abort> {
+    fn place(
+        &mut self,
+        ctx: CommandContext,
+        order: &NewOrder,
+        options: &OrderOptions,
+        events: &mut Vec<EventBody>,
+    ) -> Result<(), Abort> {
         if let Some(reason) = self.check_market_user(order.market, order.user_id) {
             events.push(EventBody::CommandRejected { reason });
             return Ok(());
@@ -312,6 +369,17 @@ impl Engine {
         }
         let order_id = OrderId(ctx.seq);
         events.push(received(order_id, order));
+        events.extend(received_options(order_id, order, options));
+        let command = order.to_matching_command(order_id, options);
+        let position_reads = |slot: &Slot<PositionAbi>| command.revision() <= slot.instance.abi_revision();
+        if !self.markets[order.market.0 as usize].knows(&command) || !self.position.as_ref().is_none_or(position_reads)
+        {
+            // A module built before this kind of order existed cannot decode
+            // it, or what the book would say of it (a new reason, status).
+            let refused = refused_order(order_id, order, Reason::UnsupportedOrder);
+            events.push(EventBody::Matching { market: order.market, event: refused });
+            return Ok(());
+        }
         if self.position.is_some() {
             let check = PositionCommand::CheckOrder(OrderIntent {
                 market: order.market,
@@ -329,7 +397,6 @@ impl Engine {
                 return Ok(());
             }
         }
-        let command = MatchingCommand::Place(order.to_matching(order_id));
         self.match_and_settle(ctx, order.market, command, events)
     }
 
@@ -416,9 +483,15 @@ impl Engine {
         market: MarketId,
         command: MatchingCommand,
     ) -> Result<Vec<MatchingEvent>, Abort> {
+        if !self.markets[market.0 as usize].knows(&command) {
+            // Never sent: the callers refuse such commands before they get here.
+            return Err(Abort::Fault(Reason::ModuleProtocol));
+        }
         self.touch(ModuleTarget::Market(market));
         let faulted = self.markets[market.0 as usize].run(ctx, command);
-        faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Market(market), fault))
+        let mut book_events = faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Market(market), fault))?;
+        take_wakes(market, &mut book_events, &mut self.pending_wakes);
+        Ok(book_events)
     }
 
     /// Run a position command, appending its events.
@@ -442,15 +515,16 @@ impl Engine {
     /// instance the part touched is put back as it was before the part, its
     /// events are dropped and replaced by a rejection of that part, and the
     /// command goes on. What earlier parts did stays.
+    /// Whether the part faulted; `rejected` says so in the events, if given.
     fn on_its_own(
         &mut self,
-        market: MarketId,
-        user_id: UserId,
         events: &mut Vec<EventBody>,
+        rejected: Option<&dyn Fn(Reason) -> EventBody>,
         part: impl FnOnce(&mut Engine, &mut Vec<EventBody>) -> Result<(), Abort>,
-    ) -> Result<(), Abort> {
+    ) -> Result<bool, Abort> {
         let outer = std::mem::take(&mut self.touched);
         let events_before = events.len();
+        let wakes_before = self.pending_wakes.len();
         let outcome = part(self, events);
         let inner = std::mem::replace(&mut self.touched, outer);
         if let Err(Abort::Fault(reason)) = outcome {
@@ -458,7 +532,10 @@ impl Engine {
                 self.rebuild_target(target, keep)?;
             }
             events.truncate(events_before);
-            events.push(EventBody::MarketCommandRejected { market, user_id, reason });
+            self.pending_wakes.truncate(wakes_before);
+            if let Some(rejected) = rejected {
+                events.push(rejected(reason));
+            }
         }
         // What the whole command touched, with the length each had before it.
         for (target, keep) in inner {
@@ -468,7 +545,8 @@ impl Engine {
         }
         match outcome {
             Err(Abort::Fatal(error)) => Err(Abort::Fatal(error)),
-            _ => Ok(()),
+            Err(Abort::Fault(_)) => Ok(true),
+            Ok(()) => Ok(false),
         }
     }
 
@@ -550,6 +628,29 @@ pub(crate) fn received(order_id: OrderId, order: &NewOrder) -> EventBody {
     }
 }
 
+/// Move a module's wake times out of its events (they are for the engine,
+/// not published or settled) into `wakes`, in order.
+pub(crate) fn take_wakes(market: MarketId, events: &mut Vec<MatchingEvent>, wakes: &mut Vec<(MarketId, Option<u64>)>) {
+    events.retain(|event| match event {
+        MatchingEvent::Wake { at_ts_ns } => {
+            wakes.push((market, *at_ts_ns));
+            false
+        }
+        _ => true,
+    });
+}
+
+/// The options of an order that has some, as their event.
+pub(crate) fn received_options(order_id: OrderId, order: &NewOrder, options: &OrderOptions) -> Option<EventBody> {
+    (!options.is_plain()).then_some(EventBody::OrderOptions {
+        market: order.market,
+        order_id,
+        user_id: order.user_id,
+        display_lots: options.display_lots,
+        expire_time_ns: options.expire_time_ns,
+    })
+}
+
 fn refused_order(order_id: OrderId, order: &NewOrder, reason: Reason) -> MatchingEvent {
     MatchingEvent::Order(OrderUpdate {
         order_id,
@@ -578,12 +679,13 @@ fn mass_cancelled(market: Option<MarketId>, user_id: UserId, events: &[EventBody
 /// The events that report a command undone because a module faulted.
 fn rejection(ctx: CommandContext, command: &Command, reason: Reason) -> Vec<EventBody> {
     match command {
-        Command::PlaceOrder(order) => {
+        Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } => {
+            let (order, options) = command.as_new_order().expect("a place command");
             let order_id = OrderId(ctx.seq);
-            vec![
-                received(order_id, order),
-                EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) },
-            ]
+            let mut events = vec![received(order_id, order)];
+            events.extend(received_options(order_id, order, &options));
+            events.push(EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) });
+            events
         }
         Command::CancelOrder { market, user_id, order_id } | Command::AmendOrder { market, user_id, order_id, .. } => {
             vec![EventBody::Matching {

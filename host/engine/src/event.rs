@@ -88,6 +88,15 @@ pub enum EventBody {
     /// when a command would otherwise leave no event, so that every sequence
     /// number shows in the event log.
     NoEffect,
+    /// The options of the order received just before, in the same command
+    /// (only for an order that has some).
+    OrderOptions {
+        market: MarketId,
+        order_id: OrderId,
+        user_id: UserId,
+        display_lots: Option<u64>,
+        expire_time_ns: Option<u64>,
+    },
 }
 
 /// An event with its place in history.

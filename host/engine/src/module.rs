@@ -211,6 +211,12 @@ pub trait Instance<A: Abi>: Send {
     /// The snapshot format version of the module.
     fn state_version(&self) -> u32;
 
+    /// The SDK revision the module was built with: the host sends it
+    /// nothing of a later one. A native instance is built with this SDK.
+    fn abi_revision(&self) -> u32 {
+        exhost_guest_sdk::abi::ABI_REVISION
+    }
+
     /// Bytes of memory the instance holds for its state, where the runtime
     /// can tell (a wasm instance: its linear memory, which never shrinks).
     fn memory_bytes(&self) -> Option<usize> {

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use exhost_guest_sdk::codec::{decode, encode_into};
-use exhost_guest_sdk::{Abi, CommandContext};
+use exhost_guest_sdk::{Abi, CommandContext, MatchingAbi, MatchingCommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -96,6 +96,14 @@ impl<C: Serialize + DeserializeOwned> Retained<C> {
         let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
         decode(&self.bytes[start..self.ends[index]])
             .map_err(|error| ModuleFault::Protocol { message: format!("retained command {index}: {error}") })
+    }
+}
+
+impl Slot<MatchingAbi> {
+    /// Whether the module decodes this command (a module built before it
+    /// existed does not: it is never sent one).
+    pub(crate) fn knows(&self, command: &MatchingCommand) -> bool {
+        command.revision() <= self.instance.abi_revision()
     }
 }
 

@@ -6,6 +6,7 @@
 //! Its digest is the SHA-256 of its encoding, so two engines agree on a
 //! digest exactly when they agree on every byte of state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use exhost_guest_sdk::codec::{self, DecodeError};
@@ -45,6 +46,12 @@ pub struct EngineSnapshot {
     pub markets: Vec<ModuleState>,
     /// The position module's state, if one is installed.
     pub position: Option<ModuleState>,
+    /// When each market's module asked to be woken. Encoded after the rest,
+    /// and only when there is one, so the snapshot of an exchange without
+    /// any is byte for byte what format 3 was before wakes existed: older
+    /// data directories restore, and `verify` their digests, unchanged.
+    #[serde(skip)]
+    pub wakes: BTreeMap<MarketId, u64>,
 }
 
 /// A state digest: SHA-256 of a snapshot's encoding.
@@ -65,11 +72,19 @@ impl std::fmt::Display for StateDigest {
 
 impl EngineSnapshot {
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        let mut out = codec::encode(self);
+        if !self.wakes.is_empty() {
+            codec::encode_into(&self.wakes, &mut out);
+        }
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, DecodeError> {
-        codec::decode(bytes)
+        let (mut snapshot, rest): (EngineSnapshot, _) = codec::decode_prefix(bytes)?;
+        if !rest.is_empty() {
+            snapshot.wakes = codec::decode(rest)?;
+        }
+        Ok(snapshot)
     }
 
     /// The digest of encoded snapshot bytes.
@@ -99,6 +114,7 @@ impl Engine {
             registry: self.registry.clone(),
             markets,
             position,
+            wakes: self.wakes.clone(),
         })
     }
 
@@ -111,6 +127,9 @@ impl Engine {
             || snapshot.position.is_some() != snapshot.registry.position.is_some()
         {
             return Err(EngineError::BadSnapshot("module states do not match the registry".into()));
+        }
+        if snapshot.wakes.keys().any(|market| market.0 as usize >= snapshot.markets.len()) {
+            return Err(EngineError::BadSnapshot("a wake time names a market the snapshot does not have".into()));
         }
         fn slot<A: Abi>(
             loader: &dyn Loader<A>,
@@ -145,6 +164,8 @@ impl Engine {
             faults: Vec::new(),
             faults_dropped: 0,
             touched: Vec::new(),
+            wakes: snapshot.wakes,
+            pending_wakes: Vec::new(),
         })
     }
 }

@@ -21,9 +21,9 @@
 use std::collections::BTreeMap;
 
 use exhost_engine::{Event, EventBody, MarketId};
-use exhost_guest_sdk::codec::{decode, encode};
+use exhost_guest_sdk::codec::{decode, decode_prefix, encode, encode_into};
 use exhost_guest_sdk::{
-    AccountState, LedgerState, MatchingEvent, OrderId, OrderStatus, OrderType, PositionEvent, Reason,
+    AccountState, LedgerState, MatchingEvent, OrderId, OrderOptions, OrderStatus, OrderType, PositionEvent, Reason,
     SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
 };
 use exhost_store::{Batch, Durability, Family, Store, StoreError, event_key};
@@ -77,6 +77,28 @@ pub struct OrderView {
     pub created_seq: u64,
     pub updated_seq: u64,
     pub fills: Vec<FillView>,
+    /// Iceberg and expiry. Stored after the rest, and only when the order
+    /// has some, so views written before options existed read unchanged.
+    #[serde(skip)]
+    pub options: OrderOptions,
+}
+
+impl OrderView {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = encode(self);
+        if !self.options.is_plain() {
+            encode_into(&self.options, &mut out);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<OrderView, exhost_guest_sdk::codec::DecodeError> {
+        let (mut view, rest): (OrderView, _) = decode_prefix(bytes)?;
+        if !rest.is_empty() {
+            view.options = decode(rest)?;
+        }
+        Ok(view)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,12 +240,16 @@ pub fn received_view(event: &Event) -> Option<OrderView> {
         created_seq: event.seq,
         updated_seq: event.seq,
         fills: Vec::new(),
+        options: OrderOptions::default(),
     })
 }
 
 /// Apply what one event says about one order to its view.
 pub fn apply_to_order(view: &mut OrderView, event: &Event) {
     match &event.body {
+        EventBody::OrderOptions { order_id, display_lots, expire_time_ns, .. } if *order_id == view.order_id => {
+            view.options = OrderOptions { display_lots: *display_lots, expire_time_ns: *expire_time_ns };
+        }
         EventBody::Matching { event: MatchingEvent::Order(update), .. } if update.order_id == view.order_id => {
             view.price_ticks = update.price_ticks;
             view.qty_lots = update.qty_lots;
@@ -332,6 +358,11 @@ impl<'a> ReadModelWriter<'a> {
             _ => {}
         }
         match &event.body {
+            EventBody::OrderOptions { order_id, .. } => {
+                if let Some(view) = self.order_mut(*order_id)? {
+                    apply_to_order(view, event);
+                }
+            }
             EventBody::Matching { market, event: MatchingEvent::Order(update) } => {
                 if let Some(view) = self.order_mut(update.order_id)? {
                     apply_to_order(view, event);
@@ -366,7 +397,7 @@ impl<'a> ReadModelWriter<'a> {
     /// Write everything (not synced: the journal can regenerate it).
     pub fn commit(mut self) -> Result<(), StoreError> {
         for (order_id, view) in std::mem::take(&mut self.orders) {
-            self.batch.put(Family::Read, order_key(order_id), encode(&view));
+            self.batch.put(Family::Read, order_key(order_id), view.encode());
         }
         if let Some(seq) = self.last_seq {
             self.batch.put(Family::Meta, READ_MODEL_SEQ.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
@@ -385,7 +416,10 @@ pub fn covered_seq(store: &Store) -> Result<u64, StoreError> {
 
 pub fn order(store: &Store, order_id: OrderId) -> Result<Option<OrderView>, StoreError> {
     let key = order_key(order_id);
-    store.get(Family::Read, &key)?.map(|bytes| decode(&bytes).map_err(|error| malformed(&key, error))).transpose()
+    store
+        .get(Family::Read, &key)?
+        .map(|bytes| OrderView::decode(&bytes).map_err(|error| malformed(&key, error)))
+        .transpose()
 }
 
 /// The user's latest order that carried this client order id, open or not.

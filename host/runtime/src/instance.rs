@@ -101,6 +101,8 @@ pub struct WasmModule<A: Abi> {
     exports: Exports,
     limits: ModuleLimits,
     state_version: u32,
+    /// The SDK revision it was built with (`exhost_abi_revision`).
+    abi_revision: u32,
     /// Reused encoding buffer: no allocation per command on the hot path.
     encoded: Vec<u8>,
     /// Fuel the last call other than the buffer calls used (for tests and benchmarks).
@@ -170,6 +172,7 @@ impl<A: Abi> WasmModule<A> {
             exports,
             limits: *limits,
             state_version: module.info.state_version,
+            abi_revision: module.info.abi_revision,
             encoded: Vec::new(),
             last_fuel_used: 0,
             _abi: PhantomData,
@@ -405,6 +408,10 @@ impl<A: Abi> Instance<A> for WasmModule<A> {
 
     fn state_version(&self) -> u32 {
         self.state_version
+    }
+
+    fn abi_revision(&self) -> u32 {
+        self.abi_revision
     }
 
     fn memory_bytes(&self) -> Option<usize> {

@@ -24,6 +24,8 @@ pub struct ModuleInfo {
     pub kind: ModuleKind,
     pub abi_version: u32,
     pub state_version: u32,
+    /// The SDK revision it was built with (`exhost_abi_revision`; 0 without it).
+    pub abi_revision: u32,
     pub size_bytes: u64,
     /// The declared maximum of its linear memory, in bytes.
     pub memory_bytes_max: u64,
@@ -161,10 +163,7 @@ fn check(runtime: &Runtime, hash: ModuleHash, size_bytes: u64, module: Module) -
     }
 
     let memory_bytes_max = check_memory(&module)?;
-    for (name, params, results) in signatures() {
-        let Some(export) = module.get_export(name) else {
-            return Err(Rejection::MissingExport(name));
-        };
+    let check_signature = |name: &'static str, export: ExternType, params: &[T], results: &[T]| {
         let expected = render(params, results);
         let found = match export {
             ExternType::Func(func) => {
@@ -177,16 +176,32 @@ fn check(runtime: &Runtime, hash: ModuleHash, size_bytes: u64, module: Module) -
         if found != expected {
             return Err(Rejection::WrongSignature { name, expected, found });
         }
+        Ok(())
+    };
+    for (name, params, results) in signatures() {
+        let Some(export) = module.get_export(name) else {
+            return Err(Rejection::MissingExport(name));
+        };
+        check_signature(name, export, params, results)?;
     }
+    let declares_revision = match module.get_export(exports::ABI_REVISION) {
+        Some(export) => {
+            check_signature(exports::ABI_REVISION, export, &[], &[T::I32])?;
+            true
+        }
+        None => false,
+    };
 
     let pre = Linker::new(runtime.engine())
         .instantiate_pre(&module)
         .map_err(|error| Rejection::StartFailed(format!("{error:#}")))?;
-    let (abi_version, kind_code, state_version) = read_metadata(runtime, &pre, memory_bytes_max)?;
+    let (abi_version, kind_code, state_version, declared_revision) =
+        read_metadata(runtime, &pre, memory_bytes_max, declares_revision)?;
     if abi_version != ABI_VERSION {
         return Err(Rejection::AbiVersion { found: abi_version, supported: ABI_VERSION });
     }
     let kind = ModuleKind::from_code(kind_code).ok_or(Rejection::UnknownKind(kind_code))?;
+    let abi_revision = declared_revision.unwrap_or(0);
     let mut globals: Vec<(u32, String)> = module
         .exports()
         .filter_map(|export| {
@@ -197,7 +212,16 @@ fn check(runtime: &Runtime, hash: ModuleHash, size_bytes: u64, module: Module) -
     globals.sort();
     let mutable_globals = globals.into_iter().map(|(_, name)| name).collect();
     Ok(CompiledModule {
-        info: ModuleInfo { hash, kind, abi_version, state_version, size_bytes, memory_bytes_max, mutable_globals },
+        info: ModuleInfo {
+            hash,
+            kind,
+            abi_version,
+            state_version,
+            abi_revision,
+            size_bytes,
+            memory_bytes_max,
+            mutable_globals,
+        },
         pre,
     })
 }
@@ -218,7 +242,8 @@ fn read_metadata(
     runtime: &Runtime,
     pre: &wasmtime::InstancePre<StoreState>,
     memory_bytes_max: u64,
-) -> Result<(u32, u32, u32), Rejection> {
+    declares_revision: bool,
+) -> Result<(u32, u32, u32, Option<u32>), Rejection> {
     let mut store = Store::new(runtime.engine(), StoreState::new(memory_bytes_max));
     store.limiter(|state| state);
     store.set_fuel(VALIDATION_FUEL).map_err(|error| Rejection::StartFailed(error.to_string()))?;
@@ -229,7 +254,8 @@ fn read_metadata(
             .map_err(|error| Rejection::StartFailed(format!("{name}: {error:#}")))?;
         func.call(&mut store, ()).map_err(|error| Rejection::StartFailed(format!("{name}: {error:#}")))
     };
-    Ok((call(exports::ABI_VERSION)?, call(exports::MODULE_KIND)?, call(exports::STATE_VERSION)?))
+    let revision = if declares_revision { Some(call(exports::ABI_REVISION)?) } else { None };
+    Ok((call(exports::ABI_VERSION)?, call(exports::MODULE_KIND)?, call(exports::STATE_VERSION)?, revision))
 }
 
 #[derive(Clone, Copy)]
@@ -330,6 +356,20 @@ mod tests {
         let info = compile_wat(&abi_wat("", ABI_VERSION, "1 16")).unwrap();
         assert_eq!((info.kind, info.abi_version, info.state_version), (ModuleKind::Matching, ABI_VERSION, 1));
         assert_eq!(info.memory_bytes_max, 16 * 65536);
+    }
+
+    /// A module says which SDK revision it was built with; one built before
+    /// the export existed is revision 0, and a malformed export is refused.
+    #[test]
+    fn the_abi_revision_is_read_or_is_zero() {
+        assert_eq!(compile_wat(&abi_wat("", ABI_VERSION, "1 16")).unwrap().abi_revision, 0);
+        let declared = r#"(func (export "exhost_abi_revision") (result i32) i32.const 1)"#;
+        assert_eq!(compile_wat(&abi_wat(declared, ABI_VERSION, "1 16")).unwrap().abi_revision, 1);
+        let wrong = r#"(func (export "exhost_abi_revision") (result i64) i64.const 1)"#;
+        assert!(matches!(
+            compile_wat(&abi_wat(wrong, ABI_VERSION, "1 16")),
+            Err(Rejection::WrongSignature { name: "exhost_abi_revision", .. })
+        ));
     }
 
     #[test]

@@ -492,9 +492,11 @@ fn hostile_exchange() -> (Arc<WasmLoader>, Vec<Command>) {
     };
     orders(&mut commands, 0..15);
     // Swaps refused halfway, with orders resting: to modules that cannot
-    // restore, or cannot snapshot what they took over, and away from the
-    // module that cannot snapshot. Each live book must go on as it was.
-    for call in [Call::Snapshot, Call::Restore] {
+    // take the state over (the reference book's state version is not
+    // theirs, so they migrate it), or cannot snapshot what they took over,
+    // and away from the module that cannot snapshot. Each live book must go
+    // on as it was.
+    for call in [Call::Snapshot, Call::Migrate] {
         let bytes = module(Some((call, Misbehaviour::Trap)));
         modules.push((ModuleHash::of(&bytes), bytes.clone()));
         commands.push(Command::ActivateModule {

@@ -187,6 +187,7 @@ pub enum OrderType {
 #[schema(rename_all = "snake_case")]
 pub enum TimeInForce {
     Gtc,
+    Gtd,
     Ioc,
     Fok,
     PostOnly,

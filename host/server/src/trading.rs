@@ -10,7 +10,8 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use exhost_engine::{Command, MarketId, MarketSpec, NewOrder};
 use exhost_guest_sdk::{
-    MatchingEvent, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, UserId,
+    MatchingEvent, OrderId, OrderOptions, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce,
+    UserId,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,6 +58,17 @@ pub(super) struct PlaceRequest {
     /// `cancel_taker` when not given.
     #[schema(value_type = Option<openapi::Stp>)]
     stp: Option<String>,
+    /// Iceberg: the book shows at most this much of the order at once (a
+    /// multiple of the lot, above 0, at most `qty`); each time the shown part
+    /// fills, the next part joins the back of its price level. Resting limit
+    /// orders only (`gtc`, `gtd`, `post_only`).
+    #[schema(value_type = Option<openapi::Decimal>)]
+    display_qty: Option<String>,
+    /// With `time_in_force: "gtd"` (and only then): nanoseconds since the
+    /// epoch. The order is cancelled (`expired`) by the first command at or
+    /// after it; one not after the time the order is sequenced is rejected.
+    #[schema(minimum = 1, format = Int64)]
+    expire_time: Option<u64>,
 }
 
 /// An order id, as the API gives it.
@@ -208,8 +220,10 @@ pub(super) async fn by_client_id(
 /// Check a new order against the market without the engine.
 pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceRequest) -> ApiResult<OrderEntry> {
     let (market, spec) = market_of(state, &request.symbol)?;
-    let order = new_order(market, &spec, user_id, request)?;
-    Ok(OrderEntry { command: Command::PlaceOrder(order), answer: Answer { spec, existing: None } })
+    let (order, options) = new_order(market, &spec, user_id, request)?;
+    let command =
+        if options.is_plain() { Command::PlaceOrder(order) } else { Command::PlaceOrderWith { order, options } };
+    Ok(OrderEntry { command, answer: Answer { spec, existing: None } })
 }
 
 /// The order a `POST /v1/orders` body asks for, checked the way the gateway
@@ -219,19 +233,25 @@ pub fn parse_place_order(
     body: &[u8],
     user_id: UserId,
     market: impl FnOnce(&str) -> Option<(MarketId, MarketSpec)>,
-) -> ApiResult<NewOrder> {
+) -> ApiResult<(NewOrder, OrderOptions)> {
     let request: PlaceRequest = parse_json(body)?;
     let (id, spec) = market(&request.symbol).ok_or_else(|| ApiError::unknown_market(&request.symbol))?;
     new_order(id, &spec, user_id, request)
 }
 
-fn new_order(market: MarketId, spec: &MarketSpec, user_id: UserId, request: PlaceRequest) -> ApiResult<NewOrder> {
+fn new_order(
+    market: MarketId,
+    spec: &MarketSpec,
+    user_id: UserId,
+    request: PlaceRequest,
+) -> ApiResult<(NewOrder, OrderOptions)> {
     let side = enum_field("side", &request.side, Side::from_str_name, "\"buy\", \"sell\"")?;
     let order_type = enum_field("type", &request.order_type, OrderType::from_str_name, "\"limit\", \"market\"")?;
     let time_in_force = match &request.time_in_force {
         None => TimeInForce::Gtc,
         Some(value) => {
-            enum_field("time_in_force", value, TimeInForce::from_str_name, "\"gtc\", \"ioc\", \"fok\", \"post_only\"")?
+            let allowed = "\"gtc\", \"gtd\", \"ioc\", \"fok\", \"post_only\"";
+            enum_field("time_in_force", value, TimeInForce::from_str_name, allowed)?
         }
     };
     let self_trade_prevention = match &request.stp {
@@ -282,7 +302,49 @@ fn new_order(market: MarketId, spec: &MarketSpec, user_id: UserId, request: Plac
             "client_order_id must be 1 to {CLIENT_ORDER_ID_CHARS_MAX} printable ASCII characters"
         )));
     }
-    Ok(NewOrder {
+    let rests = order_type == OrderType::Limit
+        && matches!(time_in_force, TimeInForce::Gtc | TimeInForce::Gtd | TimeInForce::PostOnly);
+    let invalid_display =
+        |message: &str| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_display_qty", message.to_string());
+    let display_lots = match &request.display_qty {
+        None => None,
+        Some(_) if !rests => {
+            return Err(invalid_display("display_qty is for limit orders that rest (gtc, gtd, post_only)"));
+        }
+        Some(display) => {
+            let lots = spec.qty_scale.parse_steps(display).map_err(|error| {
+                ApiError::decimal(
+                    "invalid_display_qty",
+                    "display_qty",
+                    display,
+                    &format!("the lot {}", spec.qty_scale),
+                    error,
+                )
+            })?;
+            if lots == 0 || lots > qty_lots {
+                return Err(invalid_display("display_qty must be above 0 and at most qty"));
+            }
+            Some(lots)
+        }
+    };
+    let invalid_expiry =
+        |message: &str| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_expire_time", message.to_string());
+    match (time_in_force, request.expire_time) {
+        (TimeInForce::Gtd, None) => return Err(invalid_expiry("time_in_force gtd needs expire_time")),
+        (TimeInForce::Gtd, Some(_)) if order_type != OrderType::Limit => {
+            return Err(invalid_expiry("time_in_force gtd is for limit orders"));
+        }
+        (TimeInForce::Gtd, Some(0)) => return Err(invalid_expiry("expire_time must be above 0")),
+        (TimeInForce::Gtd, Some(expire_time)) if expire_time > i64::MAX as u64 => {
+            return Err(invalid_expiry("expire_time must be at most 9223372036854775807"));
+        }
+        (_, Some(_)) if time_in_force != TimeInForce::Gtd => {
+            return Err(invalid_expiry("expire_time goes with time_in_force gtd only"));
+        }
+        _ => {}
+    }
+    let options = OrderOptions { display_lots, expire_time_ns: request.expire_time };
+    let order = NewOrder {
         market,
         user_id,
         client_order_id: request.client_order_id,
@@ -293,7 +355,8 @@ fn new_order(market: MarketId, spec: &MarketSpec, user_id: UserId, request: Plac
         time_in_force,
         self_trade_prevention,
         reduce_only: request.reduce_only.unwrap_or(false),
-    })
+    };
+    Ok((order, options))
 }
 
 /// The spec of the market an order in the read model belongs to.

@@ -56,6 +56,13 @@ pub struct OrderJson {
     #[schema(value_type = crate::openapi::Decimal)]
     pub remaining_qty: String,
     pub fills: Vec<FillJson>,
+    /// An iceberg's display quantity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
+    pub display_qty: Option<String>,
+    /// A `gtd` order's expire time (ns since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +102,8 @@ pub fn order_json(view: &OrderView, spec: &MarketSpec, seq: u64, fills_of_seq: O
                 liquidity: fill.liquidity.as_str(),
             })
             .collect(),
+        display_qty: view.options.display_lots.map(|lots| qty.format_steps(lots)),
+        expire_time: view.options.expire_time_ns,
         reject_reason: (view.status == OrderStatus::Rejected).then(|| reason.map_or("rejected", Reason::as_str)),
         cancel_reason: (view.status == OrderStatus::Cancelled).then(|| reason.map_or("cancelled", Reason::as_str)),
     }
@@ -241,7 +250,20 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
                     "price": price(*price_ticks),
                     "qty": qty(*qty_lots),
                 }),
+                // The engine keeps wake times to itself; none reaches the log.
+                MatchingEvent::Wake { at_ts_ns } => json!({ "type": "wake", "symbol": symbol, "at": at_ts_ns }),
             }
+        }
+        EventBody::OrderOptions { market, order_id, user_id, display_lots, expire_time_ns } => {
+            let spec = spec(*market);
+            json!({
+                "type": "order_options",
+                "symbol": spec.map(|s| s.symbol.clone()),
+                "order_id": order_id.0,
+                "user_id": user_id.0,
+                "display_qty": display_lots.and_then(|lots| spec.map(|s| s.qty_scale.format_steps(lots))),
+                "expire_time": expire_time_ns,
+            })
         }
     };
     let object = value.as_object_mut().expect("every event renders as an object");

@@ -9,8 +9,8 @@
 //! the host's answers.
 
 use exhost_guest_sdk::{
-    Level, MatchingCommand, MatchingEvent, OpenOrder, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
-    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+    Level, MatchingCommand, MatchingEvent, OpenOrder, OrderId, OrderOptions, OrderStatus, OrderType, OrderUpdate,
+    PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
 };
 
 /// A resting order: the SDK's own open order (what a query reports), and
@@ -18,8 +18,15 @@ use exhost_guest_sdk::{
 #[derive(Clone, Debug)]
 pub struct ModelOrder {
     pub order: OpenOrder,
-    /// Arrival time in the queue; lower is earlier.
+    /// Arrival time in the queue; lower is earlier. An iceberg that shows
+    /// its next part arrives anew.
     pub time: u64,
+    /// Iceberg: the most it shows at once.
+    pub display: Option<u64>,
+    /// What the book shows of it.
+    pub shown: u64,
+    /// A `gtd` order's expire time.
+    pub expire: Option<u64>,
 }
 
 impl std::ops::Deref for ModelOrder {
@@ -52,6 +59,7 @@ struct Incoming {
     qty: u64,
     filled: u64,
     stp: SelfTradePrevention,
+    options: OrderOptions,
 }
 
 fn crosses(side: Side, limit: Option<u64>, price: u64) -> bool {
@@ -123,7 +131,7 @@ impl ModelBook {
                 }
             }
             let maker = &mut self.resting[i];
-            let qty = (taker.qty - taker.filled).min(maker.qty_lots - maker.filled_lots);
+            let qty = (taker.qty - taker.filled).min(maker.shown);
             self.last_trade_id += 1;
             events.push(MatchingEvent::Trade(Trade {
                 trade_id: TradeId(self.last_trade_id),
@@ -136,11 +144,18 @@ impl ModelBook {
                 taker_user_id: taker.user_id,
             }));
             maker.filled_lots += qty;
+            maker.shown -= qty;
             taker.filled += qty;
             if maker.filled_lots == maker.qty_lots {
                 let maker = self.resting.remove(i);
                 events.push(update(&maker, OrderStatus::Filled, None));
             } else {
+                if maker.shown == 0 {
+                    // The next part of an iceberg, at the back of the queue.
+                    self.clock += 1;
+                    maker.time = self.clock;
+                    maker.shown = maker.display.unwrap_or(u64::MAX).min(maker.qty_lots - maker.filled_lots);
+                }
                 events.push(update(maker, OrderStatus::PartiallyFilled, None));
             }
         }
@@ -167,6 +182,9 @@ impl ModelBook {
                 self_trade_prevention: taker.stp,
             },
             time: 0,
+            display: taker.options.display_lots,
+            shown: taker.options.display_lots.unwrap_or(u64::MAX).min(taker.qty - taker.filled),
+            expire: taker.options.expire_time_ns,
         };
         let (status, reason) = if taker.filled == taker.qty {
             (OrderStatus::Filled, None)
@@ -183,7 +201,7 @@ impl ModelBook {
         events.push(update(&order, status, reason));
     }
 
-    fn place(&mut self, p: &PlaceOrder) -> Vec<MatchingEvent> {
+    fn place(&mut self, ts_ns: u64, p: &PlaceOrder, options: &OrderOptions) -> Vec<MatchingEvent> {
         let mut events = Vec::new();
         let limit = (p.order_type == OrderType::Limit).then_some(p.price_ticks);
         let reject = |reason| {
@@ -204,6 +222,15 @@ impl ModelBook {
         if limit == Some(0) || (limit.is_none() && p.time_in_force == TimeInForce::PostOnly) {
             return reject(Reason::InvalidPrice);
         }
+        let rests =
+            limit.is_some() && matches!(p.time_in_force, TimeInForce::Gtc | TimeInForce::Gtd | TimeInForce::PostOnly);
+        if options.display_lots.is_some_and(|display| !rests || display == 0 || display > p.qty_lots) {
+            return reject(Reason::InvalidDisplayQty);
+        }
+        let gtd = p.time_in_force == TimeInForce::Gtd;
+        if gtd != options.expire_time_ns.is_some() || (gtd && (!rests || options.expire_time_ns <= Some(ts_ns))) {
+            return reject(Reason::InvalidExpireTime);
+        }
         if self.resting.iter().any(|o| o.order_id == p.order_id) {
             return reject(Reason::DuplicateOrderId);
         }
@@ -220,6 +247,7 @@ impl ModelBook {
             qty: p.qty_lots,
             filled: 0,
             stp: p.self_trade_prevention,
+            options: *options,
         };
         if p.time_in_force == TimeInForce::Fok {
             // Try it on a copy: fill-or-kill means the trial must fill everything.
@@ -232,7 +260,6 @@ impl ModelBook {
         }
         let mut taker = incoming();
         let self_trade = self.run(&mut taker, &mut events);
-        let rests = limit.is_some() && matches!(p.time_in_force, TimeInForce::Gtc | TimeInForce::PostOnly);
         self.finish(taker, self_trade, rests, p.time_in_force, &mut events);
         events
     }
@@ -241,11 +268,30 @@ impl ModelBook {
         self.resting.iter().position(|o| o.order_id == order_id && o.user_id == user_id)
     }
 
-    /// Apply one command, returning the events a matching module must emit,
-    /// level changes included (found by comparing the depth before and after).
+    /// [`ModelBook::apply_at`] at time zero.
     pub fn apply(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
+        self.apply_at(0, command)
+    }
+
+    /// The earliest expire time of a resting order.
+    fn next_expiry(&self) -> Option<u64> {
+        self.resting.iter().filter_map(|o| o.expire).min()
+    }
+
+    /// Apply one command at time `ts_ns`, returning the events a matching
+    /// module must emit: first the orders that expired, then the command's
+    /// own, then level changes (found by comparing the depth before and
+    /// after), then a wake time if it changed or the command was a wake.
+    pub fn apply_at(&mut self, ts_ns: u64, command: &MatchingCommand) -> Vec<MatchingEvent> {
         let before = self.depth();
-        let mut events = self.apply_command(command);
+        let wake_before = self.next_expiry();
+        let mut expired: Vec<ModelOrder> =
+            self.resting.iter().filter(|o| o.expire.is_some_and(|expire| expire <= ts_ns)).cloned().collect();
+        expired.sort_by_key(|o| (o.expire, o.order_id));
+        self.resting.retain(|o| o.expire.is_none_or(|expire| expire > ts_ns));
+        let mut events: Vec<MatchingEvent> =
+            expired.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::Expired))).collect();
+        events.extend(self.apply_command(ts_ns, command));
         let after = self.depth();
         let mut changed: Vec<(Side, u64, u64)> = Vec::new();
         for (side, old, new) in [(Side::Buy, &before.0, &after.0), (Side::Sell, &before.1, &after.1)] {
@@ -264,12 +310,18 @@ impl ModelBook {
             price_ticks,
             qty_lots,
         }));
+        let wake_after = self.next_expiry();
+        if wake_after != wake_before || *command == MatchingCommand::Wake {
+            events.push(MatchingEvent::Wake { at_ts_ns: wake_after });
+        }
         events
     }
 
-    fn apply_command(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
+    fn apply_command(&mut self, ts_ns: u64, command: &MatchingCommand) -> Vec<MatchingEvent> {
         match command {
-            MatchingCommand::Place(p) => self.place(p),
+            MatchingCommand::Place(p) => self.place(ts_ns, p, &OrderOptions::default()),
+            MatchingCommand::PlaceWith { order, options } => self.place(ts_ns, order, options),
+            MatchingCommand::Wake => Vec::new(),
             MatchingCommand::Cancel { order_id, user_id } => match self.position(*order_id, *user_id) {
                 Some(i) => {
                     let order = self.resting.remove(i);
@@ -309,7 +361,10 @@ impl ModelBook {
                     return vec![update(&order, OrderStatus::Cancelled, Some(Reason::AmendedToFilled))];
                 }
                 if price == current.price_ticks && qty <= current.qty_lots {
-                    self.resting[i].qty_lots = qty;
+                    let order = &mut self.resting[i];
+                    order.qty_lots = qty;
+                    let remaining = qty - order.filled_lots;
+                    order.shown = if order.display.is_some() { order.shown.min(remaining) } else { remaining };
                     let order = &self.resting[i];
                     let status = if order.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
                     return vec![update(order, status, None)];
@@ -332,6 +387,7 @@ impl ModelBook {
                     qty,
                     filled: current.filled_lots,
                     stp: current.self_trade_prevention,
+                    options: OrderOptions { display_lots: current.display, expire_time_ns: current.expire },
                 };
                 let self_trade = self.run(&mut taker, &mut events);
                 self.finish(taker, self_trade, true, current.time_in_force, &mut events);
@@ -350,10 +406,9 @@ impl ModelBook {
                 Side::Sell => o.price_ticks,
             });
             for order in orders {
-                let remaining = order.qty_lots - order.filled_lots;
                 match levels.last_mut() {
-                    Some(level) if level.price_ticks == order.price_ticks => level.qty_lots += remaining,
-                    _ => levels.push(Level { price_ticks: order.price_ticks, qty_lots: remaining }),
+                    Some(level) if level.price_ticks == order.price_ticks => level.qty_lots += order.shown,
+                    _ => levels.push(Level { price_ticks: order.price_ticks, qty_lots: order.shown }),
                 }
             }
             levels

@@ -51,7 +51,7 @@ impl Positions {
                         self.liquidation_order_done(market, update, call, out);
                     }
                 }
-                MatchingEvent::Rejected { .. } | MatchingEvent::Level { .. } => {}
+                MatchingEvent::Rejected { .. } | MatchingEvent::Level { .. } | MatchingEvent::Wake { .. } => {}
             }
         }
     }

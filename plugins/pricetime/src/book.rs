@@ -3,9 +3,11 @@
 //!
 //! Invariants (checked by `check_invariants` in tests):
 //! - every resting order is in exactly one level queue, the index and the
-//!   per-user index, and nowhere else;
-//! - a level's `qty_lots` is the sum of its orders' remaining quantities, and a
-//!   level exists only while it holds at least one order;
+//!   per-user index, and nowhere else; a `gtd` order is in the expiry index;
+//! - an order shows all it has left, or (an iceberg) a positive part of it no
+//!   larger than its display quantity;
+//! - a level's `qty_lots` is the sum of what its orders show, and a level
+//!   exists only while it holds at least one order;
 //! - bids and asks never cross (best bid < best ask) between commands.
 //!
 //! Only ordered collections are used: iteration order is part of the state's
@@ -19,8 +21,8 @@ use exhost_guest_sdk::{OrderId, Side, UserId};
 /// The end of a queue.
 const NIL: u32 = u32::MAX;
 
-/// An order resting in the book: the SDK's shared layout.
-pub use exhost_guest_sdk::book::BookOrder as RestingOrder;
+/// An order resting in the book: the SDK's shared "book v2" layout.
+pub use exhost_guest_sdk::book::BookOrderV2 as RestingOrder;
 
 struct Slot {
     order: RestingOrder,
@@ -76,7 +78,7 @@ impl core::ops::IndexMut<u32> for Slab {
 pub struct Level {
     head: u32,
     tail: u32,
-    /// Sum of the remaining quantities of the orders in the queue.
+    /// Sum of what the orders in the queue show.
     pub qty_lots: u64,
 }
 
@@ -90,6 +92,8 @@ pub struct Book {
     free: Vec<u32>,
     index: BTreeMap<OrderId, u32>,
     by_user: BTreeSet<(UserId, OrderId)>,
+    /// `gtd` orders by expire time, then id: the order they expire in.
+    expiries: BTreeSet<(u64, OrderId)>,
     bids: BTreeMap<u64, Level>,
     asks: BTreeMap<u64, Level>,
     /// Every change to a level's total during the current command, in the
@@ -215,8 +219,19 @@ impl Book {
         })
     }
 
-    /// A book holding `orders`, given in the canonical order of "book v1"
-    /// (bids then asks, each by ascending price, each level oldest first).
+    /// The earliest expire time of a `gtd` order in the book.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|&(expire_time_ns, _)| expire_time_ns)
+    }
+
+    /// The `gtd` order that expires first, if it expires at or before `ts_ns`.
+    pub fn first_expired(&self, ts_ns: u64) -> Option<Handle> {
+        let &(expire_time_ns, order_id) = self.expiries.first()?;
+        (expire_time_ns <= ts_ns).then(|| self.find(order_id).expect("an expiring order rests"))
+    }
+
+    /// A book holding `orders`, given in the canonical order of "book v2"
+    /// (bids then asks, each by ascending price, each level in queue order).
     ///
     /// Restores and hot swaps take this path, so it is built in bulk rather
     /// than order by order: queues are linked in one pass, and the ordered
@@ -230,12 +245,13 @@ impl Book {
         let mut asks: Vec<(u64, Level)> = Vec::new();
         let mut index: Vec<(OrderId, u32)> = Vec::with_capacity(count);
         let mut by_user: Vec<(UserId, OrderId)> = Vec::with_capacity(count);
+        let mut expiries: Vec<(u64, OrderId)> = Vec::new();
         let mut current: Option<(Side, u64)> = None;
-        for order in orders {
+        for entry in orders {
             let slot_id = u32::try_from(slots.len()).ok().filter(|&id| id != NIL).ok_or("too many orders")?;
-            let remaining = (order.qty_lots.checked_sub(order.filled_lots))
-                .filter(|&remaining| remaining > 0)
-                .ok_or_else(|| format!("order {} has nothing left", order.order_id))?;
+            shows_what_it_has(&entry)?;
+            let order = &entry.order;
+            let shown = entry.shown_lots;
             let key = (order.side, order.price_ticks);
             let levels = match order.side {
                 Side::Buy => &mut bids,
@@ -247,23 +263,27 @@ impl Book {
                 prev = level.tail;
                 slots[prev].next = slot_id;
                 level.tail = slot_id;
-                level.qty_lots = level.qty_lots.checked_add(remaining).ok_or("a level's quantity overflows")?;
+                level.qty_lots = level.qty_lots.checked_add(shown).ok_or("a level's quantity overflows")?;
             } else {
                 if current.is_some_and(|current| current > key) {
                     return Err(format!("order {} is out of canonical order", order.order_id));
                 }
                 current = Some(key);
-                levels.push((order.price_ticks, Level { head: slot_id, tail: slot_id, qty_lots: remaining }));
+                levels.push((order.price_ticks, Level { head: slot_id, tail: slot_id, qty_lots: shown }));
             }
             index.push((order.order_id, slot_id));
             by_user.push((order.user_id, order.order_id));
-            slots.push(Slot { order, prev, next: NIL });
+            if let Some(expire_time_ns) = entry.expire_time_ns {
+                expiries.push((expire_time_ns, order.order_id));
+            }
+            slots.push(Slot { order: entry, prev, next: NIL });
         }
         index.sort_unstable_by_key(|&(order_id, _)| order_id);
         if let Some(pair) = index.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(format!("order {} appears twice", pair[0].0));
         }
         by_user.sort_unstable();
+        expiries.sort_unstable();
         if let (Some((bid, _)), Some((ask, _))) = (bids.last(), asks.first())
             && bid >= ask
         {
@@ -274,6 +294,7 @@ impl Book {
             free: Vec::new(),
             index: index.into_iter().collect(),
             by_user: by_user.into_iter().collect(),
+            expiries: expiries.into_iter().collect(),
             bids: bids.into_iter().collect(),
             asks: asks.into_iter().collect(),
             touched: Vec::new(),
@@ -281,12 +302,16 @@ impl Book {
         })
     }
 
-    /// Put an order at the back of its price level. The caller guarantees the id is new.
+    /// Put an order at the back of its price level. The caller guarantees the
+    /// id is new and that the order shows what it has.
     pub fn insert(&mut self, order: RestingOrder) -> Handle {
-        debug_assert!(order.remaining_lots() > 0);
-        debug_assert!(!self.index.contains_key(&order.order_id));
-        let (side, price, remaining) = (order.side, order.price_ticks, order.remaining_lots());
-        self.by_user.insert((order.user_id, order.order_id));
+        debug_assert_eq!(shows_what_it_has(&order), Ok(()));
+        debug_assert!(!self.index.contains_key(&order.order.order_id));
+        let (order_id, user_id) = (order.order.order_id, order.order.user_id);
+        self.by_user.insert((user_id, order_id));
+        if let Some(expire_time_ns) = order.expire_time_ns {
+            self.expiries.insert((expire_time_ns, order_id));
+        }
         let slot = Slot { order, prev: NIL, next: NIL };
         let slot_id = match self.free.pop() {
             Some(free) => {
@@ -298,7 +323,17 @@ impl Book {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(self.slots[slot_id].order.order_id, slot_id);
+        self.index.insert(order_id, slot_id);
+        self.link_at_tail(slot_id);
+        Handle(slot_id)
+    }
+
+    /// Append a slot that is in no queue to the back of its level, adding what it shows.
+    fn link_at_tail(&mut self, slot_id: u32) {
+        let (side, price, shown) = {
+            let order = &self.slots[slot_id].order;
+            (order.order.side, order.order.price_ticks, order.shown_lots)
+        };
         let level = self.levels_mut(side).entry(price).or_insert(Level { head: NIL, tail: NIL, qty_lots: 0 });
         let before = level.qty_lots;
         let old_tail = level.tail;
@@ -306,26 +341,26 @@ impl Book {
         if old_tail == NIL {
             level.head = slot_id;
         }
-        level.qty_lots += remaining;
+        level.qty_lots += shown;
         let after = level.qty_lots;
         if old_tail != NIL {
             self.slots[old_tail].next = slot_id;
-            self.slots[slot_id].prev = old_tail;
         }
+        let slot = &mut self.slots[slot_id];
+        slot.prev = old_tail;
+        slot.next = NIL;
         self.record(side, price, before, after);
-        Handle(slot_id)
     }
 
-    /// Take an order out of the book, returning it.
-    pub fn remove(&mut self, handle: Handle) -> RestingOrder {
-        let slot_id = handle.0;
+    /// Take a slot out of its level's queue, taking away what it shows.
+    fn unlink(&mut self, slot_id: u32) {
         let (prev, next) = {
             let slot = &self.slots[slot_id];
             (slot.prev, slot.next)
         };
-        let (side, price, remaining, order_id, user_id) = {
+        let (side, price, shown) = {
             let order = &self.slots[slot_id].order;
-            (order.side, order.price_ticks, order.remaining_lots(), order.order_id, order.user_id)
+            (order.order.side, order.order.price_ticks, order.shown_lots)
         };
         if prev != NIL {
             self.slots[prev].next = next;
@@ -344,44 +379,71 @@ impl Book {
         if level.tail == slot_id {
             level.tail = prev;
         }
-        level.qty_lots -= remaining;
+        level.qty_lots -= shown;
         let after = level.qty_lots;
         if level.head == NIL {
             entry.remove();
         }
         self.record(side, price, before, after);
-        self.index.remove(&order_id);
-        self.by_user.remove(&(user_id, order_id));
-        self.free.push(slot_id);
         let slot = &mut self.slots[slot_id];
         slot.prev = NIL;
         slot.next = NIL;
-        slot.order.clone()
     }
 
-    /// Record a fill of `qty_lots` against a resting order; returns the order's state after it.
+    /// Take an order out of the book, returning it.
+    pub fn remove(&mut self, handle: Handle) -> RestingOrder {
+        let slot_id = handle.0;
+        self.unlink(slot_id);
+        let order = self.slots[slot_id].order.clone();
+        self.index.remove(&order.order.order_id);
+        self.by_user.remove(&(order.order.user_id, order.order.order_id));
+        if let Some(expire_time_ns) = order.expire_time_ns {
+            self.expiries.remove(&(expire_time_ns, order.order.order_id));
+        }
+        self.free.push(slot_id);
+        order
+    }
+
+    /// Record a fill of `qty_lots` (at most what it shows) against a resting
+    /// order; returns the order's state after it. An iceberg whose shown part
+    /// is used up while it has more shows its next part at the back of its
+    /// level, as if it had just arrived there.
     pub fn fill(&mut self, handle: Handle, qty_lots: u64) -> &RestingOrder {
-        let (side, price) = {
-            let order = &mut self.slots[handle.0].order;
-            debug_assert!(qty_lots <= order.remaining_lots());
-            order.filled_lots += qty_lots;
-            (order.side, order.price_ticks)
+        let (side, price, refresh) = {
+            let entry = &mut self.slots[handle.0].order;
+            debug_assert!(qty_lots <= entry.shown_lots);
+            entry.order.filled_lots += qty_lots;
+            entry.shown_lots -= qty_lots;
+            let remaining = entry.order.remaining_lots();
+            (entry.order.side, entry.order.price_ticks, entry.shown_lots == 0 && remaining > 0)
         };
         let level = self.levels_mut(side).get_mut(&price).expect("a resting order's level exists");
         let before = level.qty_lots;
         level.qty_lots -= qty_lots;
         self.record(side, price, before, before - qty_lots);
+        if refresh {
+            // Unlinked while it shows nothing, so the level's total does not move twice.
+            self.unlink(handle.0);
+            let entry = &mut self.slots[handle.0].order;
+            let display = entry.display_lots.expect("only an iceberg shows less than it has");
+            entry.shown_lots = display.min(entry.order.remaining_lots());
+            self.link_at_tail(handle.0);
+        }
         &self.slots[handle.0].order
     }
 
-    /// Lower an order's total quantity in place, keeping its queue position.
+    /// Lower an order's total quantity in place, keeping its queue position;
+    /// an iceberg shows no more than it has left.
     pub fn reduce_qty(&mut self, handle: Handle, new_qty_lots: u64) -> &RestingOrder {
         let (side, price, reduction) = {
-            let order = &mut self.slots[handle.0].order;
-            debug_assert!(new_qty_lots > order.filled_lots && new_qty_lots <= order.qty_lots);
-            let reduction = order.qty_lots - new_qty_lots;
-            order.qty_lots = new_qty_lots;
-            (order.side, order.price_ticks, reduction)
+            let entry = &mut self.slots[handle.0].order;
+            debug_assert!(new_qty_lots > entry.order.filled_lots && new_qty_lots <= entry.order.qty_lots);
+            entry.order.qty_lots = new_qty_lots;
+            let shown = entry.shown_lots.min(entry.order.remaining_lots());
+            let shown = if entry.display_lots.is_some() { shown } else { entry.order.remaining_lots() };
+            let reduction = entry.shown_lots - shown;
+            entry.shown_lots = shown;
+            (entry.order.side, entry.order.price_ticks, reduction)
         };
         let level = self.levels_mut(side).get_mut(&price).expect("a resting order's level exists");
         let before = level.qty_lots;
@@ -393,6 +455,7 @@ impl Book {
     /// Check every structural invariant; for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut seen = 0usize;
+        let mut expiring = 0usize;
         for side in [Side::Buy, Side::Sell] {
             for (&price, level) in self.levels(side) {
                 if level.head == NIL {
@@ -404,22 +467,27 @@ impl Book {
                 while cursor != NIL {
                     let slot = &self.slots[cursor];
                     if slot.prev != prev {
-                        return Err(format!("broken back link at order {}", slot.order.order_id));
+                        return Err(format!("broken back link at order {}", slot.order.order.order_id));
                     }
-                    let order = &slot.order;
+                    let entry = &slot.order;
+                    let order = &entry.order;
                     if order.side != side || order.price_ticks != price {
                         return Err(format!("order {} in the wrong level", order.order_id));
                     }
-                    if order.remaining_lots() == 0 {
-                        return Err(format!("order {} rests with nothing left", order.order_id));
-                    }
+                    shows_what_it_has(entry)?;
                     if self.index.get(&order.order_id) != Some(&cursor) {
                         return Err(format!("order {} missing from the index", order.order_id));
                     }
                     if !self.by_user.contains(&(order.user_id, order.order_id)) {
                         return Err(format!("order {} missing from the user index", order.order_id));
                     }
-                    total += order.remaining_lots();
+                    if let Some(expire_time_ns) = entry.expire_time_ns {
+                        if !self.expiries.contains(&(expire_time_ns, order.order_id)) {
+                            return Err(format!("order {} missing from the expiry index", order.order_id));
+                        }
+                        expiring += 1;
+                    }
+                    total += entry.shown_lots;
                     seen += 1;
                     prev = cursor;
                     cursor = slot.next;
@@ -432,11 +500,12 @@ impl Book {
                 }
             }
         }
-        if seen != self.index.len() || seen != self.by_user.len() {
+        if seen != self.index.len() || seen != self.by_user.len() || expiring != self.expiries.len() {
             return Err(format!(
-                "{seen} orders in levels, {} in index, {} in user index",
+                "{seen} orders in levels, {} in index, {} in user index; {expiring} expiring, {} in expiry index",
                 self.index.len(),
-                self.by_user.len()
+                self.by_user.len(),
+                self.expiries.len()
             ));
         }
         if let (Some(bid), Some(ask)) = (self.best_price(Side::Buy), self.best_price(Side::Sell))
@@ -446,4 +515,10 @@ impl Book {
         }
         Ok(())
     }
+}
+
+/// An order shows all it has left, or (an iceberg) a positive part no larger
+/// than its display quantity.
+fn shows_what_it_has(entry: &RestingOrder) -> Result<(), String> {
+    exhost_guest_sdk::book::check_v2_orders(core::slice::from_ref(entry)).map_err(|error| error.message)
 }

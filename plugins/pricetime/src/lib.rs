@@ -1,9 +1,18 @@
 //! # Reference matching module: price-time priority
 //!
 //! The order book of one market, exactly per the matching rules of `API.md`:
-//! limit (`gtc`, `ioc`, `fok`, `post_only`) and market orders, cancel, amend,
-//! mass cancel, self-trade prevention, price and quantity range checks. A trade
-//! executes at the resting (maker) order's price.
+//! limit (`gtc`, `gtd`, `ioc`, `fok`, `post_only`) and market orders,
+//! icebergs (`display_lots`), cancel, amend, mass cancel, self-trade
+//! prevention, price and quantity range checks. A trade executes at the
+//! resting (maker) order's price.
+//!
+//! Time: a `gtd` order is cancelled (`expired`) at the start of the first
+//! command whose timestamp is at or after its expire time, before that
+//! command's own work; the module asks the host with `MatchingEvent::Wake`
+//! to be woken then even if its market gets no command. At most
+//! `match_steps_per_command_max` orders expire in one command (the rest in
+//! the next, which the module asks for at once), so no burst of expiries
+//! can make a command run out of fuel.
 //!
 //! Every loop is bounded: a taker meets at most
 //! [`MarketConfig::match_steps_per_command_max`] makers (fills plus self-trade
@@ -19,14 +28,15 @@ mod snapshot;
 
 use exhost_guest_sdk::{
     CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
-    MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderStatus, OrderType, OrderUpdate, PlaceOrder, Reason,
-    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId, export_matching_module,
+    MatchingQueryResult, ModuleError, OpenOrder, OrderId, OrderOptions, OrderStatus, OrderType, OrderUpdate,
+    PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId, export_matching_module,
 };
 
 use book::{Book, Handle, RestingOrder};
 
-/// The snapshot format version of this module: the shared "book v1".
-pub const STATE_VERSION: u32 = exhost_guest_sdk::book::BOOK_STATE_V1;
+/// The snapshot format version of this module: the shared "book v2". It
+/// migrates "book v1", what it wrote before order options.
+pub const STATE_VERSION: u32 = exhost_guest_sdk::book::BOOK_STATE_V2;
 
 /// A price-time priority order book.
 pub struct PriceTimeBook {
@@ -45,6 +55,9 @@ struct Taker {
     qty_lots: u64,
     filled_lots: u64,
     stp: SelfTradePrevention,
+    /// What it rests with, if it rests.
+    time_in_force: TimeInForce,
+    options: OrderOptions,
 }
 
 impl Taker {
@@ -82,9 +95,12 @@ impl PriceTimeBook {
         self.book.check_invariants()
     }
 
-    fn apply_command(&mut self, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
+    fn apply_command(&mut self, ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
         match command {
-            MatchingCommand::Place(order) => self.place(order, events),
+            MatchingCommand::Place(order) => self.place(ctx, order, &OrderOptions::default(), events),
+            MatchingCommand::PlaceWith { order, options } => self.place(ctx, order, options, events),
+            // What is due was done before the command: nothing else to do.
+            MatchingCommand::Wake => {}
             MatchingCommand::Cancel { order_id, user_id } => self.cancel(*order_id, *user_id, events),
             MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
                 self.amend(*order_id, *user_id, *price_ticks, *qty_lots, events)
@@ -98,7 +114,22 @@ impl PriceTimeBook {
         TradeId(self.last_trade_id)
     }
 
-    fn place(&mut self, order: &PlaceOrder, events: &mut Vec<MatchingEvent>) {
+    /// Cancel the `gtd` orders whose time has come, at most
+    /// `match_steps_per_command_max` of them.
+    fn expire_due(&mut self, ts_ns: u64, events: &mut Vec<MatchingEvent>) {
+        for _ in 0..self.config.match_steps_per_command_max {
+            let Some(handle) = self.book.first_expired(ts_ns) else { return };
+            self.cancel_resting(handle, Reason::Expired, events);
+        }
+    }
+
+    fn place(
+        &mut self,
+        ctx: &CommandContext,
+        order: &PlaceOrder,
+        options: &OrderOptions,
+        events: &mut Vec<MatchingEvent>,
+    ) {
         let reject = |reason: Reason, events: &mut Vec<MatchingEvent>| {
             events.push(MatchingEvent::Order(OrderUpdate {
                 order_id: order.order_id,
@@ -127,6 +158,21 @@ impl PriceTimeBook {
             }
             OrderType::Market => None,
         };
+        let rests = order.order_type == OrderType::Limit
+            && matches!(order.time_in_force, TimeInForce::Gtc | TimeInForce::Gtd | TimeInForce::PostOnly);
+        if let Some(display_lots) = options.display_lots
+            && (!rests || display_lots == 0 || display_lots > order.qty_lots)
+        {
+            return reject(Reason::InvalidDisplayQty, events);
+        }
+        let expiry_valid = match (order.time_in_force, options.expire_time_ns) {
+            (TimeInForce::Gtd, Some(expire_time_ns)) => rests && expire_time_ns > ctx.ts_ns,
+            (TimeInForce::Gtd, None) => false,
+            (_, expire_time_ns) => expire_time_ns.is_none(),
+        };
+        if !expiry_valid {
+            return reject(Reason::InvalidExpireTime, events);
+        }
         if self.book.contains(order.order_id) {
             return reject(Reason::DuplicateOrderId, events);
         }
@@ -138,6 +184,8 @@ impl PriceTimeBook {
             qty_lots: order.qty_lots,
             filled_lots: 0,
             stp: order.self_trade_prevention,
+            time_in_force: order.time_in_force,
+            options: *options,
         };
         match order.time_in_force {
             TimeInForce::PostOnly if self.would_cross(&taker) => {
@@ -149,20 +197,11 @@ impl PriceTimeBook {
             _ => {}
         }
         let stop = self.match_taker(&mut taker, events);
-        let rests = order.order_type == OrderType::Limit
-            && matches!(order.time_in_force, TimeInForce::Gtc | TimeInForce::PostOnly);
-        self.finish_taker(taker, stop, rests, order.time_in_force, events);
+        self.finish_taker(taker, stop, rests, events);
     }
 
     /// Rest the taker's remainder or cancel it, and report the taker's final state.
-    fn finish_taker(
-        &mut self,
-        taker: Taker,
-        stop: Stop,
-        rests: bool,
-        time_in_force: TimeInForce,
-        events: &mut Vec<MatchingEvent>,
-    ) {
+    fn finish_taker(&mut self, taker: Taker, stop: Stop, rests: bool, events: &mut Vec<MatchingEvent>) {
         let (status, reason) = if taker.remaining_lots() == 0 {
             (OrderStatus::Filled, None)
         } else {
@@ -174,15 +213,21 @@ impl PriceTimeBook {
                     (OrderStatus::Cancelled, Some(Reason::BookFull))
                 }
                 Stop::Exhausted => {
+                    let remaining = taker.remaining_lots();
                     self.book.insert(RestingOrder {
-                        order_id: taker.order_id,
-                        user_id: taker.user_id,
-                        side: taker.side,
-                        price_ticks: taker.limit_ticks.expect("only limit orders rest"),
-                        qty_lots: taker.qty_lots,
-                        filled_lots: taker.filled_lots,
-                        time_in_force,
-                        self_trade_prevention: taker.stp,
+                        order: OpenOrder {
+                            order_id: taker.order_id,
+                            user_id: taker.user_id,
+                            side: taker.side,
+                            price_ticks: taker.limit_ticks.expect("only limit orders rest"),
+                            qty_lots: taker.qty_lots,
+                            filled_lots: taker.filled_lots,
+                            time_in_force: taker.time_in_force,
+                            self_trade_prevention: taker.stp,
+                        },
+                        display_lots: taker.options.display_lots,
+                        shown_lots: taker.options.display_lots.map_or(remaining, |display| display.min(remaining)),
+                        expire_time_ns: taker.options.expire_time_ns,
                     });
                     let status = if taker.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
                     (status, None)
@@ -209,6 +254,10 @@ impl PriceTimeBook {
     /// Whether a fill-or-kill taker can be filled completely, counting only what
     /// it could fill before a self-trade stop, and skipping (not counting) its
     /// own orders under `cancel_maker`. Changes nothing.
+    ///
+    /// It walks the makers in the order `match_taker` would meet them, step
+    /// for step: each level's queue, then the icebergs that queue sent to its
+    /// back with their next part, as often as they have one.
     fn fillable(&self, taker: &Taker) -> bool {
         let needed = taker.remaining_lots();
         let mut available = 0u64;
@@ -217,24 +266,42 @@ impl PriceTimeBook {
             if !taker.crosses(price) {
                 break;
             }
+            // Icebergs refreshed at the back: (remaining after this part, display).
+            let mut refreshed: std::collections::VecDeque<(u64, u64)> = Default::default();
             let mut cursor = Some(self.book.level_head(level));
-            while let Some(handle) = cursor {
+            loop {
+                let (shown, rest, display) = if let Some(handle) = cursor {
+                    cursor = self.book.next_in_level(handle);
+                    let maker = self.book.order(handle);
+                    if maker.order.user_id == taker.user_id {
+                        if steps == self.config.match_steps_per_command_max {
+                            return false;
+                        }
+                        steps += 1;
+                        if taker.stp != SelfTradePrevention::CancelMaker {
+                            return false;
+                        }
+                        continue;
+                    }
+                    let rest = maker.order.remaining_lots() - maker.shown_lots;
+                    (maker.shown_lots, rest, maker.display_lots.unwrap_or(0))
+                } else if let Some((remaining, display)) = refreshed.pop_front() {
+                    let shown = display.min(remaining);
+                    (shown, remaining - shown, display)
+                } else {
+                    break;
+                };
                 if steps == self.config.match_steps_per_command_max {
                     return false;
                 }
                 steps += 1;
-                let maker = self.book.order(handle);
-                if maker.user_id == taker.user_id {
-                    if taker.stp != SelfTradePrevention::CancelMaker {
-                        return false;
-                    }
-                } else {
-                    available += maker.remaining_lots();
-                    if available >= needed {
-                        return true;
-                    }
+                available += shown;
+                if available >= needed {
+                    return true;
                 }
-                cursor = self.book.next_in_level(handle);
+                if rest > 0 {
+                    refreshed.push_back((rest, display));
+                }
             }
         }
         false
@@ -250,7 +317,7 @@ impl PriceTimeBook {
             let Some(handle) = self.book.best_order(taker.side.opposite()) else {
                 return Stop::Exhausted;
             };
-            let maker = self.book.order(handle);
+            let maker = &self.book.order(handle).order;
             if !taker.crosses(maker.price_ticks) {
                 return Stop::Exhausted;
             }
@@ -271,7 +338,7 @@ impl PriceTimeBook {
                     }
                 }
             }
-            let qty_lots = taker.remaining_lots().min(maker.remaining_lots());
+            let qty_lots = taker.remaining_lots().min(self.book.order(handle).shown_lots);
             let (price_ticks, maker_order_id, maker_user_id) = (maker.price_ticks, maker.order_id, maker.user_id);
             let trade_id = self.take_trade_id();
             events.push(MatchingEvent::Trade(Trade {
@@ -285,7 +352,7 @@ impl PriceTimeBook {
                 taker_user_id: taker.user_id,
             }));
             taker.filled_lots += qty_lots;
-            let maker = self.book.fill(handle, qty_lots);
+            let maker = &self.book.fill(handle, qty_lots).order;
             let maker_done = maker.remaining_lots() == 0;
             events.push(MatchingEvent::Order(resting_update(
                 maker,
@@ -299,13 +366,13 @@ impl PriceTimeBook {
     }
 
     fn cancel_resting(&mut self, handle: Handle, reason: Reason, events: &mut Vec<MatchingEvent>) {
-        let order = self.book.remove(handle);
-        events.push(MatchingEvent::Order(resting_update(&order, OrderStatus::Cancelled, Some(reason))));
+        let entry = self.book.remove(handle);
+        events.push(MatchingEvent::Order(resting_update(&entry.order, OrderStatus::Cancelled, Some(reason))));
     }
 
     /// The caller's open order, or nothing: another user's order is as unknown as a missing one.
     fn own_order(&self, order_id: OrderId, user_id: UserId) -> Option<Handle> {
-        self.book.find(order_id).filter(|&handle| self.book.order(handle).user_id == user_id)
+        self.book.find(order_id).filter(|&handle| self.book.order(handle).order.user_id == user_id)
     }
 
     fn cancel(&mut self, order_id: OrderId, user_id: UserId, events: &mut Vec<MatchingEvent>) {
@@ -341,7 +408,8 @@ impl PriceTimeBook {
         if price_ticks.is_none() && qty_lots.is_none() {
             return reject(Reason::NothingToAmend, events);
         }
-        let current = self.book.order(handle).clone();
+        let current_entry = self.book.order(handle).clone();
+        let current = &current_entry.order;
         let new_price_ticks = price_ticks.unwrap_or(current.price_ticks);
         let new_qty_lots = qty_lots.unwrap_or(current.qty_lots);
         if new_price_ticks == 0 || new_price_ticks > self.config.price_ticks_max {
@@ -352,7 +420,7 @@ impl PriceTimeBook {
         }
         if new_qty_lots <= current.filled_lots {
             // Nothing would be left: the order leaves the book, its total being what filled.
-            let mut order = self.book.remove(handle);
+            let mut order = self.book.remove(handle).order;
             order.qty_lots = order.filled_lots;
             events.push(MatchingEvent::Order(resting_update(
                 &order,
@@ -363,7 +431,7 @@ impl PriceTimeBook {
         }
         if new_price_ticks == current.price_ticks && new_qty_lots <= current.qty_lots {
             // Same price, not larger: keeps its place in the queue.
-            let order = self.book.reduce_qty(handle, new_qty_lots);
+            let order = &self.book.reduce_qty(handle, new_qty_lots).order;
             let status = if order.filled_lots == 0 { OrderStatus::New } else { OrderStatus::PartiallyFilled };
             events.push(MatchingEvent::Order(resting_update(order, status, None)));
             return;
@@ -376,6 +444,11 @@ impl PriceTimeBook {
             qty_lots: new_qty_lots,
             filled_lots: current.filled_lots,
             stp: current.self_trade_prevention,
+            time_in_force: current.time_in_force,
+            options: OrderOptions {
+                display_lots: current_entry.display_lots,
+                expire_time_ns: current_entry.expire_time_ns,
+            },
         };
         if current.time_in_force == TimeInForce::PostOnly && self.would_cross(&taker) {
             return reject(Reason::WouldCross, events);
@@ -383,11 +456,11 @@ impl PriceTimeBook {
         // Re-enter as a taker at the new price, at the back of its new level.
         self.book.remove(handle);
         let stop = self.match_taker(&mut taker, events);
-        self.finish_taker(taker, stop, true, current.time_in_force, events);
+        self.finish_taker(taker, stop, true, events);
     }
 }
 
-fn resting_update(order: &RestingOrder, status: OrderStatus, reason: Option<Reason>) -> OrderUpdate {
+fn resting_update(order: &OpenOrder, status: OrderStatus, reason: Option<Reason>) -> OrderUpdate {
     OrderUpdate {
         order_id: order.order_id,
         user_id: order.user_id,
@@ -400,17 +473,8 @@ fn resting_update(order: &RestingOrder, status: OrderStatus, reason: Option<Reas
     }
 }
 
-fn open_order(order: &RestingOrder) -> OpenOrder {
-    OpenOrder {
-        order_id: order.order_id,
-        user_id: order.user_id,
-        side: order.side,
-        price_ticks: order.price_ticks,
-        qty_lots: order.qty_lots,
-        filled_lots: order.filled_lots,
-        time_in_force: order.time_in_force,
-        self_trade_prevention: order.self_trade_prevention,
-    }
+fn open_order(entry: &RestingOrder) -> OpenOrder {
+    entry.order.clone()
 }
 
 impl MatchingModule for PriceTimeBook {
@@ -421,12 +485,20 @@ impl MatchingModule for PriceTimeBook {
         Ok(PriceTimeBook { config: config.clone(), book: Book::default(), last_trade_id: 0 })
     }
 
-    fn apply(&mut self, _ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
+    fn apply(&mut self, ctx: &CommandContext, command: &MatchingCommand, events: &mut Vec<MatchingEvent>) {
+        let wake_before = self.book.next_expiry();
         self.book.track_changes();
-        self.apply_command(command, events);
+        self.expire_due(ctx.ts_ns, events);
+        self.apply_command(ctx, command, events);
         self.book.drain_changed_levels(|side, price_ticks, qty_lots| {
             events.push(MatchingEvent::Level { side, price_ticks, qty_lots });
         });
+        // The host keeps the last wake time it was told: tell it each change,
+        // and answer a wake always (the host forgets the time it woke us for).
+        let wake_after = self.book.next_expiry();
+        if wake_after != wake_before || *command == MatchingCommand::Wake {
+            events.push(MatchingEvent::Wake { at_ts_ns: wake_after });
+        }
     }
 
     fn query(&self, query: &MatchingQuery) -> MatchingQueryResult {
@@ -461,6 +533,16 @@ impl MatchingModule for PriceTimeBook {
     fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
         let (config, last_trade_id, book) = snapshot::read(bytes)?;
         Ok(PriceTimeBook { config, book, last_trade_id })
+    }
+
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
+        match from_version {
+            exhost_guest_sdk::book::BOOK_STATE_V1 => {
+                let (config, last_trade_id, book) = snapshot::read_v1(bytes)?;
+                Ok(PriceTimeBook { config, book, last_trade_id })
+            }
+            other => Err(ModuleError::new(format!("cannot migrate state version {other} to {STATE_VERSION}"))),
+        }
     }
 }
 

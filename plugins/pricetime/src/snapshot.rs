@@ -1,10 +1,11 @@
-//! The price-time book's snapshot: the SDK's shared "book v1" format (see
-//! `exhost_guest_sdk::book`), so other book modules can take over its state.
+//! The price-time book's snapshot: the SDK's shared "book v2" format (see
+//! `exhost_guest_sdk::book`), so other book modules can take over its state;
+//! "book v1", what it wrote before order options, it migrates.
 //! Its order is canonical, so equal books give equal bytes whatever the slab
 //! layout, and restoring by appending each order to its level's tail
 //! reproduces every queue exactly; `Book::from_canonical` builds it in bulk.
 
-use exhost_guest_sdk::book::{BookSnapshotV1, write_book_v1};
+use exhost_guest_sdk::book::{BookSnapshotV1, BookSnapshotV2, book_v1_to_v2, write_book_v2};
 use exhost_guest_sdk::codec::decode;
 use exhost_guest_sdk::{MarketConfig, ModuleError};
 
@@ -27,15 +28,26 @@ pub fn check_config(config: &MarketConfig) -> Result<(), ModuleError> {
 }
 
 pub fn write(config: &MarketConfig, last_trade_id: u64, book: &Book, out: &mut Vec<u8>) {
-    write_book_v1(config, last_trade_id, book.resting_count(), book.all_orders(), out);
+    write_book_v2(config, last_trade_id, book.resting_count(), book.all_orders(), out);
 }
 
 pub fn read(bytes: &[u8]) -> Result<(MarketConfig, u64, Book), ModuleError> {
-    // Not `read_book_v1`: its checks (canonical order, something left, no
-    // repeated id) are all made by the bulk build too, and sorting every id
-    // twice was a fifth of a hot swap's pause.
+    // Not `read_book_v2`: its checks (canonical order, what each order
+    // shows, no repeated id) are all made by the bulk build too, and sorting
+    // every id twice was a fifth of a hot swap's pause.
+    let snapshot: BookSnapshotV2 =
+        decode(bytes).map_err(|error| ModuleError::new(format!("book v2 snapshot: {error}")))?;
+    build(snapshot)
+}
+
+/// A "book v1" snapshot, as the book of the same orders with no options.
+pub fn read_v1(bytes: &[u8]) -> Result<(MarketConfig, u64, Book), ModuleError> {
     let snapshot: BookSnapshotV1 =
         decode(bytes).map_err(|error| ModuleError::new(format!("book v1 snapshot: {error}")))?;
+    build(book_v1_to_v2(snapshot))
+}
+
+fn build(snapshot: BookSnapshotV2) -> Result<(MarketConfig, u64, Book), ModuleError> {
     check_config(&snapshot.config)?;
     let book = Book::from_canonical(snapshot.orders)
         .map_err(|error| ModuleError::new(format!("snapshot is inconsistent: {error}")))?;

@@ -1,9 +1,10 @@
 //! # Testbed matching module (tests only)
 //!
 //! The reference price-time book, with two differences the host's tests need:
-//! - its state format is version 2 (a `b"TB2"` marker, then "book v1"), and it
-//!   migrates from version 1, so a hot swap from the reference module goes
-//!   through `migrate`;
+//! - its state format is version 1000 (a `b"TB"` marker, then the reference
+//!   book's snapshot), far from the reference book's versions, and it migrates
+//!   from every version the reference book reads, so a hot swap from the
+//!   reference module goes through `migrate`;
 //! - it misbehaves on purpose: an order of exactly 13 lots panics (a trap),
 //!   an order of exactly 17 lots loops forever (fuel exhaustion). Both after
 //!   changing the book, as a real bug would.
@@ -14,12 +15,12 @@ use exhost_guest_sdk::{
 };
 use exhost_pricetime::PriceTimeBook;
 
-const MARKER: &[u8] = b"TB2";
+const MARKER: &[u8] = b"TB";
 
 pub struct Testbed(PriceTimeBook);
 
 impl MatchingModule for Testbed {
-    const STATE_VERSION: u32 = 2;
+    const STATE_VERSION: u32 = 1000;
 
     fn init(config: &MarketConfig) -> Result<Self, ModuleError> {
         Ok(Testbed(PriceTimeBook::init(config)?))
@@ -51,15 +52,14 @@ impl MatchingModule for Testbed {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
-        let rest =
-            bytes.strip_prefix(MARKER).ok_or_else(|| ModuleError::new("testbed state v2 must start with TB2"))?;
+        let rest = bytes.strip_prefix(MARKER).ok_or_else(|| ModuleError::new("testbed state must start with TB"))?;
         Ok(Testbed(PriceTimeBook::restore(rest)?))
     }
 
     fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
         match from_version {
-            1 => Ok(Testbed(PriceTimeBook::restore(bytes)?)),
-            other => Err(ModuleError::new(format!("testbed migrates from state version 1 only, not {other}"))),
+            exhost_pricetime::STATE_VERSION => Ok(Testbed(PriceTimeBook::restore(bytes)?)),
+            older => Ok(Testbed(PriceTimeBook::migrate(older, bytes)?)),
         }
     }
 }

@@ -154,8 +154,12 @@ pub fn order_json(data: &[u8]) {
     let symbol = spec.symbol.clone();
     let market = |asked: &str| (asked == symbol).then(|| (MarketId(0), spec.clone()));
     match exhost_server::parse_place_order(data, UserId(9), market) {
-        Ok(order) => {
+        Ok((order, options)) => {
             assert_eq!((order.market, order.user_id), (MarketId(0), UserId(9)));
+            if let Some(display_lots) = options.display_lots {
+                assert!(display_lots > 0 && display_lots <= order.qty_lots, "a display quantity within the order");
+            }
+            assert_eq!(options.expire_time_ns.is_some(), order.time_in_force == exhost_guest_sdk::TimeInForce::Gtd);
             assert!(order.qty_lots > 0 && order.qty_lots <= spec.config.qty_lots_max);
             assert!(order.price_ticks <= spec.config.price_ticks_max);
             let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted body is JSON");
