@@ -6,6 +6,7 @@ mod support;
 
 use std::process::Command;
 
+use exhost_guest_sdk::MatchingCommand;
 use serde_json::{Value, json};
 use support::*;
 
@@ -80,9 +81,17 @@ fn a_new_plugin_builds_uploads_activates_and_rolls_back() {
     let raw: Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
     assert_eq!(raw["modules"], json!([{ "from_command": 0, "module_hash": hash }]));
     let fixture = exhost_testkit::Fixture::load(&fixture).unwrap();
-    assert_eq!(fixture.commands.len(), 2);
+    // The two orders, then the mark their trade set, which the host hands to the book.
+    let commands: Vec<&MatchingCommand> = fixture.commands.iter().map(|input| &input.command).collect();
+    assert!(
+        matches!(
+            commands[..],
+            [MatchingCommand::Place(_), MatchingCommand::Place(_), MatchingCommand::Mark { price_ticks: 270_000 }]
+        ),
+        "{commands:?}"
+    );
     let report =
         exhost_testkit::compare_matching::<exhost_pricetime::PriceTimeBook>(exhost_embedded::PRICETIME_WASM, &fixture)
             .unwrap();
-    assert_eq!(report.commands, 2);
+    assert_eq!(report.commands, 3);
 }

@@ -49,7 +49,11 @@ pub const ABI_VERSION: u32 = 1;
 ///   wakes (`MatchingCommand::Wake`, `MatchingEvent::Wake`), the reasons
 ///   `invalid_expire_time`, `invalid_display_qty`, `unsupported_order`,
 ///   `expired`.
-pub const ABI_REVISION: u32 = 1;
+/// - 2: conditional orders (`MatchingCommand::PlaceConditional`, `Trigger`,
+///   `TriggerBy`, `OrderStatus::Untriggered`), the mark price handed to books
+///   (`MatchingCommand::Mark`), the reasons `invalid_trigger_price`,
+///   `would_trigger`.
+pub const ABI_REVISION: u32 = 2;
 
 /// Export names, spelled once.
 pub mod exports {

@@ -13,13 +13,19 @@
 //! book is a v2 book with no options ([`book_v1_to_v2`]); a v2 book is a v1
 //! book only if no order has one ([`book_v2_to_v1`]), so a module without
 //! options refuses a book it could not keep faithfully.
+//!
+//! "book v3" is v2 with the conditional orders waiting for their trigger (by
+//! order id) and the two prices they watch: the last trade price and the
+//! mark price the host handed over. A v2 book is a v3 book with none and no
+//! prices ([`book_v2_to_v3`]); a v3 book is a v2 book only if it has no
+//! conditional order ([`book_v3_to_v2`]).
 
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode_into};
-use crate::matching::{MarketConfig, ModuleError, OpenOrder};
+use crate::matching::{MarketConfig, ModuleError, OpenOrder, OrderOptions, PlaceOrder, Trigger};
 use crate::types::OrderId;
 
 /// The state version of the "book v1" format.
@@ -202,6 +208,78 @@ pub fn book_v2_to_v1(v2: BookSnapshotV2) -> Result<BookSnapshotV1, ModuleError> 
         last_trade_id: v2.last_trade_id,
         orders: v2.orders.into_iter().map(|entry| entry.order).collect(),
     })
+}
+
+/// The state version of the "book v3" format.
+pub const BOOK_STATE_V3: u32 = 3;
+
+/// A conditional order of "book v3": what it becomes, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionalOrder {
+    pub order: PlaceOrder,
+    pub options: OrderOptions,
+    pub trigger: Trigger,
+}
+
+/// A decoded "book v3" snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookSnapshotV3 {
+    pub book: BookSnapshotV2,
+    /// By ascending order id.
+    pub conditional: Vec<ConditionalOrder>,
+    pub last_price_ticks: Option<u64>,
+    pub mark_price_ticks: Option<u64>,
+}
+
+/// Append a "book v3" snapshot: the v2 part, then the rest.
+#[allow(clippy::too_many_arguments)]
+pub fn write_book_v3<'a>(
+    config: &MarketConfig,
+    last_trade_id: u64,
+    count: usize,
+    orders: impl Iterator<Item = &'a BookOrderV2>,
+    conditional: &[&ConditionalOrder],
+    last_price_ticks: Option<u64>,
+    mark_price_ticks: Option<u64>,
+    out: &mut Vec<u8>,
+) {
+    write_book_v2(config, last_trade_id, count, orders, out);
+    encode_into(&conditional, out);
+    encode_into(&last_price_ticks, out);
+    encode_into(&mark_price_ticks, out);
+}
+
+/// Decode a "book v3" snapshot with the checks of [`read_book_v2`], and that
+/// conditional orders come by ascending id, unique across the whole book.
+pub fn read_book_v3(bytes: &[u8]) -> Result<BookSnapshotV3, ModuleError> {
+    let snapshot: BookSnapshotV3 =
+        decode(bytes).map_err(|error| ModuleError::new(alloc::format!("book v3 snapshot: {error}")))?;
+    check_v2_orders(&snapshot.book.orders)?;
+    if snapshot.conditional.windows(2).any(|w| w[0].order.order_id >= w[1].order.order_id) {
+        return Err(ModuleError::new("book v3 conditional orders are not by ascending id"));
+    }
+    if let Some(entry) =
+        snapshot.conditional.iter().find(|c| snapshot.book.orders.iter().any(|o| o.order.order_id == c.order.order_id))
+    {
+        return Err(ModuleError::new(alloc::format!("book v3 snapshot holds order {} twice", entry.order.order_id)));
+    }
+    Ok(snapshot)
+}
+
+/// A v2 book as v3: no conditional orders, no prices seen yet.
+pub fn book_v2_to_v3(book: BookSnapshotV2) -> BookSnapshotV3 {
+    BookSnapshotV3 { book, conditional: Vec::new(), last_price_ticks: None, mark_price_ticks: None }
+}
+
+/// A v3 book as v2, if it holds no conditional order.
+pub fn book_v3_to_v2(v3: BookSnapshotV3) -> Result<BookSnapshotV2, ModuleError> {
+    if let Some(entry) = v3.conditional.first() {
+        return Err(ModuleError::new(alloc::format!(
+            "order {} is a conditional order, which this module cannot keep; cancel such orders before the swap",
+            entry.order.order_id
+        )));
+    }
+    Ok(v3.book)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub mod types;
 pub use abi::{ABI_VERSION, Abi, MatchingAbi, ModuleKind, PositionAbi};
 pub use matching::{
     Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery, MatchingQueryResult,
-    ModuleError, OpenOrder, OrderOptions, OrderUpdate, PlaceOrder, Trade,
+    ModuleError, OpenOrder, OrderOptions, OrderUpdate, PlaceOrder, Trade, Trigger,
 };
 pub use position::{
     AccountState, BalanceCause, FollowUp, LedgerState, MarketRisk, OrderIntent, PositionCommand, PositionConfig,
@@ -37,5 +37,5 @@ pub use position::{
 };
 pub use types::{
     CommandContext, MarketId, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId,
-    UserId,
+    TriggerBy, UserId,
 };

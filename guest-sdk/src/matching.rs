@@ -11,7 +11,8 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId, UserId,
+    CommandContext, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId,
+    TriggerBy, UserId,
 };
 
 /// What the host gives a matching module when a market is created. Limits are
@@ -77,6 +78,24 @@ impl OrderOptions {
     }
 }
 
+/// When a conditional order enters the book: once the price it watches is
+/// at or above (`rises`) or at or below (`!rises`) `price_ticks`. The host
+/// sets `rises` from the order's kind and side: a stop buy and a
+/// take-profit sell rise, a stop sell and a take-profit buy fall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub price_ticks: u64,
+    pub by: TriggerBy,
+    pub rises: bool,
+}
+
+impl Trigger {
+    /// Whether `price_ticks` meets this trigger.
+    pub const fn met_by(&self, price_ticks: u64) -> bool {
+        if self.rises { price_ticks >= self.price_ticks } else { price_ticks <= self.price_ticks }
+    }
+}
+
 /// A command for one market's book.
 ///
 /// Time-driven rules (an order's expiry) need the module to run when no
@@ -111,6 +130,20 @@ pub enum MatchingCommand {
     /// The time the module asked for with [`MatchingEvent::Wake`] has come:
     /// do what is due at the context's timestamp.
     Wake,
+    /// A conditional order (stop, take-profit): `order` is what it becomes
+    /// when `trigger` is met. Until then it is `untriggered`: open, out of
+    /// the book; its update carries as `price_ticks` the price it is
+    /// margined at (its limit price, or its trigger price for a market one).
+    PlaceConditional {
+        order: PlaceOrder,
+        options: OrderOptions,
+        trigger: Trigger,
+    },
+    /// The market's mark price changed (the position module set it): the
+    /// book triggers what watches it.
+    Mark {
+        price_ticks: u64,
+    },
 }
 
 impl MatchingCommand {
@@ -121,6 +154,7 @@ impl MatchingCommand {
             MatchingCommand::Place(order) => order.time_in_force.revision(),
             MatchingCommand::Cancel { .. } | MatchingCommand::Amend { .. } | MatchingCommand::MassCancel { .. } => 0,
             MatchingCommand::PlaceWith { .. } | MatchingCommand::Wake => 1,
+            MatchingCommand::PlaceConditional { .. } | MatchingCommand::Mark { .. } => 2,
         }
     }
 }

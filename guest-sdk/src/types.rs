@@ -146,6 +146,19 @@ stable_enum! {
         Cancelled = 4 => "cancelled",
         /// Refused; nothing changed.
         Rejected = 5 => "rejected",
+        /// A conditional order waiting for its trigger: open, not in the book.
+        Untriggered = 6 => "untriggered",
+    }
+}
+
+stable_enum! {
+    /// The price a conditional order watches.
+    pub enum TriggerBy: u8 {
+        /// The mark price, which the position module sets and the host hands
+        /// to the book (`MatchingCommand::Mark`).
+        Mark = 1 => "mark",
+        /// The book's own last trade price.
+        Last = 2 => "last",
     }
 }
 
@@ -160,9 +173,10 @@ impl TimeInForce {
 }
 
 impl OrderStatus {
-    /// Whether an order in this status is resting in the book.
+    /// Whether an order in this status is open: resting in the book, or
+    /// waiting for its trigger (margined either way).
     pub const fn is_open(self) -> bool {
-        matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+        matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled | OrderStatus::Untriggered)
     }
 }
 
@@ -212,6 +226,11 @@ stable_enum! {
         /// The market's matching module does not take this kind of order (an
         /// iceberg, a `gtd` order): its rules have no place for it.
         UnsupportedOrder = 25 => "unsupported_order",
+        /// A trigger price of zero or above the market's highest price.
+        InvalidTriggerPrice = 26 => "invalid_trigger_price",
+        /// The watched price already meets the trigger: the order would
+        /// trigger on arrival (place a market or limit order instead).
+        WouldTrigger = 27 => "would_trigger",
         UserCancel = 100 => "user_cancel",
         MassCancel = 101 => "mass_cancel",
         /// The remainder of an IOC or market order.

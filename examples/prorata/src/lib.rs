@@ -18,14 +18,15 @@
 //! reference book, and the state is saved in the SDK's shared "book v1"
 //! format, so a market can be switched between this module and the reference
 //! price-time module in either direction while it trades: it takes the
-//! reference module's "book v2" as long as no order in it is an iceberg or
-//! `gtd`, which pro-rata does not offer (such orders are refused here with
-//! `unsupported_order`).
+//! reference module's "book v3" as long as no order in it is an iceberg,
+//! `gtd` or conditional, which pro-rata does not offer (such orders are
+//! refused here with `unsupported_order`).
 
 use std::collections::BTreeMap;
 
 use exhost_guest_sdk::book::{
-    BOOK_STATE_V1, BOOK_STATE_V2, BookOrder, BookSnapshotV1, book_v2_to_v1, read_book_v1, read_book_v2, write_book_v1,
+    BOOK_STATE_V1, BOOK_STATE_V2, BOOK_STATE_V3, BookOrder, BookSnapshotV1, book_v2_to_v1, book_v3_to_v2, read_book_v1,
+    read_book_v2, read_book_v3, write_book_v1,
 };
 use exhost_guest_sdk::{
     CommandContext, Level, MarketConfig, MatchingCommand, MatchingEvent, MatchingModule, MatchingQuery,
@@ -440,6 +441,9 @@ impl MatchingModule for ProRataBook {
                 true => self.place(order, events),
                 false => events.push(refused(order, Reason::UnsupportedOrder)),
             },
+            // No conditional orders here: refused precisely, and marks are not watched.
+            MatchingCommand::PlaceConditional { order, .. } => events.push(refused(order, Reason::UnsupportedOrder)),
+            MatchingCommand::Mark { .. } => {}
             // It keeps no time-driven state, and never asks to be woken.
             MatchingCommand::Wake => {}
             MatchingCommand::Cancel { order_id, user_id } => match self.own(*order_id, *user_id).is_some() {
@@ -522,6 +526,7 @@ impl MatchingModule for ProRataBook {
     fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
         match from_version {
             BOOK_STATE_V2 => ProRataBook::from_v1(book_v2_to_v1(read_book_v2(bytes)?)?),
+            BOOK_STATE_V3 => ProRataBook::from_v1(book_v2_to_v1(book_v3_to_v2(read_book_v3(bytes)?)?)?),
             other => Err(ModuleError::new(format!("cannot migrate state version {other} to {BOOK_STATE_V1}"))),
         }
     }

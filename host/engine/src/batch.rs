@@ -106,7 +106,7 @@ impl Engine {
                 break;
             }
             let (market, user_id, matching) = match command.as_new_order() {
-                Some((order, _))
+                Some((order, _, _))
                     if order.client_order_id.as_deref().is_some_and(|id| {
                         self.registry.client_order_open(order.user_id, Some(id))
                             || !client_ids.insert((order.user_id, id))
@@ -114,8 +114,8 @@ impl Engine {
                 {
                     break;
                 }
-                Some((order, options)) => {
-                    (order.market, order.user_id, order.to_matching_command(OrderId(seq), &options))
+                Some((order, options, trigger)) => {
+                    (order.market, order.user_id, order.to_matching_command(OrderId(seq), &options, trigger))
                 }
                 None => match command {
                     Command::CancelOrder { market, user_id, order_id } => {
@@ -207,9 +207,9 @@ impl Engine {
         let mut results = Vec::with_capacity(run.len());
         for ((ctx, output), ((market, _), (_, command))) in contexts.iter().zip(outputs).zip(run.iter().zip(commands)) {
             let mut events = Vec::with_capacity(output.len() + 1);
-            if let Some((order, options)) = command.as_new_order() {
+            if let Some((order, options, trigger)) = command.as_new_order() {
                 events.push(received(OrderId(ctx.seq), order));
-                events.extend(received_options(OrderId(ctx.seq), order, &options));
+                events.extend(received_options(OrderId(ctx.seq), order, &options, trigger));
             }
             events.extend(output.into_iter().map(|event| EventBody::Matching { market: *market, event }));
             if events.is_empty() {

@@ -8,7 +8,7 @@
 pub use exhost_guest_sdk::MarketId;
 use exhost_guest_sdk::{
     MarketConfig, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention,
-    Side, TimeInForce, UserId,
+    Side, TimeInForce, Trigger, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -115,12 +115,26 @@ impl NewOrder {
     /// The matching command that places this order: `Place` for a plain
     /// order, so modules that predate options keep taking those, and
     /// `PlaceWith` for one with options.
-    pub fn to_matching_command(&self, order_id: OrderId, options: &OrderOptions) -> MatchingCommand {
+    pub fn to_matching_command(
+        &self,
+        order_id: OrderId,
+        options: &OrderOptions,
+        trigger: Option<&Trigger>,
+    ) -> MatchingCommand {
         let order = self.to_matching(order_id);
-        if options.is_plain() {
-            MatchingCommand::Place(order)
-        } else {
-            MatchingCommand::PlaceWith { order, options: *options }
+        match trigger {
+            Some(trigger) => MatchingCommand::PlaceConditional { order, options: *options, trigger: *trigger },
+            None if options.is_plain() => MatchingCommand::Place(order),
+            None => MatchingCommand::PlaceWith { order, options: *options },
+        }
+    }
+
+    /// The price the pre-trade check margins it at: its limit price, or, for
+    /// a conditional market order, its trigger price.
+    pub fn margin_price_ticks(&self, trigger: Option<&Trigger>) -> u64 {
+        match (self.order_type, trigger) {
+            (OrderType::Market, Some(trigger)) => trigger.price_ticks,
+            _ => self.price_ticks,
         }
     }
 }
@@ -219,14 +233,21 @@ pub enum Command {
         order: NewOrder,
         options: OrderOptions,
     },
+    /// A conditional order (stop, take-profit): `order` is what it becomes.
+    PlaceConditional {
+        order: NewOrder,
+        options: OrderOptions,
+        trigger: Trigger,
+    },
 }
 
 impl Command {
-    /// The order a place command carries, with its options.
-    pub fn as_new_order(&self) -> Option<(&NewOrder, OrderOptions)> {
+    /// The order a place command carries, with its options and trigger.
+    pub fn as_new_order(&self) -> Option<(&NewOrder, OrderOptions, Option<&Trigger>)> {
         match self {
-            Command::PlaceOrder(order) => Some((order, OrderOptions::default())),
-            Command::PlaceOrderWith { order, options } => Some((order, *options)),
+            Command::PlaceOrder(order) => Some((order, OrderOptions::default(), None)),
+            Command::PlaceOrderWith { order, options } => Some((order, *options, None)),
+            Command::PlaceConditional { order, options, trigger } => Some((order, *options, Some(trigger))),
             _ => None,
         }
     }
@@ -237,7 +258,7 @@ impl Command {
             Command::CreateUser { .. } => "create_user",
             Command::Deposit { .. } => "deposit",
             Command::CreateMarket(_) => "create_market",
-            Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } => "place_order",
+            Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } | Command::PlaceConditional { .. } => "place_order",
             Command::CancelOrder { .. } => "cancel_order",
             Command::AmendOrder { .. } => "amend_order",
             Command::MassCancel { .. } => "mass_cancel",

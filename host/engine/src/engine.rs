@@ -29,7 +29,7 @@ use std::sync::Arc;
 use exhost_guest_sdk::{
     Abi, CommandContext, FollowUp, MatchingAbi, MatchingCommand, MatchingEvent, MatchingQuery, MatchingQueryResult,
     OrderId, OrderIntent, OrderOptions, OrderStatus, OrderType, OrderUpdate, PlaceOrder, PositionAbi, PositionCommand,
-    PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, UserId,
+    PositionEvent, PositionQuery, PositionQueryResult, Reason, SelfTradePrevention, TimeInForce, Trigger, UserId,
 };
 
 use crate::command::{Command, MarketId, ModuleTarget, NewOrder};
@@ -67,6 +67,9 @@ pub struct Engine {
     /// The wake times the current command's modules asked for, in order;
     /// they take effect only if the command completes.
     pub(crate) pending_wakes: Vec<(MarketId, Option<u64>)>,
+    /// Mark prices the position module set in the current command, in
+    /// order, for their books (conditional orders watch them).
+    pub(crate) pending_marks: VecDeque<(MarketId, u64)>,
 }
 
 impl Engine {
@@ -84,6 +87,7 @@ impl Engine {
             touched: Vec::new(),
             wakes: BTreeMap::new(),
             pending_wakes: Vec::new(),
+            pending_marks: VecDeque::new(),
         }
     }
 
@@ -118,7 +122,11 @@ impl Engine {
         let mut events = Vec::new();
         self.touched.clear();
         self.pending_wakes.clear();
-        let outcome = self.wake_due(ctx, &mut events).and_then(|()| self.dispatch(ctx, command, &mut events));
+        self.pending_marks.clear();
+        let outcome = self
+            .wake_due(ctx, &mut events)
+            .and_then(|()| self.dispatch(ctx, command, &mut events))
+            .and_then(|()| self.deliver_marks(ctx, &mut events));
         match outcome {
             Ok(()) => {
                 // Every sequence number shows in the event log, so a follower
@@ -160,6 +168,28 @@ impl Engine {
             self.on_its_own(events, None, |engine, events| {
                 engine.match_and_settle(ctx, market, MatchingCommand::Wake, events)
             })?;
+        }
+        Ok(())
+    }
+
+    /// Hand each mark price the command set to its market's book, after the
+    /// command's own work (a mark's liquidations included), each on its own:
+    /// a book that faults on it loses what the mark did there, not the mark.
+    /// What the triggered orders trade is settled like any fill, and a mark
+    /// that sets (a market's first trade) is handed over in turn.
+    fn deliver_marks(&mut self, ctx: CommandContext, events: &mut Vec<EventBody>) -> Result<(), Abort> {
+        let limit = self.registry.position.as_ref().map_or(0, |p| p.config.follow_ups_per_command_max);
+        let mut delivered = 0u32;
+        while let Some((market, price_ticks)) = self.pending_marks.pop_front() {
+            let command = MatchingCommand::Mark { price_ticks };
+            if (market.0 as usize) >= self.markets.len() || !self.markets[market.0 as usize].knows(&command) {
+                continue;
+            }
+            if delivered == limit {
+                return Err(Abort::Fault(Reason::FollowUpLimit));
+            }
+            delivered += 1;
+            self.on_its_own(events, None, |engine, events| engine.match_and_settle(ctx, market, command, events))?;
         }
         Ok(())
     }
@@ -231,8 +261,11 @@ impl Engine {
             Command::InstallPositionModule { module_hash, limits, config } => {
                 self.install_position(ctx, *module_hash, *limits, config, events)?
             }
-            Command::PlaceOrder(order) => self.place(ctx, order, &OrderOptions::default(), events)?,
-            Command::PlaceOrderWith { order, options } => self.place(ctx, order, options, events)?,
+            Command::PlaceOrder(order) => self.place(ctx, order, &OrderOptions::default(), None, events)?,
+            Command::PlaceOrderWith { order, options } => self.place(ctx, order, options, None, events)?,
+            Command::PlaceConditional { order, options, trigger } => {
+                self.place(ctx, order, options, Some(trigger), events)?
+            }
             Command::CancelOrder { market, user_id, order_id } => {
                 if let Some(reason) = self.check_market_user(*market, *user_id) {
                     events.push(EventBody::CommandRejected { reason });
@@ -357,6 +390,7 @@ impl Engine {
         ctx: CommandContext,
         order: &NewOrder,
         options: &OrderOptions,
+        trigger: Option<&Trigger>,
         events: &mut Vec<EventBody>,
     ) -> Result<(), Abort> {
         if let Some(reason) = self.check_market_user(order.market, order.user_id) {
@@ -369,8 +403,8 @@ impl Engine {
         }
         let order_id = OrderId(ctx.seq);
         events.push(received(order_id, order));
-        events.extend(received_options(order_id, order, options));
-        let command = order.to_matching_command(order_id, options);
+        events.extend(received_options(order_id, order, options, trigger));
+        let command = order.to_matching_command(order_id, options, trigger);
         let position_reads = |slot: &Slot<PositionAbi>| command.revision() <= slot.instance.abi_revision();
         if !self.markets[order.market.0 as usize].knows(&command) || !self.position.as_ref().is_none_or(position_reads)
         {
@@ -386,8 +420,10 @@ impl Engine {
                 order_id,
                 user_id: order.user_id,
                 side: order.side,
-                order_type: order.order_type,
-                price_ticks: order.price_ticks,
+                // An untriggered order is margined as a limit order at the
+                // price its update carries (its limit, or its trigger price).
+                order_type: if trigger.is_some() { OrderType::Limit } else { order.order_type },
+                price_ticks: order.margin_price_ticks(trigger),
                 qty_lots: order.qty_lots,
                 reduce_only: order.reduce_only,
             });
@@ -507,6 +543,11 @@ impl Engine {
         let mut output = faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Position, fault))?;
         // Moved, not cloned: an account message holds a vector per event.
         let rejection = output.rejection();
+        for event in &output.events {
+            if let PositionEvent::MarkPrice { market, price_ticks } = event {
+                self.pending_marks.push_back((*market, *price_ticks));
+            }
+        }
         events.extend(output.events.drain(..).map(EventBody::Position));
         Ok(PositionRun { rejection, follow_ups: output.follow_ups })
     }
@@ -525,6 +566,7 @@ impl Engine {
         let outer = std::mem::take(&mut self.touched);
         let events_before = events.len();
         let wakes_before = self.pending_wakes.len();
+        let marks_before = self.pending_marks.len();
         let outcome = part(self, events);
         let inner = std::mem::replace(&mut self.touched, outer);
         if let Err(Abort::Fault(reason)) = outcome {
@@ -533,6 +575,7 @@ impl Engine {
             }
             events.truncate(events_before);
             self.pending_wakes.truncate(wakes_before);
+            self.pending_marks.truncate(marks_before);
             if let Some(rejected) = rejected {
                 events.push(rejected(reason));
             }
@@ -640,15 +683,27 @@ pub(crate) fn take_wakes(market: MarketId, events: &mut Vec<MatchingEvent>, wake
     });
 }
 
-/// The options of an order that has some, as their event.
-pub(crate) fn received_options(order_id: OrderId, order: &NewOrder, options: &OrderOptions) -> Option<EventBody> {
-    (!options.is_plain()).then_some(EventBody::OrderOptions {
+/// The options and trigger of an order that has some, as their events.
+pub(crate) fn received_options(
+    order_id: OrderId,
+    order: &NewOrder,
+    options: &OrderOptions,
+    trigger: Option<&Trigger>,
+) -> impl Iterator<Item = EventBody> {
+    let options = (!options.is_plain()).then_some(EventBody::OrderOptions {
         market: order.market,
         order_id,
         user_id: order.user_id,
         display_lots: options.display_lots,
         expire_time_ns: options.expire_time_ns,
-    })
+    });
+    let trigger = trigger.map(|trigger| EventBody::OrderTrigger {
+        market: order.market,
+        order_id,
+        user_id: order.user_id,
+        trigger: *trigger,
+    });
+    options.into_iter().chain(trigger)
 }
 
 fn refused_order(order_id: OrderId, order: &NewOrder, reason: Reason) -> MatchingEvent {
@@ -679,11 +734,11 @@ fn mass_cancelled(market: Option<MarketId>, user_id: UserId, events: &[EventBody
 /// The events that report a command undone because a module faulted.
 fn rejection(ctx: CommandContext, command: &Command, reason: Reason) -> Vec<EventBody> {
     match command {
-        Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } => {
-            let (order, options) = command.as_new_order().expect("a place command");
+        Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } | Command::PlaceConditional { .. } => {
+            let (order, options, trigger) = command.as_new_order().expect("a place command");
             let order_id = OrderId(ctx.seq);
             let mut events = vec![received(order_id, order)];
-            events.extend(received_options(order_id, order, &options));
+            events.extend(received_options(order_id, order, &options, trigger));
             events.push(EventBody::Matching { market: order.market, event: refused_order(order_id, order, reason) });
             events
         }

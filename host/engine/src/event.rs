@@ -5,7 +5,7 @@
 //! The read side is built only from these. Variants are append-only.
 
 use exhost_guest_sdk::{
-    MatchingEvent, OrderId, OrderType, PositionEvent, Reason, SelfTradePrevention, Side, TimeInForce, UserId,
+    MatchingEvent, OrderId, OrderType, PositionEvent, Reason, SelfTradePrevention, Side, TimeInForce, Trigger, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,14 @@ pub enum EventBody {
         user_id: UserId,
         display_lots: Option<u64>,
         expire_time_ns: Option<u64>,
+    },
+    /// The trigger of the conditional order received just before, in the
+    /// same command.
+    OrderTrigger {
+        market: MarketId,
+        order_id: OrderId,
+        user_id: UserId,
+        trigger: Trigger,
     },
 }
 

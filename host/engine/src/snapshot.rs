@@ -166,6 +166,7 @@ impl Engine {
             touched: Vec::new(),
             wakes: snapshot.wakes,
             pending_wakes: Vec::new(),
+            pending_marks: Default::default(),
         })
     }
 }

@@ -24,7 +24,7 @@ use exhost_engine::{Event, EventBody, MarketId};
 use exhost_guest_sdk::codec::{decode, decode_prefix, encode, encode_into};
 use exhost_guest_sdk::{
     AccountState, LedgerState, MatchingEvent, OrderId, OrderOptions, OrderStatus, OrderType, PositionEvent, Reason,
-    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+    SelfTradePrevention, Side, TimeInForce, Trade, TradeId, Trigger, UserId,
 };
 use exhost_store::{Batch, Durability, Family, Store, StoreError, event_key};
 use serde::{Deserialize, Serialize};
@@ -78,16 +78,23 @@ pub struct OrderView {
     pub updated_seq: u64,
     pub fills: Vec<FillView>,
     /// Iceberg and expiry. Stored after the rest, and only when the order
-    /// has some, so views written before options existed read unchanged.
+    /// has some (or a trigger), so views written before options existed
+    /// read unchanged.
     #[serde(skip)]
     pub options: OrderOptions,
+    /// A conditional order's trigger, stored after the options.
+    #[serde(skip)]
+    pub trigger: Option<Trigger>,
 }
 
 impl OrderView {
     fn encode(&self) -> Vec<u8> {
         let mut out = encode(self);
-        if !self.options.is_plain() {
+        if !self.options.is_plain() || self.trigger.is_some() {
             encode_into(&self.options, &mut out);
+        }
+        if let Some(trigger) = &self.trigger {
+            encode_into(trigger, &mut out);
         }
         out
     }
@@ -95,7 +102,11 @@ impl OrderView {
     fn decode(bytes: &[u8]) -> Result<OrderView, exhost_guest_sdk::codec::DecodeError> {
         let (mut view, rest): (OrderView, _) = decode_prefix(bytes)?;
         if !rest.is_empty() {
-            view.options = decode(rest)?;
+            let (options, rest) = decode_prefix(rest)?;
+            view.options = options;
+            if !rest.is_empty() {
+                view.trigger = Some(decode(rest)?);
+            }
         }
         Ok(view)
     }
@@ -241,6 +252,7 @@ pub fn received_view(event: &Event) -> Option<OrderView> {
         updated_seq: event.seq,
         fills: Vec::new(),
         options: OrderOptions::default(),
+        trigger: None,
     })
 }
 
@@ -249,6 +261,9 @@ pub fn apply_to_order(view: &mut OrderView, event: &Event) {
     match &event.body {
         EventBody::OrderOptions { order_id, display_lots, expire_time_ns, .. } if *order_id == view.order_id => {
             view.options = OrderOptions { display_lots: *display_lots, expire_time_ns: *expire_time_ns };
+        }
+        EventBody::OrderTrigger { order_id, trigger, .. } if *order_id == view.order_id => {
+            view.trigger = Some(*trigger);
         }
         EventBody::Matching { event: MatchingEvent::Order(update), .. } if update.order_id == view.order_id => {
             view.price_ticks = update.price_ticks;
@@ -358,7 +373,7 @@ impl<'a> ReadModelWriter<'a> {
             _ => {}
         }
         match &event.body {
-            EventBody::OrderOptions { order_id, .. } => {
+            EventBody::OrderOptions { order_id, .. } | EventBody::OrderTrigger { order_id, .. } => {
                 if let Some(view) = self.order_mut(*order_id)? {
                     apply_to_order(view, event);
                 }

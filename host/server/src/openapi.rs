@@ -181,6 +181,18 @@ pub enum Side {
 pub enum OrderType {
     Limit,
     Market,
+    StopMarket,
+    StopLimit,
+    TakeProfitMarket,
+    TakeProfitLimit,
+}
+
+/// The price a conditional order watches.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum TriggerBy {
+    Mark,
+    Last,
 }
 
 #[derive(ToSchema)]

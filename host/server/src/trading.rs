@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use exhost_engine::{Command, MarketId, MarketSpec, NewOrder};
 use exhost_guest_sdk::{
     MatchingEvent, OrderId, OrderOptions, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce,
-    UserId,
+    Trigger, TriggerBy, UserId,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -69,6 +69,15 @@ pub(super) struct PlaceRequest {
     /// after it; one not after the time the order is sequenced is rejected.
     #[schema(minimum = 1, format = Int64)]
     expire_time: Option<u64>,
+    /// With a conditional `type` (and only then): the price that makes it
+    /// enter the book, a multiple of the tick. A stop buy and a take-profit
+    /// sell trigger when the watched price reaches it or rises above, a stop
+    /// sell and a take-profit buy when it reaches it or falls below.
+    #[schema(value_type = Option<openapi::Decimal>)]
+    trigger_price: Option<String>,
+    /// The watched price: `mark` (when not given) or `last` (trade price).
+    #[schema(value_type = Option<openapi::TriggerBy>)]
+    trigger_by: Option<String>,
 }
 
 /// An order id, as the API gives it.
@@ -220,9 +229,12 @@ pub(super) async fn by_client_id(
 /// Check a new order against the market without the engine.
 pub(super) fn place_entry(state: &AppState, user_id: UserId, request: PlaceRequest) -> ApiResult<OrderEntry> {
     let (market, spec) = market_of(state, &request.symbol)?;
-    let (order, options) = new_order(market, &spec, user_id, request)?;
-    let command =
-        if options.is_plain() { Command::PlaceOrder(order) } else { Command::PlaceOrderWith { order, options } };
+    let (order, options, trigger) = new_order(market, &spec, user_id, request)?;
+    let command = match trigger {
+        Some(trigger) => Command::PlaceConditional { order, options, trigger },
+        None if options.is_plain() => Command::PlaceOrder(order),
+        None => Command::PlaceOrderWith { order, options },
+    };
     Ok(OrderEntry { command, answer: Answer { spec, existing: None } })
 }
 
@@ -233,7 +245,7 @@ pub fn parse_place_order(
     body: &[u8],
     user_id: UserId,
     market: impl FnOnce(&str) -> Option<(MarketId, MarketSpec)>,
-) -> ApiResult<(NewOrder, OrderOptions)> {
+) -> ApiResult<(NewOrder, OrderOptions, Option<Trigger>)> {
     let request: PlaceRequest = parse_json(body)?;
     let (id, spec) = market(&request.symbol).ok_or_else(|| ApiError::unknown_market(&request.symbol))?;
     new_order(id, &spec, user_id, request)
@@ -244,9 +256,51 @@ fn new_order(
     spec: &MarketSpec,
     user_id: UserId,
     request: PlaceRequest,
-) -> ApiResult<(NewOrder, OrderOptions)> {
+) -> ApiResult<(NewOrder, OrderOptions, Option<Trigger>)> {
     let side = enum_field("side", &request.side, Side::from_str_name, "\"buy\", \"sell\"")?;
-    let order_type = enum_field("type", &request.order_type, OrderType::from_str_name, "\"limit\", \"market\"")?;
+    // A conditional type: what it becomes, and whether it is a stop.
+    let conditional = |name: &str| match name {
+        "stop_market" => Some((OrderType::Market, true)),
+        "stop_limit" => Some((OrderType::Limit, true)),
+        "take_profit_market" => Some((OrderType::Market, false)),
+        "take_profit_limit" => Some((OrderType::Limit, false)),
+        _ => None,
+    };
+    let types = "\"limit\", \"market\", \"stop_market\", \"stop_limit\", \"take_profit_market\", \"take_profit_limit\"";
+    let (order_type, stop) = match conditional(&request.order_type) {
+        Some((order_type, stop)) => (order_type, Some(stop)),
+        None => (enum_field("type", &request.order_type, OrderType::from_str_name, types)?, None),
+    };
+    let invalid_trigger = |message: &str| {
+        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_trigger_price", message.to_string())
+    };
+    let trigger = match (stop, &request.trigger_price) {
+        (None, Some(_)) => return Err(invalid_trigger("trigger_price goes with a stop or take-profit type only")),
+        (None, None) if request.trigger_by.is_some() => {
+            return Err(ApiError::bad_request("trigger_by goes with a stop or take-profit type only"));
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid_trigger("stop and take-profit orders need a trigger_price")),
+        (Some(stop), Some(price)) => {
+            let price_ticks = spec.price_scale.parse_steps(price).map_err(|error| {
+                ApiError::decimal(
+                    "invalid_trigger_price",
+                    "trigger_price",
+                    price,
+                    &format!("the tick {}", spec.price_scale),
+                    error,
+                )
+            })?;
+            if price_ticks == 0 || price_ticks > spec.config.price_ticks_max {
+                return Err(invalid_trigger("trigger_price must be above 0 and at most the market's maximum price"));
+            }
+            let by = match &request.trigger_by {
+                None => TriggerBy::Mark,
+                Some(value) => enum_field("trigger_by", value, TriggerBy::from_str_name, "\"mark\", \"last\"")?,
+            };
+            Some(Trigger { price_ticks, by, rises: stop == (side == Side::Buy) })
+        }
+    };
     let time_in_force = match &request.time_in_force {
         None => TimeInForce::Gtc,
         Some(value) => {
@@ -343,6 +397,11 @@ fn new_order(
         }
         _ => {}
     }
+    if trigger.is_some() && matches!(time_in_force, TimeInForce::Fok | TimeInForce::PostOnly) {
+        return Err(ApiError::bad_request(
+            "a stop or take-profit order enters the book later, so it cannot be fok or post_only",
+        ));
+    }
     let options = OrderOptions { display_lots, expire_time_ns: request.expire_time };
     let order = NewOrder {
         market,
@@ -356,7 +415,7 @@ fn new_order(
         self_trade_prevention,
         reduce_only: request.reduce_only.unwrap_or(false),
     };
-    Ok((order, options))
+    Ok((order, options, trigger))
 }
 
 /// The spec of the market an order in the read model belongs to.

@@ -3,7 +3,7 @@
 
 use exhost_engine::{Event, EventBody, MarketSpec};
 use exhost_guest_sdk::{
-    AccountState, LedgerState, MarketId, MatchingEvent, OrderStatus, OrderType, PositionEvent, Reason,
+    AccountState, LedgerState, MarketId, MatchingEvent, OrderStatus, OrderType, PositionEvent, Reason, Side, Trigger,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -63,10 +63,31 @@ pub struct OrderJson {
     /// A `gtd` order's expire time (ns since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<u64>,
+    /// A stop or take-profit order's trigger price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
+    pub trigger_price: Option<String>,
+    /// The price it watches: `mark` or `last`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::TriggerBy>)]
+    pub trigger_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<&'static str>,
+}
+
+/// The API name of an order's type: what it is, or, for a conditional
+/// order, what it becomes and on which side of its trigger.
+pub fn order_type_name(order_type: OrderType, side: Side, trigger: Option<&Trigger>) -> &'static str {
+    let Some(trigger) = trigger else { return order_type.as_str() };
+    let stop = trigger.rises == (side == Side::Buy);
+    match (stop, order_type) {
+        (true, OrderType::Market) => "stop_market",
+        (true, OrderType::Limit) => "stop_limit",
+        (false, OrderType::Market) => "take_profit_market",
+        (false, OrderType::Limit) => "take_profit_limit",
+    }
 }
 
 /// An order as the API shows it. `seq` is the command being answered (or the
@@ -81,7 +102,7 @@ pub fn order_json(view: &OrderView, spec: &MarketSpec, seq: u64, fills_of_seq: O
         client_order_id: view.client_order_id.clone(),
         symbol: spec.symbol.clone(),
         side: view.side.as_str(),
-        order_type: view.order_type.as_str(),
+        order_type: order_type_name(view.order_type, view.side, view.trigger.as_ref()),
         time_in_force: view.time_in_force.as_str(),
         stp: view.self_trade_prevention.as_str(),
         reduce_only: view.reduce_only,
@@ -104,6 +125,8 @@ pub fn order_json(view: &OrderView, spec: &MarketSpec, seq: u64, fills_of_seq: O
             .collect(),
         display_qty: view.options.display_lots.map(|lots| qty.format_steps(lots)),
         expire_time: view.options.expire_time_ns,
+        trigger_price: view.trigger.map(|trigger| price.format_steps(trigger.price_ticks)),
+        trigger_by: view.trigger.map(|trigger| trigger.by.as_str()),
         reject_reason: (view.status == OrderStatus::Rejected).then(|| reason.map_or("rejected", Reason::as_str)),
         cancel_reason: (view.status == OrderStatus::Cancelled).then(|| reason.map_or("cancelled", Reason::as_str)),
     }
@@ -263,6 +286,18 @@ pub fn event_json(event: &Event, directory: &Directory) -> Value {
                 "user_id": user_id.0,
                 "display_qty": display_lots.and_then(|lots| spec.map(|s| s.qty_scale.format_steps(lots))),
                 "expire_time": expire_time_ns,
+            })
+        }
+        EventBody::OrderTrigger { market, order_id, user_id, trigger } => {
+            let spec = spec(*market);
+            json!({
+                "type": "order_trigger",
+                "symbol": spec.map(|s| s.symbol.clone()),
+                "order_id": order_id.0,
+                "user_id": user_id.0,
+                "trigger_price": spec.map(|s| s.price_scale.format_steps(trigger.price_ticks)),
+                "trigger_by": trigger.by.as_str(),
+                "rises": trigger.rises,
             })
         }
     };

@@ -524,9 +524,9 @@ async fn next_live(live: &mut Option<broadcast::Receiver<Arc<Vec<Event>>>>) -> R
 /// Whether an event belongs on a user's own channel.
 fn concerns(body: &EventBody, user_id: UserId) -> bool {
     match body {
-        EventBody::OrderReceived { user_id: owner, .. } | EventBody::OrderOptions { user_id: owner, .. } => {
-            *owner == user_id
-        }
+        EventBody::OrderReceived { user_id: owner, .. }
+        | EventBody::OrderOptions { user_id: owner, .. }
+        | EventBody::OrderTrigger { user_id: owner, .. } => *owner == user_id,
         EventBody::Matching { event, .. } => match event {
             MatchingEvent::Order(update) => update.user_id == user_id,
             MatchingEvent::Trade(trade) => trade.maker_user_id == user_id || trade.taker_user_id == user_id,

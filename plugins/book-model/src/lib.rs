@@ -8,9 +8,10 @@
 //! tests can compare whole event streams, and end-to-end tests can compare
 //! the host's answers.
 
+use exhost_guest_sdk::book::ConditionalOrder;
 use exhost_guest_sdk::{
     Level, MatchingCommand, MatchingEvent, OpenOrder, OrderId, OrderOptions, OrderStatus, OrderType, OrderUpdate,
-    PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, UserId,
+    PlaceOrder, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, Trigger, TriggerBy, UserId,
 };
 
 /// A resting order: the SDK's own open order (what a query reports), and
@@ -47,6 +48,10 @@ impl std::ops::DerefMut for ModelOrder {
 #[derive(Clone, Debug, Default)]
 pub struct ModelBook {
     pub resting: Vec<ModelOrder>,
+    /// Conditional orders waiting for their trigger, in arrival order.
+    pub waiting: Vec<ConditionalOrder>,
+    pub last_price: Option<u64>,
+    pub mark_price: Option<u64>,
     clock: u64,
     last_trade_id: u64,
 }
@@ -68,6 +73,23 @@ fn crosses(side: Side, limit: Option<u64>, price: u64) -> bool {
         (Side::Buy, Some(limit)) => price <= limit,
         (Side::Sell, Some(limit)) => price >= limit,
     }
+}
+
+/// A waiting order's update: at its limit price, or a market one's trigger price.
+fn waiting_update(entry: &ConditionalOrder, status: OrderStatus, reason: Option<Reason>) -> MatchingEvent {
+    MatchingEvent::Order(OrderUpdate {
+        order_id: entry.order.order_id,
+        user_id: entry.order.user_id,
+        side: entry.order.side,
+        price_ticks: match entry.order.order_type {
+            OrderType::Limit => entry.order.price_ticks,
+            OrderType::Market => entry.trigger.price_ticks,
+        },
+        qty_lots: entry.order.qty_lots,
+        filled_lots: 0,
+        status,
+        reason,
+    })
 }
 
 fn update(order: &ModelOrder, status: OrderStatus, reason: Option<Reason>) -> MatchingEvent {
@@ -133,6 +155,7 @@ impl ModelBook {
             let maker = &mut self.resting[i];
             let qty = (taker.qty - taker.filled).min(maker.shown);
             self.last_trade_id += 1;
+            self.last_price = Some(maker.price_ticks);
             events.push(MatchingEvent::Trade(Trade {
                 trade_id: TradeId(self.last_trade_id),
                 price_ticks: maker.price_ticks,
@@ -201,7 +224,66 @@ impl ModelBook {
         events.push(update(&order, status, reason));
     }
 
+    fn watched(&self, by: TriggerBy) -> Option<u64> {
+        match by {
+            TriggerBy::Mark => self.mark_price,
+            TriggerBy::Last => self.last_price,
+        }
+    }
+
+    /// The waiting order to enter next: of those whose trigger is met, rising
+    /// ones first by ascending trigger price, then falling ones by
+    /// descending trigger price, each then by order id.
+    fn next_triggered(&self) -> Option<usize> {
+        let met = |rises: bool| {
+            self.waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| {
+                    w.trigger.rises == rises && self.watched(w.trigger.by).is_some_and(|p| w.trigger.met_by(p))
+                })
+                .min_by_key(|(_, w)| {
+                    let price = w.trigger.price_ticks;
+                    (if rises { price } else { u64::MAX - price }, w.order.order_id)
+                })
+                .map(|(i, _)| i)
+        };
+        met(true).or_else(|| met(false))
+    }
+
+    /// Enter every waiting order whose trigger is met, one at a time.
+    fn enter_triggered(&mut self, events: &mut Vec<MatchingEvent>) {
+        while let Some(i) = self.next_triggered() {
+            let entry = self.waiting.remove(i);
+            let p = &entry.order;
+            let limit = (p.order_type == OrderType::Limit).then_some(p.price_ticks);
+            let mut taker = Incoming {
+                order_id: p.order_id,
+                user_id: p.user_id,
+                side: p.side,
+                limit,
+                qty: p.qty_lots,
+                filled: 0,
+                stp: p.self_trade_prevention,
+                options: entry.options,
+            };
+            let rests = limit.is_some() && matches!(p.time_in_force, TimeInForce::Gtc | TimeInForce::Gtd);
+            let self_trade = self.run(&mut taker, events);
+            self.finish(taker, self_trade, rests, p.time_in_force, events);
+        }
+    }
+
     fn place(&mut self, ts_ns: u64, p: &PlaceOrder, options: &OrderOptions) -> Vec<MatchingEvent> {
+        self.place_maybe_conditional(ts_ns, p, options, None)
+    }
+
+    fn place_maybe_conditional(
+        &mut self,
+        ts_ns: u64,
+        p: &PlaceOrder,
+        options: &OrderOptions,
+        trigger: Option<Trigger>,
+    ) -> Vec<MatchingEvent> {
         let mut events = Vec::new();
         let limit = (p.order_type == OrderType::Limit).then_some(p.price_ticks);
         let reject = |reason| {
@@ -209,7 +291,11 @@ impl ModelBook {
                 order_id: p.order_id,
                 user_id: p.user_id,
                 side: p.side,
-                price_ticks: p.price_ticks,
+                // A conditional order is reported at the price it would be margined at.
+                price_ticks: match trigger {
+                    Some(trigger) if p.order_type == OrderType::Market => trigger.price_ticks,
+                    _ => p.price_ticks,
+                },
                 qty_lots: p.qty_lots,
                 filled_lots: 0,
                 status: OrderStatus::Rejected,
@@ -231,8 +317,26 @@ impl ModelBook {
         if gtd != options.expire_time_ns.is_some() || (gtd && (!rests || options.expire_time_ns <= Some(ts_ns))) {
             return reject(Reason::InvalidExpireTime);
         }
-        if self.resting.iter().any(|o| o.order_id == p.order_id) {
+        if self.resting.iter().any(|o| o.order_id == p.order_id)
+            || self.waiting.iter().any(|w| w.order.order_id == p.order_id)
+        {
             return reject(Reason::DuplicateOrderId);
+        }
+        if let Some(trigger) = trigger {
+            let entry = ConditionalOrder { order: p.clone(), options: *options, trigger };
+            let refused = |reason| vec![waiting_update(&entry, OrderStatus::Rejected, Some(reason))];
+            if matches!(p.time_in_force, TimeInForce::Fok | TimeInForce::PostOnly) {
+                return refused(Reason::UnsupportedOrder);
+            }
+            if trigger.price_ticks == 0 {
+                return refused(Reason::InvalidTriggerPrice);
+            }
+            if self.watched(trigger.by).is_some_and(|price| trigger.met_by(price)) {
+                return refused(Reason::WouldTrigger);
+            }
+            let placed = vec![waiting_update(&entry, OrderStatus::Untriggered, None)];
+            self.waiting.push(entry);
+            return placed;
         }
         if p.time_in_force == TimeInForce::PostOnly
             && self.resting.iter().any(|o| o.side != p.side && crosses(p.side, limit, o.price_ticks))
@@ -268,14 +372,23 @@ impl ModelBook {
         self.resting.iter().position(|o| o.order_id == order_id && o.user_id == user_id)
     }
 
+    fn waiting_position(&self, order_id: OrderId, user_id: UserId) -> Option<usize> {
+        self.waiting.iter().position(|w| w.order.order_id == order_id && w.order.user_id == user_id)
+    }
+
     /// [`ModelBook::apply_at`] at time zero.
     pub fn apply(&mut self, command: &MatchingCommand) -> Vec<MatchingEvent> {
         self.apply_at(0, command)
     }
 
-    /// The earliest expire time of a resting order.
-    fn next_expiry(&self) -> Option<u64> {
-        self.resting.iter().filter_map(|o| o.expire).min()
+    /// When the book wants to be woken: the earliest expire time of a
+    /// resting or waiting order.
+    fn next_wake(&self) -> Option<u64> {
+        self.resting
+            .iter()
+            .filter_map(|o| o.expire)
+            .chain(self.waiting.iter().filter_map(|w| w.options.expire_time_ns))
+            .min()
     }
 
     /// Apply one command at time `ts_ns`, returning the events a matching
@@ -284,14 +397,20 @@ impl ModelBook {
     /// after), then a wake time if it changed or the command was a wake.
     pub fn apply_at(&mut self, ts_ns: u64, command: &MatchingCommand) -> Vec<MatchingEvent> {
         let before = self.depth();
-        let wake_before = self.next_expiry();
+        let wake_before = self.next_wake();
         let mut expired: Vec<ModelOrder> =
             self.resting.iter().filter(|o| o.expire.is_some_and(|expire| expire <= ts_ns)).cloned().collect();
         expired.sort_by_key(|o| (o.expire, o.order_id));
         self.resting.retain(|o| o.expire.is_none_or(|expire| expire > ts_ns));
         let mut events: Vec<MatchingEvent> =
             expired.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::Expired))).collect();
+        let due = |w: &ConditionalOrder| w.options.expire_time_ns.is_some_and(|expire| expire <= ts_ns);
+        let mut expired: Vec<ConditionalOrder> = self.waiting.iter().filter(|w| due(w)).cloned().collect();
+        expired.sort_by_key(|w| (w.options.expire_time_ns, w.order.order_id));
+        self.waiting.retain(|w| !due(w));
+        events.extend(expired.iter().map(|w| waiting_update(w, OrderStatus::Cancelled, Some(Reason::Expired))));
         events.extend(self.apply_command(ts_ns, command));
+        self.enter_triggered(&mut events);
         let after = self.depth();
         let mut changed: Vec<(Side, u64, u64)> = Vec::new();
         for (side, old, new) in [(Side::Buy, &before.0, &after.0), (Side::Sell, &before.1, &after.1)] {
@@ -310,7 +429,7 @@ impl ModelBook {
             price_ticks,
             qty_lots,
         }));
-        let wake_after = self.next_expiry();
+        let wake_after = self.next_wake();
         if wake_after != wake_before || *command == MatchingCommand::Wake {
             events.push(MatchingEvent::Wake { at_ts_ns: wake_after });
         }
@@ -322,10 +441,21 @@ impl ModelBook {
             MatchingCommand::Place(p) => self.place(ts_ns, p, &OrderOptions::default()),
             MatchingCommand::PlaceWith { order, options } => self.place(ts_ns, order, options),
             MatchingCommand::Wake => Vec::new(),
+            MatchingCommand::PlaceConditional { order, options, trigger } => {
+                self.place_maybe_conditional(ts_ns, order, options, Some(*trigger))
+            }
+            MatchingCommand::Mark { price_ticks } => {
+                self.mark_price = Some(*price_ticks);
+                Vec::new()
+            }
             MatchingCommand::Cancel { order_id, user_id } => match self.position(*order_id, *user_id) {
                 Some(i) => {
                     let order = self.resting.remove(i);
                     vec![update(&order, OrderStatus::Cancelled, Some(Reason::UserCancel))]
+                }
+                None if let Some(i) = self.waiting_position(*order_id, *user_id) => {
+                    let entry = self.waiting.remove(i);
+                    vec![waiting_update(&entry, OrderStatus::Cancelled, Some(Reason::UserCancel))]
                 }
                 None => vec![MatchingEvent::Rejected {
                     order_id: *order_id,
@@ -338,10 +468,37 @@ impl ModelBook {
                     self.resting.iter().filter(|o| o.user_id == *user_id).cloned().collect();
                 mine.sort_by_key(|o| o.order_id);
                 self.resting.retain(|o| o.user_id != *user_id);
-                mine.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::MassCancel))).collect()
+                let mut events: Vec<MatchingEvent> =
+                    mine.iter().map(|o| update(o, OrderStatus::Cancelled, Some(Reason::MassCancel))).collect();
+                let mut waiting: Vec<ConditionalOrder> =
+                    self.waiting.iter().filter(|w| w.order.user_id == *user_id).cloned().collect();
+                waiting.sort_by_key(|w| w.order.order_id);
+                self.waiting.retain(|w| w.order.user_id != *user_id);
+                events.extend(
+                    waiting.iter().map(|w| waiting_update(w, OrderStatus::Cancelled, Some(Reason::MassCancel))),
+                );
+                events
             }
             MatchingCommand::Amend { order_id, user_id, price_ticks, qty_lots } => {
                 let reject = |reason| vec![MatchingEvent::Rejected { order_id: *order_id, user_id: *user_id, reason }];
+                if let Some(i) = self.waiting_position(*order_id, *user_id) {
+                    if price_ticks.is_none() && qty_lots.is_none() {
+                        return reject(Reason::NothingToAmend);
+                    }
+                    let entry = &self.waiting[i];
+                    if price_ticks.is_some() && (entry.order.order_type != OrderType::Limit || *price_ticks == Some(0))
+                    {
+                        return reject(Reason::InvalidPrice);
+                    }
+                    let qty = qty_lots.unwrap_or(entry.order.qty_lots);
+                    if qty == 0 || entry.options.display_lots.is_some_and(|display| display > qty) {
+                        return reject(Reason::InvalidQuantity);
+                    }
+                    let entry = &mut self.waiting[i];
+                    entry.order.qty_lots = qty;
+                    entry.order.price_ticks = price_ticks.unwrap_or(entry.order.price_ticks);
+                    return vec![waiting_update(entry, OrderStatus::Untriggered, None)];
+                }
                 let Some(i) = self.position(*order_id, *user_id) else { return reject(Reason::UnknownOrder) };
                 if price_ticks.is_none() && qty_lots.is_none() {
                     return reject(Reason::NothingToAmend);

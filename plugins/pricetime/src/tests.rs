@@ -650,24 +650,247 @@ fn a_book_v1_snapshot_migrates_to_the_same_book_with_no_options() {
     migrated.snapshot(&mut theirs);
     f.book.snapshot(&mut ours);
     assert_eq!(theirs, ours);
-    assert_eq!(theirs, exhost_guest_sdk::codec::encode(&book_v1_to_v2(v1)));
+    assert_eq!(theirs, exhost_guest_sdk::codec::encode(&exhost_guest_sdk::book::book_v2_to_v3(book_v1_to_v2(v1))));
     assert!(PriceTimeBook::migrate(7, &theirs).is_err());
+}
+
+// ---- conditional orders ----
+
+impl Fixture {
+    /// Place a conditional order: a market one (`limit: None`) or a limit one.
+    fn conditional(
+        &mut self,
+        user: u64,
+        side: Side,
+        limit: Option<u64>,
+        qty: u64,
+        trigger: Trigger,
+    ) -> (OrderId, Vec<MatchingEvent>) {
+        self.next_id += 1;
+        let order_id = OrderId(self.next_id);
+        let order = PlaceOrder {
+            order_id,
+            user_id: UserId(user),
+            side,
+            order_type: if limit.is_some() { OrderType::Limit } else { OrderType::Market },
+            price_ticks: limit.unwrap_or(0),
+            qty_lots: qty,
+            time_in_force: TimeInForce::Gtc,
+            self_trade_prevention: SelfTradePrevention::CancelTaker,
+        };
+        (order_id, self.apply(MatchingCommand::PlaceConditional { order, options: OrderOptions::default(), trigger }))
+    }
+}
+
+fn on_mark(price_ticks: u64, rises: bool) -> Trigger {
+    Trigger { price_ticks, by: TriggerBy::Mark, rises }
+}
+
+/// `(order id, status)` of each order update, and `(taker, maker, qty, price)` of each trade, in order.
+fn story(events: &[MatchingEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            MatchingEvent::Order(u) => {
+                Some(format!("order {} {} {}/{}", u.order_id.0, u.status.as_str(), u.filled_lots, u.qty_lots))
+            }
+            MatchingEvent::Trade(t) => {
+                Some(format!("trade {}<-{} {}@{}", t.taker_order_id.0, t.maker_order_id.0, t.qty_lots, t.price_ticks))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Three stop sells and a take-profit buy wait on the mark. A move of the
+/// mark from 100 to 94 meets the stops at 98, 96 and 95 and the take-profit
+/// at 97 (all falling): they enter by descending trigger price, 98, 97, 96,
+/// 95, ties by id, each trading with the book as it is by then (the
+/// take-profit buys from the stop-limit that rested just before it).
+#[test]
+fn several_stops_triggered_by_one_mark_move_enter_in_trigger_price_order() {
+    let mut f = Fixture::new();
+    f.apply(MatchingCommand::Mark { price_ticks: 100 });
+    let (bid_90, _) = f.limit(1, Side::Buy, 90, 10);
+    let (ask_110, _) = f.limit(1, Side::Sell, 110, 10);
+    let (stop_95, placed) = f.conditional(2, Side::Sell, None, 2, on_mark(95, false));
+    assert_eq!(story(&placed), ["order 3 untriggered 0/2"]);
+    let MatchingEvent::Order(update) = &placed[0] else { unreachable!() };
+    assert_eq!(update.price_ticks, 95, "a market stop is margined at its trigger price");
+    let (stop_98, _) = f.conditional(3, Side::Sell, Some(91), 3, on_mark(98, false));
+    let (take_97, _) = f.conditional(4, Side::Buy, None, 1, on_mark(97, false));
+    let (stop_96, _) = f.conditional(5, Side::Sell, None, 4, on_mark(96, false));
+    // Not yet: the mark at 99 meets none of them.
+    assert_eq!(f.apply(MatchingCommand::Mark { price_ticks: 99 }), vec![]);
+    assert_eq!(f.depth(), (vec![(90, 10)], vec![(110, 10)]), "untriggered orders are not in the book");
+
+    let events = f.apply(MatchingCommand::Mark { price_ticks: 94 });
+    assert_eq!(
+        story(&events),
+        [
+            // 98: a stop-limit sell at 91 finds no bid at or above 91: it rests.
+            "order 4 new 0/3",
+            // 97: a market buy meets that ask at 91 before the one at 110.
+            "trade 5<-4 1@91",
+            "order 4 partially_filled 1/3",
+            "order 5 filled 1/1",
+            // 96: a market sell of 4 at the bid of 90.
+            "trade 6<-1 4@90",
+            "order 1 partially_filled 4/10",
+            "order 6 filled 4/4",
+            // 95: the last, 2 more at 90.
+            "trade 3<-1 2@90",
+            "order 1 partially_filled 6/10",
+            "order 3 filled 2/2",
+        ]
+    );
+    assert_eq!((stop_95, stop_98, take_97, stop_96), (OrderId(3), OrderId(4), OrderId(5), OrderId(6)));
+    assert_eq!(f.depth(), (vec![(90, 4)], vec![(91, 2), (110, 10)]));
+    let _ = (bid_90, ask_110);
+}
+
+/// A stop buy on the last price is met by a trade of the command that moves
+/// it, and what it buys can move the last price on to the next one.
+#[test]
+fn last_price_triggers_cascade_inside_the_command_that_traded() {
+    let mut f = Fixture::new();
+    f.limit(1, Side::Sell, 100, 1);
+    f.limit(1, Side::Sell, 102, 1);
+    f.limit(1, Side::Sell, 104, 5);
+    let last = |price_ticks| Trigger { price_ticks, by: TriggerBy::Last, rises: true };
+    let (first, _) = f.conditional(2, Side::Buy, None, 1, last(100));
+    let (second, _) = f.conditional(3, Side::Buy, None, 1, last(102));
+    // No trade yet, so nothing to watch: both wait. A buy at 100 trades...
+    let events = f.order(4, Side::Buy, OrderType::Limit, 100, 1, TimeInForce::Gtc, SelfTradePrevention::CancelTaker).1;
+    // ...which meets the stop at 100; it buys at 102, which meets the one at 102.
+    assert_eq!(
+        story(&events),
+        [
+            "trade 6<-1 1@100",
+            "order 1 filled 1/1",
+            "order 6 filled 1/1",
+            "trade 4<-2 1@102",
+            "order 2 filled 1/1",
+            "order 4 filled 1/1",
+            "trade 5<-3 1@104",
+            "order 3 partially_filled 1/5",
+            "order 5 filled 1/1",
+        ]
+    );
+    assert_eq!((first, second), (OrderId(4), OrderId(5)));
+}
+
+#[test]
+fn untriggered_orders_are_refused_when_met_already_and_can_be_cancelled_amended_and_expire() {
+    let mut f = Fixture::new();
+    f.apply(MatchingCommand::Mark { price_ticks: 100 });
+    let reason = |events: &[MatchingEvent]| match &events[0] {
+        MatchingEvent::Order(update) => (update.status, update.reason),
+        other => panic!("{other:?}"),
+    };
+    let (_, met) = f.conditional(1, Side::Sell, None, 1, on_mark(100, false));
+    assert_eq!(reason(&met), (OrderStatus::Rejected, Some(Reason::WouldTrigger)));
+    let (_, zero) = f.conditional(1, Side::Sell, None, 1, on_mark(0, false));
+    assert_eq!(reason(&zero), (OrderStatus::Rejected, Some(Reason::InvalidTriggerPrice)));
+    // Amend what it becomes; the trigger stays; a market one has no price to amend.
+    let (limit_stop, _) = f.conditional(1, Side::Sell, Some(95), 4, on_mark(96, false));
+    let amended = f.apply(MatchingCommand::Amend {
+        order_id: limit_stop,
+        user_id: UserId(1),
+        price_ticks: Some(94),
+        qty_lots: Some(2),
+    });
+    assert_eq!(story(&amended), ["order 3 untriggered 0/2"]);
+    let (market_stop, _) = f.conditional(1, Side::Sell, None, 1, on_mark(90, false));
+    let refused = f.apply(MatchingCommand::Amend {
+        order_id: market_stop,
+        user_id: UserId(1),
+        price_ticks: Some(94),
+        qty_lots: None,
+    });
+    assert_eq!(
+        refused,
+        vec![MatchingEvent::Rejected { order_id: market_stop, user_id: UserId(1), reason: Reason::InvalidPrice }]
+    );
+    // Another user's is unknown; the owner cancels it.
+    let theirs = f.apply(MatchingCommand::Cancel { order_id: market_stop, user_id: UserId(2) });
+    assert_eq!(
+        theirs,
+        vec![MatchingEvent::Rejected { order_id: market_stop, user_id: UserId(2), reason: Reason::UnknownOrder }]
+    );
+    let cancelled = f.apply(MatchingCommand::Cancel { order_id: market_stop, user_id: UserId(1) });
+    assert_eq!(story(&cancelled), ["order 4 cancelled 0/1"]);
+    // A gtd one expires while it waits.
+    f.next_id += 1;
+    let order = PlaceOrder {
+        order_id: OrderId(f.next_id),
+        user_id: UserId(1),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        price_ticks: 99,
+        qty_lots: 1,
+        time_in_force: TimeInForce::Gtd,
+        self_trade_prevention: SelfTradePrevention::CancelTaker,
+    };
+    let options = OrderOptions { display_lots: None, expire_time_ns: Some(50) };
+    let mut events = Vec::new();
+    f.book.apply(&CTX, &MatchingCommand::PlaceConditional { order, options, trigger: on_mark(105, true) }, &mut events);
+    assert_eq!(events.last(), Some(&MatchingEvent::Wake { at_ts_ns: Some(50) }));
+    let expired = f.apply_at(50, MatchingCommand::Wake);
+    assert_eq!(reason(&expired), (OrderStatus::Cancelled, Some(Reason::Expired)));
+    // A snapshot holds what waits, and the prices watched.
+    let mut bytes = Vec::new();
+    f.book.snapshot(&mut bytes);
+    let decoded = exhost_guest_sdk::book::read_book_v3(&bytes).unwrap();
+    assert_eq!(decoded.conditional.iter().map(|c| c.order.order_id).collect::<Vec<_>>(), vec![limit_stop]);
+    assert_eq!((decoded.mark_price_ticks, decoded.last_price_ticks), (Some(100), None));
+    let mut again = Vec::new();
+    PriceTimeBook::restore(&bytes).unwrap().snapshot(&mut again);
+    assert_eq!(again, bytes);
+}
+
+/// Triggered orders share one budget of steps per command; the rest enter in
+/// the next command, which the book asks for at once.
+#[test]
+fn triggered_orders_share_one_step_budget_and_the_rest_follow() {
+    let mut f = Fixture::with_config(MarketConfig { match_steps_per_command_max: 4, ..MarketConfig::default() });
+    f.apply(MatchingCommand::Mark { price_ticks: 100 });
+    f.limit(1, Side::Buy, 90, 10);
+    for trigger in [99, 98, 97] {
+        f.conditional(2, Side::Sell, None, 1, on_mark(trigger, false));
+    }
+    let mut events = Vec::new();
+    f.book.apply(&CommandContext { seq: 9, ts_ns: 70 }, &MatchingCommand::Mark { price_ticks: 95 }, &mut events);
+    // Entry and fill of the first (2 steps), of the second (2 steps): the budget is spent.
+    assert_eq!(story(&events).iter().filter(|line| line.ends_with("filled 1/1")).count(), 2, "{events:?}");
+    assert_eq!(events.last(), Some(&MatchingEvent::Wake { at_ts_ns: Some(70) }), "the third is due now");
+    let events = f.apply_at(71, MatchingCommand::Wake);
+    assert_eq!(story(&events), ["trade 4<-1 1@90", "order 1 partially_filled 3/10", "order 4 filled 1/1"]);
 }
 
 // ---- property test against the model ----
 
-type RawCommand = ((u8, u64, bool, u8, u64, u64, u8, u8, u64), (u8, u64));
+type RawCommand = ((u8, u64, bool, u8, u64, u64, u8, u8, u64), (u8, u64), (u8, u64, bool));
 
 fn arb_command(users: u64) -> impl Strategy<Value = RawCommand> {
-    ((0u8..100, 1..=users, any::<bool>(), 0u8..10, 95u64..=105, 1u64..=8, 0u8..5, 0u8..3, 0u64..64), (0u8..8, 0u64..40))
+    (
+        (0u8..100, 1..=users, any::<bool>(), 0u8..10, 95u64..=105, 1u64..=8, 0u8..5, 0u8..3, 0u64..64),
+        (0u8..8, 0u64..40),
+        (0u8..10, 93u64..=107, any::<bool>()),
+    )
 }
 
 /// Random commands: orders of every type and time in force, icebergs (some
 /// with impossible display quantities), `gtd` orders expiring up to 40
-/// commands later (some at once, which is refused), cancels, amends, mass
-/// cancels and wakes.
+/// commands later (some at once, which is refused), conditional orders on
+/// the mark and the last price, rising and falling (some with a zero trigger,
+/// some already met), cancels, amends, mass cancels, marks and wakes.
 fn to_command(
-    ((kind, user, buy, type_pick, price, qty, tif, stp, target), (display_pick, expire_in)): RawCommand,
+    (
+        (kind, user, buy, type_pick, price, qty, tif, stp, target),
+        (display_pick, expire_in),
+        (cond_pick, trigger_ticks, by_mark),
+    ): RawCommand,
     seq: u64,
     placed: &[OrderId],
 ) -> MatchingCommand {
@@ -694,10 +917,15 @@ fn to_command(
                 expire_time_ns: (order.time_in_force == TimeInForce::Gtd || display_pick == 3)
                     .then_some(seq + expire_in),
             };
-            if options.is_plain() {
-                MatchingCommand::Place(order)
-            } else {
-                MatchingCommand::PlaceWith { order, options }
+            let by = if by_mark { TriggerBy::Mark } else { TriggerBy::Last };
+            match cond_pick {
+                0..=2 => {
+                    let price_ticks = if cond_pick == 2 { 0 } else { trigger_ticks };
+                    let trigger = Trigger { price_ticks, by, rises: cond_pick == 0 };
+                    MatchingCommand::PlaceConditional { order, options, trigger }
+                }
+                _ if options.is_plain() => MatchingCommand::Place(order),
+                _ => MatchingCommand::PlaceWith { order, options },
             }
         }
         65..=79 => MatchingCommand::Cancel { order_id: pick(target), user_id },
@@ -708,6 +936,7 @@ fn to_command(
             qty_lots: (type_pick >= 3).then_some(qty),
         },
         97 => MatchingCommand::Wake,
+        98 => MatchingCommand::Mark { price_ticks: trigger_ticks },
         _ => MatchingCommand::MassCancel { user_id },
     }
 }
@@ -734,7 +963,10 @@ proptest! {
             }
             let seq = i as u64 + 1;
             let command = to_command(raw, seq, &placed);
-            if matches!(command, MatchingCommand::Place(_) | MatchingCommand::PlaceWith { .. }) {
+            if matches!(
+                command,
+                MatchingCommand::Place(_) | MatchingCommand::PlaceWith { .. } | MatchingCommand::PlaceConditional { .. }
+            ) {
                 placed.push(OrderId(seq));
             }
             let mut events = Vec::new();

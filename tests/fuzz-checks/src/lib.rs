@@ -154,15 +154,24 @@ pub fn order_json(data: &[u8]) {
     let symbol = spec.symbol.clone();
     let market = |asked: &str| (asked == symbol).then(|| (MarketId(0), spec.clone()));
     match exhost_server::parse_place_order(data, UserId(9), market) {
-        Ok((order, options)) => {
+        Ok((order, options, trigger)) => {
             assert_eq!((order.market, order.user_id), (MarketId(0), UserId(9)));
+            let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted body is JSON");
+            // A trigger exactly when the type is conditional, at the price written.
+            let conditional =
+                value["type"].as_str().is_some_and(|t| t.starts_with("stop_") || t.starts_with("take_profit_"));
+            assert_eq!(trigger.is_some(), conditional);
+            if let Some(trigger) = trigger {
+                let written = value["trigger_price"].as_str().expect("a trigger price is a string");
+                assert_eq!(spec.price_scale.parse_steps(written), Ok(trigger.price_ticks));
+                assert!(trigger.price_ticks > 0 && trigger.price_ticks <= spec.config.price_ticks_max);
+            }
             if let Some(display_lots) = options.display_lots {
                 assert!(display_lots > 0 && display_lots <= order.qty_lots, "a display quantity within the order");
             }
             assert_eq!(options.expire_time_ns.is_some(), order.time_in_force == exhost_guest_sdk::TimeInForce::Gtd);
             assert!(order.qty_lots > 0 && order.qty_lots <= spec.config.qty_lots_max);
             assert!(order.price_ticks <= spec.config.price_ticks_max);
-            let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted body is JSON");
             let qty = value["qty"].as_str().expect("qty is a string");
             assert_eq!(spec.qty_scale.parse_steps(qty), Ok(order.qty_lots));
             match value["price"].as_str() {
