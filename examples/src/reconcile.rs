@@ -13,9 +13,14 @@
 //!   insurance payouts are taken from `balance` events (they are decisions,
 //!   not arithmetic).
 //!
+//! - the maintenance margin is `ceil((|size| × mark × multiplier × rate −
+//!   amount) / 1e8)` per position, with the rate and cumulative amount of
+//!   the market's tier for that notional (one flat tier without `tiers`),
+//!   at the last `mark_price` of the stream (index-derived or not).
+//!
 //! After every command it compares its numbers with the `balance` and
 //! `position` change messages of that command, and at the end with the host's
-//! account answers.
+//! account answers (balance, sizes, realized PnL, maintenance margin).
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -50,9 +55,26 @@ struct Market {
     multiplier: i128,
     maker_fee: i128,
     taker_fee: i128,
+    /// Maintenance tiers: (upper bound of notional in money units, rate), ascending.
+    maintenance_tiers: Vec<(i128, i128)>,
 }
 
 impl Market {
+    /// Maintenance margin of a position of `notional` money units.
+    fn maintenance(&self, notional: i128) -> i128 {
+        let mut amount = 0;
+        for (index, &(bound, rate)) in self.maintenance_tiers.iter().enumerate() {
+            if index > 0 {
+                let (below_bound, below_rate) = self.maintenance_tiers[index - 1];
+                amount += below_bound * (rate - below_rate);
+            }
+            if notional <= bound || index + 1 == self.maintenance_tiers.len() {
+                return ceil_div(notional * rate - amount, RATE_SCALE);
+            }
+        }
+        0
+    }
+
     fn ticks(&self, price: &Value) -> anyhow::Result<i128> {
         Ok(parse(text(price)?, self.price_places)? / self.tick)
     }
@@ -74,6 +96,8 @@ struct Books {
     money_places: u32,
     positions: BTreeMap<(u64, String), Position>,
     balances: BTreeMap<u64, i128>,
+    /// The last mark of each market, ticks.
+    marks: BTreeMap<String, i128>,
 }
 
 fn text(value: &Value) -> anyhow::Result<&str> {
@@ -154,6 +178,10 @@ impl Books {
                     let change = if owed > 0 { -ceil_div(owed, RATE_SCALE) } else { (-owed) / RATE_SCALE };
                     *self.balances.entry(holder).or_default() += change;
                 }
+            }
+            "mark_price" => {
+                let mark = self.markets[&symbol].ticks(&event["price"])?;
+                self.marks.insert(symbol, mark);
             }
             "balance" => {
                 let cause = event["cause"].as_str().unwrap_or_default();
@@ -238,9 +266,20 @@ fn load_markets(agent: &ureq::Agent, base: &str, token: &str) -> anyhow::Result<
         } else {
             tick * lot / 10i128.pow((-exponent) as u32)
         };
+        let risk = &market["risk"];
+        let maintenance_tiers = match risk["tiers"].as_array() {
+            Some(tiers) => tiers
+                .iter()
+                .map(|tier| {
+                    Ok((parse(text(&tier["notional_max"])?, quote_places)?, parse(text(&tier["maintenance_margin"])?, 8)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => vec![(i128::MAX, parse(text(&risk["maintenance_margin"])?, 8)?)],
+        };
         markets.insert(
             text(&market["symbol"])?.to_string(),
             Market {
+                maintenance_tiers,
                 price_places,
                 qty_places,
                 tick,
@@ -373,7 +412,8 @@ pub fn run_from(base: &str, token: &str, source: Source<'_>) -> anyhow::Result<R
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let (markets, money_places) = load_markets(&agent, base, token)?;
     let end = log_end(&agent, base, token)?;
-    let mut books = Books { markets, money_places, positions: BTreeMap::new(), balances: BTreeMap::new() };
+    let mut books =
+        Books { markets, money_places, positions: BTreeMap::new(), balances: BTreeMap::new(), marks: BTreeMap::new() };
     let mut report = Report { through_seq: end.0, ..Report::default() };
 
     let mut events: Box<dyn Events> = match source {
@@ -416,6 +456,25 @@ pub fn run_from(base: &str, token: &str, source: Source<'_>) -> anyhow::Result<R
         let mut line = format!("user {user}: balance {balance}");
         if balance != mine {
             report.mismatches.push(format!("user {user}: host balance {balance}, rebuilt {mine}"));
+        }
+        let maintenance: i128 = books
+            .positions
+            .iter()
+            .filter(|((owner, _), position)| *owner == user && position.size != 0)
+            .map(|((_, symbol), position)| {
+                let market = &books.markets[symbol];
+                let mark = books.marks.get(symbol).copied().unwrap_or(0);
+                market.maintenance(position.size.abs() * mark * market.multiplier)
+            })
+            .sum();
+        if let Some(host_maintenance) = account["maintenance_margin"].as_str() {
+            let host_maintenance = parse(host_maintenance, money_places)?;
+            line.push_str(&format!(", maintenance {host_maintenance}"));
+            if host_maintenance != maintenance {
+                report.mismatches.push(format!(
+                    "user {user}: host maintenance margin {host_maintenance}, rebuilt {maintenance}"
+                ));
+            }
         }
         for position in account["positions"].as_array().into_iter().flatten() {
             let symbol = text(&position["symbol"])?.to_string();

@@ -53,7 +53,11 @@ pub const ABI_VERSION: u32 = 1;
 ///   `TriggerBy`, `OrderStatus::Untriggered`), the mark price handed to books
 ///   (`MatchingCommand::Mark`), the reasons `invalid_trigger_price`,
 ///   `would_trigger`.
-pub const ABI_REVISION: u32 = 2;
+/// - 3: risk tiers and funding terms (`PositionCommand::MarketTerms`), the
+///   index price feed (`PositionCommand::IndexPrice`,
+///   `PositionEvent::IndexPrice`), funding from the premium index
+///   (`PositionCommand::PremiumFunding`).
+pub const ABI_REVISION: u32 = 3;
 
 /// Export names, spelled once.
 pub mod exports {

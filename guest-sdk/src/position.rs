@@ -48,6 +48,78 @@ pub struct MarketRisk {
     pub price_ticks_max: u64,
 }
 
+/// One step of a market's margin schedule: the rates for a position (or an
+/// exposure) whose notional is at most `notional_max_units`. The last tier
+/// also covers everything above its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskTier {
+    /// Upper bound of the tier's notional, settlement units, inclusive.
+    pub notional_max_units: u128,
+    pub initial_margin_rate: u64,
+    pub maintenance_margin_rate: u64,
+}
+
+/// A market's terms beyond [`MarketRisk`] (ABI revision 3): its margin
+/// tiers and how funding is computed from the premium index. Sent right
+/// after `AddMarket`, to modules that know revision 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketTerms {
+    pub market: MarketId,
+    /// Ascending by `notional_max_units`; empty: one tier with the flat rates of [`MarketRisk`].
+    pub tiers: Vec<RiskTier>,
+    /// The funding interval, nanoseconds: fundings fall on multiples of it since the epoch.
+    pub funding_interval_ns: u64,
+    /// The interest rate per interval (1e-8 units; 0.01% = 10,000).
+    pub funding_interest_rate: i64,
+    /// The largest funding rate, either way, per interval.
+    pub funding_rate_cap: u64,
+}
+
+impl MarketTerms {
+    /// Eight hours, 0.01% interest per interval, rates capped at 0.75%.
+    pub fn standard(market: MarketId) -> MarketTerms {
+        MarketTerms {
+            market,
+            tiers: Vec::new(),
+            funding_interval_ns: 8 * 3_600 * 1_000_000_000,
+            funding_interest_rate: 10_000,
+            funding_rate_cap: 750_000,
+        }
+    }
+
+    /// What is wrong with these terms, if anything: tiers must rise in
+    /// notional and never lower a rate, each needs a bound and
+    /// 0 < maintenance ≤ initial ≤ 1; the interval must be positive and the
+    /// cap at most 1.
+    pub fn problem(&self) -> Option<&'static str> {
+        let scale = RATE_SCALE as u64;
+        let ascending = self.tiers.windows(2).all(|pair| {
+            pair[0].notional_max_units < pair[1].notional_max_units
+                && pair[0].initial_margin_rate <= pair[1].initial_margin_rate
+                && pair[0].maintenance_margin_rate <= pair[1].maintenance_margin_rate
+        });
+        if self.tiers.len() > TIERS_MAX {
+            Some("at most 20 tiers")
+        } else if !ascending {
+            Some("tiers must rise in notional_max and never lower a margin rate")
+        } else if self.tiers.iter().any(|tier| {
+            tier.notional_max_units == 0
+                || tier.initial_margin_rate > scale
+                || tier.maintenance_margin_rate == 0
+                || tier.maintenance_margin_rate > tier.initial_margin_rate
+        }) {
+            Some("every tier needs a positive notional_max and 0 < maintenance_margin <= initial_margin <= 1")
+        } else if self.funding_interval_ns == 0 || self.funding_rate_cap > scale {
+            Some("the funding interval must be positive and the funding rate cap at most 1")
+        } else {
+            None
+        }
+    }
+}
+
+/// The most tiers a market may have.
+pub const TIERS_MAX: usize = 20;
+
 /// An order about to be sent to a book, for the pre-trade check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderIntent {
@@ -80,6 +152,27 @@ pub enum PositionCommand {
     MarkPrice { market: MarketId, price_ticks: u64 },
     /// Funding at the current mark: positive rates make longs pay shorts.
     Funding { market: MarketId, rate: i64 },
+    /// Revision 3: the market's tiers and funding terms.
+    MarketTerms(MarketTerms),
+    /// Revision 3: a new index price, with the book's mid price at that
+    /// moment (`None` when a side is empty). The module samples the premium
+    /// and derives the mark from it.
+    IndexPrice { market: MarketId, index_ticks: u64, mid_ticks: Option<u64> },
+    /// Revision 3: funding at a rate the module computes from the premium
+    /// index sampled since the last funding.
+    PremiumFunding { market: MarketId },
+}
+
+impl PositionCommand {
+    /// The [`ABI_REVISION`](crate::abi::ABI_REVISION) a module needs to decode this command.
+    pub const fn revision(&self) -> u32 {
+        match self {
+            PositionCommand::MarketTerms(_)
+            | PositionCommand::IndexPrice { .. }
+            | PositionCommand::PremiumFunding { .. } => 3,
+            _ => 0,
+        }
+    }
 }
 
 /// Why a balance changed.
@@ -244,6 +337,16 @@ pub enum PositionEvent {
         trade_id: TradeId,
         fee_units: i128,
     },
+    /// Revision 3: an index price arrived; the premium sampled with it
+    /// (`(mid − index) / index`, 1e-8 units; `None` without a mid), and the
+    /// mark it derived (also in a `MarkPrice` message when it changed).
+    IndexPrice {
+        market: MarketId,
+        index_ticks: u64,
+        mid_ticks: Option<u64>,
+        premium_rate: Option<i64>,
+        mark_price_ticks: u64,
+    },
 }
 
 /// Something the engine must do for the position module within the same command.
@@ -307,5 +410,34 @@ pub trait PositionModule: Sized {
             "this module cannot migrate state version {from_version} to {}",
             Self::STATE_VERSION
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_terms_are_checked() {
+        let tier = |max: u128, initial, maintenance| RiskTier {
+            notional_max_units: max,
+            initial_margin_rate: initial,
+            maintenance_margin_rate: maintenance,
+        };
+        let mut terms = MarketTerms::standard(MarketId(0));
+        assert_eq!(terms.problem(), None);
+        terms.tiers = alloc::vec![tier(10, 2, 1), tier(20, 4, 2)];
+        assert_eq!(terms.problem(), None);
+        terms.tiers = alloc::vec![tier(20, 2, 1), tier(10, 4, 2)];
+        assert!(terms.problem().is_some(), "descending bounds");
+        terms.tiers = alloc::vec![tier(10, 2, 3)];
+        assert!(terms.problem().is_some(), "maintenance above initial");
+        terms.tiers = alloc::vec![tier(10, 4, 2), tier(20, 3, 2)];
+        assert!(terms.problem().is_some(), "a lower initial rate");
+        terms.tiers = alloc::vec![tier(10, 2, 1); 21];
+        assert!(terms.problem().is_some(), "too many");
+        terms.tiers.clear();
+        terms.funding_interval_ns = 0;
+        assert!(terms.problem().is_some(), "no interval");
     }
 }

@@ -231,6 +231,9 @@ stable_enum! {
         /// The watched price already meets the trigger: the order would
         /// trigger on arrival (place a market or limit order instead).
         WouldTrigger = 27 => "would_trigger",
+        /// The installed module was built before this command existed (an
+        /// older ABI revision): it could not read it.
+        UnsupportedByModule = 28 => "unsupported_by_module",
         UserCancel = 100 => "user_cancel",
         MassCancel = 101 => "mass_cancel",
         /// The remainder of an IOC or market order.

@@ -7,7 +7,7 @@
 
 pub use exhost_guest_sdk::MarketId;
 use exhost_guest_sdk::{
-    MarketConfig, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention,
+    MarketConfig, MarketTerms, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention,
     Side, TimeInForce, Trigger, UserId,
 };
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,25 @@ pub enum Command {
         options: OrderOptions,
         trigger: Trigger,
     },
+    /// A market with terms beyond its flat risk parameters: margin tiers and
+    /// funding terms (`terms.market` is set by the engine). Plain markets
+    /// stay `CreateMarket`, so older journals read as they were.
+    CreateMarketWith {
+        spec: MarketSpec,
+        terms: MarketTerms,
+    },
+    /// A new index price, with the book's mid price the host saw when it
+    /// arrived (journaled, so replay samples the same premium); the position
+    /// module derives the mark from them.
+    IndexPrice {
+        market: MarketId,
+        index_ticks: u64,
+        mid_ticks: Option<u64>,
+    },
+    /// Funding at the rate the position module computes from the premium index.
+    PremiumFunding {
+        market: MarketId,
+    },
 }
 
 impl Command {
@@ -257,7 +276,7 @@ impl Command {
         match self {
             Command::CreateUser { .. } => "create_user",
             Command::Deposit { .. } => "deposit",
-            Command::CreateMarket(_) => "create_market",
+            Command::CreateMarket(_) | Command::CreateMarketWith { .. } => "create_market",
             Command::PlaceOrder(_) | Command::PlaceOrderWith { .. } | Command::PlaceConditional { .. } => "place_order",
             Command::CancelOrder { .. } => "cancel_order",
             Command::AmendOrder { .. } => "amend_order",
@@ -266,7 +285,8 @@ impl Command {
             Command::Withdraw { .. } => "withdraw",
             Command::FundInsurance { .. } => "fund_insurance",
             Command::MarkPrice { .. } => "mark_price",
-            Command::Funding { .. } => "funding",
+            Command::Funding { .. } | Command::PremiumFunding { .. } => "funding",
+            Command::IndexPrice { .. } => "index_price",
             Command::ActivateModule { .. } => "activate_module",
             Command::RegisterUser { .. } => "register_user",
         }

@@ -257,7 +257,8 @@ impl Engine {
                     )?;
                 }
             }
-            Command::CreateMarket(spec) => self.create_market(ctx, spec, events)?,
+            Command::CreateMarket(spec) => self.create_market(ctx, spec, None, events)?,
+            Command::CreateMarketWith { spec, terms } => self.create_market(ctx, spec, Some(terms), events)?,
             Command::InstallPositionModule { module_hash, limits, config } => {
                 self.install_position(ctx, *module_hash, *limits, config, events)?
             }
@@ -340,6 +341,16 @@ impl Engine {
             Command::Funding { market, rate } => self.position_market_command(ctx, *market, events, |market| {
                 PositionCommand::Funding { market, rate: *rate }
             })?,
+            Command::IndexPrice { market, index_ticks, mid_ticks } => {
+                self.position_market_command(ctx, *market, events, |market| PositionCommand::IndexPrice {
+                    market,
+                    index_ticks: *index_ticks,
+                    mid_ticks: *mid_ticks,
+                })?
+            }
+            Command::PremiumFunding { market } => {
+                self.position_market_command(ctx, *market, events, |market| PositionCommand::PremiumFunding { market })?
+            }
         }
         Ok(())
     }
@@ -367,6 +378,11 @@ impl Engine {
         }
     }
 
+    /// Whether the installed position module's SDK revision reads this command.
+    pub(crate) fn position_reads(&self, command: &PositionCommand) -> bool {
+        self.position.as_ref().is_some_and(|slot| command.revision() <= slot.instance.abi_revision())
+    }
+
     fn position_market_command(
         &mut self,
         ctx: CommandContext,
@@ -379,7 +395,12 @@ impl Engine {
         } else if self.position.is_none() {
             events.push(EventBody::CommandRejected { reason: Reason::NoModule });
         } else {
-            let output = self.run_position(ctx, command(market), events)?;
+            let command = command(market);
+            if !self.position_reads(&command) {
+                events.push(EventBody::CommandRejected { reason: Reason::UnsupportedByModule });
+                return Ok(());
+            }
+            let output = self.run_position(ctx, command, events)?;
             self.follow_ups(ctx, output.follow_ups, events)?;
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exhost_guest_sdk::{MatchingEvent, OrderId, PositionConfig, UserId};
+use exhost_guest_sdk::{MarketTerms, MatchingEvent, OrderId, PositionConfig, UserId};
 use serde::{Deserialize, Serialize};
 
 pub use crate::command::Credential;
@@ -41,6 +41,11 @@ pub struct Registry {
     pub open_client_orders: BTreeSet<(UserId, String)>,
     /// The same, by order id, to forget an id when its order closes.
     pub client_order_ids: BTreeMap<OrderId, (UserId, String)>,
+    /// Terms of the markets created with them (tiers, funding). Kept after
+    /// the rest of the snapshot (see `EngineSnapshot::encode`), so a
+    /// registry without any encodes as it did before they existed.
+    #[serde(skip)]
+    pub market_terms: BTreeMap<MarketId, MarketTerms>,
 }
 
 /// One hot swap, as history.

@@ -2,7 +2,7 @@
 //! instance, and the position module, once. Both run inside the engine's
 //! command pipeline, so they are journaled, atomic and replayed like any other.
 
-use exhost_guest_sdk::{CommandContext, MarketRisk, MatchingAbi, PositionAbi, PositionCommand, Reason};
+use exhost_guest_sdk::{CommandContext, MarketRisk, MarketTerms, MatchingAbi, PositionAbi, PositionCommand, Reason};
 
 use crate::command::{MarketId, MarketSpec, ModuleLimits, ModuleTarget};
 use crate::engine::Engine;
@@ -53,11 +53,29 @@ impl Engine {
         &mut self,
         ctx: CommandContext,
         spec: &MarketSpec,
+        terms: Option<&MarketTerms>,
         events: &mut Vec<EventBody>,
     ) -> Result<(), Abort> {
         if self.registry.market_id(&spec.symbol).is_some() {
             events.push(EventBody::CommandRejected { reason: Reason::MarketExists });
             return Ok(());
+        }
+        let terms = terms.map(|terms| MarketTerms { market: MarketId(self.markets.len() as u32), ..terms.clone() });
+        if let Some(terms) = &terms {
+            // Terms are the position module's: one must be installed that reads them.
+            let reason = if terms.problem().is_some() {
+                Some(Reason::InvalidQuantity)
+            } else if self.position.is_none() {
+                Some(Reason::NoModule)
+            } else if !self.position_reads(&PositionCommand::MarketTerms(terms.clone())) {
+                Some(Reason::UnsupportedByModule)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                events.push(EventBody::CommandRejected { reason });
+                return Ok(());
+            }
         }
         if self.registry.assets.get(&spec.quote).is_some_and(|&decimals| decimals != spec.quote_decimals) {
             events.push(EventBody::CommandRejected { reason: Reason::UnknownAsset });
@@ -97,6 +115,10 @@ impl Engine {
         {
             // Before the market exists, so a position-module fault leaves no half-made market.
             self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
+            if let Some(terms) = &terms {
+                self.run_position(ctx, PositionCommand::MarketTerms(terms.clone()), events)?;
+                self.registry.market_terms.insert(market, terms.clone());
+            }
         }
         self.markets.push(slot);
         self.registry.add_market(spec.clone());
@@ -145,7 +167,11 @@ impl Engine {
         };
         self.position = Some(slot);
         for risk in risks {
+            let market = risk.market;
             self.run_position(ctx, PositionCommand::AddMarket(risk), events)?;
+            if let Some(terms) = self.registry.market_terms.get(&market).cloned() {
+                self.run_position(ctx, PositionCommand::MarketTerms(terms), events)?;
+            }
         }
         self.registry.position = Some(PositionInstall { module_hash, limits, config: config.clone() });
         self.registry.assets.entry(config.settlement_asset.clone()).or_insert(6);

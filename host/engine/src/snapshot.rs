@@ -71,10 +71,16 @@ impl std::fmt::Display for StateDigest {
 }
 
 impl EngineSnapshot {
+    /// The snapshot, then what came later and is written only when there
+    /// is some: the wake times, then the markets' terms.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = codec::encode(self);
-        if !self.wakes.is_empty() {
+        let terms = &self.registry.market_terms;
+        if !self.wakes.is_empty() || !terms.is_empty() {
             codec::encode_into(&self.wakes, &mut out);
+        }
+        if !terms.is_empty() {
+            codec::encode_into(terms, &mut out);
         }
         out
     }
@@ -82,7 +88,11 @@ impl EngineSnapshot {
     pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, DecodeError> {
         let (mut snapshot, rest): (EngineSnapshot, _) = codec::decode_prefix(bytes)?;
         if !rest.is_empty() {
-            snapshot.wakes = codec::decode(rest)?;
+            let (wakes, rest) = codec::decode_prefix(rest)?;
+            snapshot.wakes = wakes;
+            if !rest.is_empty() {
+                snapshot.registry.market_terms = codec::decode(rest)?;
+            }
         }
         Ok(snapshot)
     }
@@ -130,6 +140,9 @@ impl Engine {
         }
         if snapshot.wakes.keys().any(|market| market.0 as usize >= snapshot.markets.len()) {
             return Err(EngineError::BadSnapshot("a wake time names a market the snapshot does not have".into()));
+        }
+        if snapshot.registry.market_terms.keys().any(|market| market.0 as usize >= snapshot.markets.len()) {
+            return Err(EngineError::BadSnapshot("market terms name a market the snapshot does not have".into()));
         }
         fn slot<A: Abi>(
             loader: &dyn Loader<A>,

@@ -22,6 +22,8 @@ pub struct Directory {
     pub settlement_asset: Option<String>,
     pub position_module: Option<exhost_engine::ModuleHash>,
     pub activations: Vec<exhost_engine::Activation>,
+    /// Tiers and funding terms of the markets created with them.
+    pub market_terms: BTreeMap<MarketId, exhost_guest_sdk::MarketTerms>,
     /// Opens the sealed secrets of new users.
     sealer: Option<Arc<Sealer>>,
 }
@@ -61,6 +63,9 @@ impl Directory {
             spec.module_hash = live.module_hash;
         }
         self.activations.clone_from(&registry.activations);
+        if self.market_terms.len() != registry.market_terms.len() {
+            self.market_terms.clone_from(&registry.market_terms);
+        }
     }
 
     /// The settlement asset, if a position module is installed.

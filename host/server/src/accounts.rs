@@ -305,8 +305,12 @@ pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(
         return Err(ApiError::refused(reason));
     }
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
-    let liquidations: Vec<Value> = applied
-        .events
+    Ok(Json(json!({ "seq": applied.seq, "liquidations": liquidations(&applied.events, &directory) })))
+}
+
+/// The liquidation events of a command that moved a mark, as JSON.
+fn liquidations(events: &[exhost_engine::Event], directory: &exhost_node::Directory) -> Vec<Value> {
+    events
         .iter()
         .filter(|event| {
             matches!(
@@ -319,9 +323,79 @@ pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(
                 )
             )
         })
-        .map(|event| event_json(event, &directory))
-        .collect();
-    Ok(Json(json!({ "seq": applied.seq, "liquidations": liquidations })))
+        .map(|event| event_json(event, directory))
+        .collect()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IndexRequest {
+    #[schema(example = "BTC-PERP")]
+    symbol: String,
+    /// The index price: a multiple of the market's tick.
+    #[schema(value_type = openapi::Decimal)]
+    price: String,
+}
+
+/// Feed a market's index price. The position module samples the premium
+/// against the book's mid price (the host's view of the book when the
+/// request arrives, journaled with it) and derives the mark: the median of
+/// the index carried to the next funding, the index plus the moving average
+/// of the basis, and the last trade. Accounts below maintenance margin are
+/// liquidated in the same command.
+#[utoipa::path(post, path = "/admin/v1/index-prices", tag = openapi::OPERATOR, request_body = IndexRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "`{seq, index_price, mid_price, premium, mark_price, liquidations: [...]}`", body = Object),
+        (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
+        (status = 409, description = "The position module predates index prices (`unsupported_by_module`)", body = ErrorBody),
+    ))]
+pub(super) async fn index_price(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+    let request: IndexRequest = parse_json(&body)?;
+    settlement(&state)?;
+    let (market, spec) = market_of(&state, &request.symbol)?;
+    let index_ticks = spec.price_scale.parse_steps(&request.price).map_err(|error| {
+        ApiError::decimal("invalid_price", "price", &request.price, &format!("the tick {}", spec.price_scale), error)
+    })?;
+    if index_ticks == 0 || index_ticks > spec.config.price_ticks_max {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_price", "price must be above 0 and at most the market's maximum"));
+    }
+    let mid_ticks = {
+        let books = state.node.books.read().unwrap_or_else(|p| p.into_inner());
+        books.market(market).and_then(|book| {
+            let (bids, asks) = book.top(1);
+            // The mid of the best bid and ask, rounded down; none with a side empty.
+            Some((bids.first()?.price_ticks + asks.first()?.price_ticks) / 2)
+        })
+    };
+    let applied = state.node.submit(Command::IndexPrice { market, index_ticks, mid_ticks }).await?;
+    if let Some(reason) = applied.events.iter().find_map(|e| match &e.body {
+        EventBody::CommandRejected { reason } | EventBody::Position(PositionEvent::Rejected { reason, .. }) => {
+            Some(*reason)
+        }
+        _ => None,
+    }) {
+        return Err(ApiError::refused(reason));
+    }
+    let sampled = applied.events.iter().find_map(|e| match &e.body {
+        EventBody::Position(PositionEvent::IndexPrice { mid_ticks, premium_rate, mark_price_ticks, .. }) => {
+            Some((*mid_ticks, *premium_rate, *mark_price_ticks))
+        }
+        _ => None,
+    });
+    let Some((mid_ticks, premium_rate, mark_ticks)) = sampled else {
+        return Err(ApiError::internal("the position module did not answer the index price"));
+    };
+    let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+    let price = |ticks: u64| spec.price_scale.format_steps(ticks);
+    Ok(Json(json!({
+        "seq": applied.seq,
+        "index_price": price(index_ticks),
+        "mid_price": mid_ticks.map(price),
+        "premium": premium_rate.map(|rate| crate::views::rate_text(rate as i128)),
+        "mark_price": price(mark_ticks),
+        "liquidations": liquidations(&applied.events, &directory),
+    })))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -329,9 +403,11 @@ pub(super) async fn mark_price(State(state): State<AppState>, _: Operator, Body(
 pub(super) struct FundingRequest {
     #[schema(example = "BTC-PERP")]
     symbol: String,
-    /// A signed fraction with at most 8 decimals, at most 1 either way; longs pay shorts when positive.
-    #[schema(value_type = openapi::SignedDecimal)]
-    rate: String,
+    /// A signed fraction with at most 8 decimals, at most 1 either way;
+    /// longs pay shorts when positive. Without it the position module
+    /// computes the rate from the premium index sampled since the last funding.
+    #[schema(value_type = Option<openapi::SignedDecimal>)]
+    rate: Option<String>,
 }
 
 /// A signed rate with at most 8 decimals, as 1e-8 units.
@@ -351,11 +427,11 @@ fn parse_rate(text: &str) -> ApiResult<i64> {
     Ok(if negative { -units } else { units })
 }
 
-/// Apply funding at the mark.
+/// Apply funding at the mark, at the given rate or at the one the premium index gives.
 #[utoipa::path(post, path = "/admin/v1/funding", tag = openapi::OPERATOR, request_body = FundingRequest,
     security(("operator_token" = [])),
     responses(
-        (status = 200, description = "`{seq}`", body = Object),
+        (status = 200, description = "`{seq, rate}`", body = Object),
         (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
         (status = 409, description = "No position module is installed (`no_module`)", body = ErrorBody),
     ))]
@@ -363,8 +439,11 @@ pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(bod
     let request: FundingRequest = parse_json(&body)?;
     settlement(&state)?;
     let (market, _) = market_of(&state, &request.symbol)?;
-    let rate = parse_rate(&request.rate)?;
-    let applied = state.node.submit(Command::Funding { market, rate }).await?;
+    let command = match &request.rate {
+        Some(rate) => Command::Funding { market, rate: parse_rate(rate)? },
+        None => Command::PremiumFunding { market },
+    };
+    let applied = state.node.submit(command).await?;
     let refusal = applied.events.iter().find_map(|e| match &e.body {
         EventBody::CommandRejected { reason } | EventBody::Position(PositionEvent::Rejected { reason, .. }) => {
             Some(*reason)
@@ -374,7 +453,11 @@ pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(bod
     if let Some(reason) = refusal {
         return Err(ApiError::refused(reason));
     }
-    Ok(Json(json!({ "seq": applied.seq })))
+    let rate = applied.events.iter().find_map(|e| match &e.body {
+        EventBody::Position(PositionEvent::Funding { rate, .. }) => Some(crate::views::rate_text(*rate as i128)),
+        _ => None,
+    });
+    Ok(Json(json!({ "seq": applied.seq, "rate": rate })))
 }
 
 #[derive(Deserialize, ToSchema)]

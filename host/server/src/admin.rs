@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use exhost_engine::{Command, Credential, EventBody, MarketSpec, ModuleHash, ModuleLimits, RiskParams, Scale};
-use exhost_guest_sdk::{MarketConfig, ModuleKind, UserId};
+use exhost_guest_sdk::{MarketConfig, MarketTerms, ModuleKind, RiskTier, UserId};
 use exhost_node::secrets::Verifier;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -229,6 +229,72 @@ pub(super) struct RiskRequest {
     taker_fee: Option<String>,
     #[schema(value_type = Option<openapi::Fraction>)]
     liquidation_fee: Option<String>,
+    /// Margin tiers, ascending by `notional_max`: a position's (or an
+    /// exposure's) margins are those of the tier its notional falls in, less
+    /// the amount that keeps them continuous at the bounds. Replace
+    /// `initial_margin` and `maintenance_margin`.
+    tiers: Option<Vec<TierRequest>>,
+    /// Hours between fundings (default 8): fundings fall on multiples of it since the epoch.
+    funding_interval_hours: Option<u32>,
+    /// The largest funding rate either way, per interval (default 0.0075).
+    #[schema(value_type = Option<openapi::Fraction>)]
+    funding_rate_cap: Option<String>,
+}
+
+/// One margin tier.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TierRequest {
+    /// The tier's upper bound of notional, in the quote asset, inclusive.
+    #[schema(value_type = openapi::Decimal)]
+    notional_max: String,
+    #[schema(value_type = openapi::Fraction)]
+    initial_margin: String,
+    #[schema(value_type = openapi::Fraction)]
+    maintenance_margin: String,
+}
+
+/// The market's terms beyond flat rates, when the request gives any.
+fn market_terms(request: Option<&RiskRequest>, quote_decimals: u8) -> ApiResult<Option<MarketTerms>> {
+    let Some(request) = request else { return Ok(None) };
+    if request.tiers.is_none() && request.funding_interval_hours.is_none() && request.funding_rate_cap.is_none() {
+        return Ok(None);
+    }
+    if request.tiers.is_some() && (request.initial_margin.is_some() || request.maintenance_margin.is_some()) {
+        return Err(ApiError::bad_request(
+            "give either tiers or initial_margin and maintenance_margin: tiers carry their own margins",
+        ));
+    }
+    let mut terms = MarketTerms::standard(exhost_engine::MarketId(0));
+    let money = Scale { decimals: quote_decimals, step_units: 1 };
+    for (index, tier) in request.tiers.iter().flatten().enumerate() {
+        let notional_max_units = money.parse_units(&tier.notional_max).map_err(|error| {
+            ApiError::bad_request(format!("tiers[{index}].notional_max {:?} {error}", tier.notional_max))
+        })?;
+        terms.tiers.push(RiskTier {
+            notional_max_units: notional_max_units as u128,
+            initial_margin_rate: parse_fraction(&format!("tiers[{index}].initial_margin"), &Some(tier.initial_margin.clone()), 0)?,
+            maintenance_margin_rate: parse_fraction(
+                &format!("tiers[{index}].maintenance_margin"),
+                &Some(tier.maintenance_margin.clone()),
+                0,
+            )?,
+        });
+    }
+    if request.tiers.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::bad_request("tiers must hold at least one tier"));
+    }
+    if let Some(hours) = request.funding_interval_hours {
+        if !(1..=24 * 7).contains(&hours) {
+            return Err(ApiError::bad_request("funding_interval_hours must be between 1 and 168"));
+        }
+        terms.funding_interval_ns = hours as u64 * 3_600 * 1_000_000_000;
+    }
+    terms.funding_rate_cap = parse_fraction("funding_rate_cap", &request.funding_rate_cap, terms.funding_rate_cap)?;
+    if let Some(problem) = terms.problem() {
+        return Err(ApiError::bad_request(format!("risk: {problem}")));
+    }
+    Ok(Some(terms))
 }
 
 fn parse_fraction(field: &str, text: &Option<String>, default: u64) -> ApiResult<u64> {
@@ -311,7 +377,13 @@ pub(super) async fn create_market(
     if quote_decimals > exhost_engine::decimal::DECIMALS_MAX {
         return Err(ApiError::bad_request("quote_decimals is at most 18"));
     }
-    let risk = risk_params(request.risk.as_ref())?;
+    let mut risk = risk_params(request.risk.as_ref())?;
+    let terms = market_terms(request.risk.as_ref(), quote_decimals)?;
+    if let Some(first) = terms.as_ref().and_then(|terms| terms.tiers.first()) {
+        // The flat rates are the first tier's: what a reader of them alone should assume.
+        risk.initial_margin_rate = first.initial_margin_rate;
+        risk.maintenance_margin_rate = first.maintenance_margin_rate;
+    }
     let limits = module_limits(request.limits.as_ref())?;
     let spec = MarketSpec {
         symbol: request.symbol,
@@ -340,7 +412,11 @@ pub(super) async fn create_market(
         }
     }
     let symbol = spec.symbol.clone();
-    let applied = state.node.submit(Command::CreateMarket(spec)).await?;
+    let command = match terms {
+        Some(terms) => Command::CreateMarketWith { spec, terms },
+        None => Command::CreateMarket(spec),
+    };
+    let applied = state.node.submit(command).await?;
     if let Some(reason) = applied.events.iter().find_map(|event| match &event.body {
         EventBody::CommandRejected { reason } => Some(*reason),
         _ => None,

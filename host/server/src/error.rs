@@ -84,7 +84,7 @@ impl ApiError {
     pub fn refused(reason: Reason) -> ApiError {
         let status = match reason {
             Reason::UnknownOrder | Reason::UnknownMarket | Reason::UnknownUser => StatusCode::NOT_FOUND,
-            Reason::MarketExists => StatusCode::CONFLICT,
+            Reason::MarketExists | Reason::UnsupportedByModule => StatusCode::CONFLICT,
             Reason::ModuleTrap | Reason::ModuleOutOfFuel | Reason::ModuleProtocol | Reason::ModuleMemoryLimit => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use exhost_guest_sdk::{Level, MatchingQuery, MatchingQueryResult};
+use exhost_guest_sdk::{Level, MarketId, MatchingQuery, MatchingQueryResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
@@ -28,7 +28,14 @@ const TRADES_LIMIT_MAX: usize = 1_000;
 ))]
 pub(super) async fn list_markets(State(state): State<AppState>) -> Json<Vec<Value>> {
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
-    Json(directory.markets.iter().map(market_json).collect())
+    Json(
+        directory
+            .markets
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| market_json(spec, directory.market_terms.get(&MarketId(index as u32))))
+            .collect(),
+    )
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -61,6 +61,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::ledger))
         .routes(routes!(accounts::mark_price))
         .routes(routes!(accounts::funding))
+        .routes(routes!(accounts::index_price))
         .routes(routes!(accounts::insurance_fund))
         .routes(routes!(accounts::admin_account))
         .routes(routes!(admin::create_user, admin::list_users))

@@ -143,9 +143,9 @@ pub fn trade_json(trade: &TradeView, spec: &MarketSpec) -> Value {
     })
 }
 
-pub fn market_json(spec: &MarketSpec) -> Value {
+pub fn market_json(spec: &MarketSpec, terms: Option<&exhost_guest_sdk::MarketTerms>) -> Value {
     let rate = |rate: u64| rate_text(rate as i128);
-    json!({
+    let mut value = json!({
         "symbol": spec.symbol,
         "base": spec.base,
         "quote": spec.quote,
@@ -161,7 +161,26 @@ pub fn market_json(spec: &MarketSpec) -> Value {
             "taker_fee": rate(spec.risk.taker_fee_rate),
             "liquidation_fee": rate(spec.risk.liquidation_fee_rate),
         },
-    })
+    });
+    if let Some(terms) = terms {
+        let money = exhost_engine::Scale { decimals: spec.quote_decimals, step_units: 1 };
+        let tiers: Vec<Value> = terms
+            .tiers
+            .iter()
+            .map(|tier| {
+                json!({
+                    "notional_max": money.format_steps(tier.notional_max_units.min(u64::MAX as u128) as u64),
+                    "initial_margin": rate(tier.initial_margin_rate),
+                    "maintenance_margin": rate(tier.maintenance_margin_rate),
+                })
+            })
+            .collect();
+        let risk = &mut value["risk"];
+        risk["tiers"] = json!(tiers);
+        risk["funding_interval_hours"] = json!(terms.funding_interval_ns / 3_600_000_000_000);
+        risk["funding_rate_cap"] = json!(rate(terms.funding_rate_cap));
+    }
+    value
 }
 
 /// An event as a flat JSON object: `seq, idx, ts, type` and its fields.
@@ -452,6 +471,12 @@ fn position_event_json(event: &PositionEvent, directory: &Directory) -> Value {
         PositionEvent::MarkPrice { market, price_ticks } => {
             json!({ "type": "mark_price", "symbol": symbol(*market), "price": price(*market, *price_ticks) })
         }
+        PositionEvent::IndexPrice { market, index_ticks, mid_ticks, premium_rate, mark_price_ticks } => json!({
+            "type": "index_price", "symbol": symbol(*market), "price": price(*market, *index_ticks),
+            "mid_price": mid_ticks.and_then(|mid| price(*market, mid)),
+            "premium": premium_rate.map(|rate| rate_text(rate as i128)),
+            "mark_price": price(*market, *mark_price_ticks),
+        }),
         PositionEvent::LiquidationStarted { user_id, equity_units, maintenance_margin_units } => json!({
             "type": "liquidation", "user_id": user_id.0, "equity": money.format_signed_units(*equity_units),
             "maintenance_margin": money.format_signed_units(*maintenance_margin_units),

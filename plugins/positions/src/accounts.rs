@@ -6,7 +6,7 @@ use exhost_guest_sdk::{
     PositionState, RATE_SCALE, Reason, Side, UserId,
 };
 
-use crate::risk::{charge, notional, price_where, unrealized};
+use crate::risk::{notional, price_where, unrealized};
 use crate::{Account, Call, Exposure, Positions};
 
 /// An account's margin figures at the current marks.
@@ -114,8 +114,7 @@ impl Positions {
             if size != 0 {
                 let upnl = unrealized(size, cost, mark, k);
                 margin.unrealized_units += upnl;
-                margin.maintenance_units +=
-                    charge(notional(size.unsigned_abs(), mark, k), market.risk.maintenance_margin_rate);
+                margin.maintenance_units += market.maintenance_units(notional(size.unsigned_abs(), mark, k));
             }
             let mut exposure = account.exposure.get(&market_id).cloned().unwrap_or_default();
             if let Some((extra_market, change)) = extra
@@ -123,7 +122,7 @@ impl Positions {
             {
                 change.apply_to(&mut exposure);
             }
-            margin.initial_units += initial_margin(size, mark, &exposure, k, market.risk.initial_margin_rate);
+            margin.initial_units += market.initial_units(exposure_notional(size, mark, &exposure, k));
         }
         margin.equity_units += margin.unrealized_units;
         margin
@@ -137,7 +136,7 @@ impl Positions {
             let mut exposure = Exposure::default();
             change.apply_to(&mut exposure);
             let k = market.risk.units_per_tick_lot;
-            margin.initial_units = initial_margin(0, 0, &exposure, k, market.risk.initial_margin_rate);
+            margin.initial_units = market.initial_units(exposure_notional(0, 0, &exposure, k));
         }
         margin
     }
@@ -226,15 +225,11 @@ impl Positions {
             } else {
                 // Equity without this position's mark term, and maintenance without its own.
                 let rest = margin.equity_units - upnl - position.cost * k as i128;
-                let own_mm =
-                    charge(notional(position.size_lots.unsigned_abs(), mark, k), market.risk.maintenance_margin_rate);
-                price_where(
-                    rest,
-                    margin.maintenance_units - own_mm,
-                    position.size_lots,
-                    k,
-                    market.risk.maintenance_margin_rate,
-                )
+                // With tiers: the rate and amount of the tier the position is in now.
+                let own_notional = notional(position.size_lots.unsigned_abs(), mark, k);
+                let own_mm = market.maintenance_units(own_notional);
+                let (rate, cumulative) = market.maintenance_tier(own_notional);
+                price_where(rest, margin.maintenance_units - own_mm, position.size_lots, k, rate, cumulative)
                 .filter(|&price| price > 0)
                 .map(|price| price.min(u64::MAX as i128) as u64)
             };
@@ -287,10 +282,11 @@ impl ExposureChange {
     }
 }
 
-/// Initial margin of one market: the larger of the long and the short
-/// exposure (position at mark plus resting orders at their prices).
-fn initial_margin(size_lots: i64, mark_ticks: u64, exposure: &Exposure, k: u64, rate: u64) -> i128 {
+/// What one market's initial margin is charged on: the larger of the long
+/// and the short exposure (position at mark plus resting orders at their
+/// prices), settlement units.
+fn exposure_notional(size_lots: i64, mark_ticks: u64, exposure: &Exposure, k: u64) -> i128 {
     let long = size_lots.max(0) as u128 * mark_ticks as u128 + exposure.buy_notional;
     let short = (-size_lots).max(0) as u128 * mark_ticks as u128 + exposure.sell_notional;
-    charge(long.max(short) as i128 * k as i128, rate)
+    long.max(short) as i128 * k as i128
 }

@@ -15,22 +15,26 @@
 //! lets the ledger balance to the unit.
 
 mod accounts;
+mod index;
 mod liquidation;
 pub mod risk;
 mod settle;
+mod v1;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::{decode, encode_into};
 use exhost_guest_sdk::{
-    CommandContext, LedgerState, MarketId, MarketRisk, ModuleError, OrderId, PositionCommand, PositionConfig,
+    CommandContext, LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionCommand, PositionConfig,
     PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, Side, UserId,
     export_position_module,
 };
 use serde::{Deserialize, Serialize};
 
-/// The snapshot format version of this module.
-pub const STATE_VERSION: u32 = 1;
+/// The snapshot format version of this module: 2 added market terms (risk
+/// tiers, funding), the index and premium samples, and partial liquidation.
+/// Version 1 snapshots migrate (`v1.rs`).
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
@@ -110,6 +114,64 @@ struct Market {
     holders: BTreeSet<UserId>,
     /// Σ cost over all positions: Σ unrealized PnL = −Σ cost × k, since sizes sum to zero.
     cost_total: i128,
+    /// Tiers and funding terms (standard ones until the host sends others).
+    terms: MarketTerms,
+    index_ticks: Option<u64>,
+    last_trade_ticks: Option<u64>,
+    /// The last `BASIS_SAMPLES_MAX` samples of `mid − index`, ticks, oldest first.
+    basis_samples: Vec<i64>,
+    /// Σ and count of the premium samples since the last funding (1e-8 units).
+    premium_sum: i128,
+    premium_samples: u64,
+    /// The rate of the last funding, 1e-8 units.
+    last_funding_rate: i64,
+}
+
+impl Market {
+    fn new(risk: MarketRisk) -> Market {
+        Market {
+            terms: MarketTerms::standard(risk.market),
+            risk,
+            mark_ticks: None,
+            holders: BTreeSet::new(),
+            cost_total: 0,
+            index_ticks: None,
+            last_trade_ticks: None,
+            basis_samples: Vec::new(),
+            premium_sum: 0,
+            premium_samples: 0,
+            last_funding_rate: 0,
+        }
+    }
+
+    /// Maintenance margin of a position of this notional (settlement units).
+    fn maintenance_units(&self, notional_units: i128) -> i128 {
+        if self.terms.tiers.is_empty() {
+            risk::charge(notional_units, self.risk.maintenance_margin_rate)
+        } else {
+            risk::tiered_charge(notional_units, &self.terms.tiers, |tier| tier.maintenance_margin_rate)
+        }
+    }
+
+    /// Initial margin of an exposure of this notional.
+    fn initial_units(&self, notional_units: i128) -> i128 {
+        if self.terms.tiers.is_empty() {
+            risk::charge(notional_units, self.risk.initial_margin_rate)
+        } else {
+            risk::tiered_charge(notional_units, &self.terms.tiers, |tier| tier.initial_margin_rate)
+        }
+    }
+
+    /// The maintenance rate and cumulative amount (rate-scaled) of the tier this notional is in.
+    fn maintenance_tier(&self, notional_units: i128) -> (u64, i128) {
+        if self.terms.tiers.is_empty() {
+            (self.risk.maintenance_margin_rate, 0)
+        } else {
+            let (index, cumulative) =
+                risk::tier_of(notional_units, &self.terms.tiers, |tier| tier.maintenance_margin_rate);
+            (self.terms.tiers[index].maintenance_margin_rate, cumulative)
+        }
+    }
 }
 
 /// The liquidation in progress within the current command: one user at a
@@ -122,6 +184,10 @@ struct Liquidating {
     order: Option<(MarketId, OrderId, Side, u64)>,
     /// Σ liquidation fee over the positions closed so far, charged at the end.
     fee_units: i128,
+    /// Still reducing tier by tier; false once a full close has begun.
+    partial: bool,
+    /// |size| of the position the current partial step reduces, before it.
+    step_from_lots: u64,
 }
 
 /// The whole state; its postcard encoding is the snapshot.
@@ -235,13 +301,13 @@ impl PositionModule for Positions {
                 self.withdraw(*user_id, *amount_units, &mut call, out)
             }
             PositionCommand::AddMarket(risk) => {
-                self.markets.entry(risk.market).or_insert_with(|| Market {
-                    risk: risk.clone(),
-                    mark_ticks: None,
-                    holders: BTreeSet::new(),
-                    cost_total: 0,
-                });
+                self.markets.entry(risk.market).or_insert_with(|| Market::new(risk.clone()));
             }
+            PositionCommand::MarketTerms(terms) => self.market_terms(terms, out),
+            PositionCommand::IndexPrice { market, index_ticks, mid_ticks } => {
+                self.index_price(ctx, *market, *index_ticks, *mid_ticks, &mut call, out)
+            }
+            PositionCommand::PremiumFunding { market } => self.premium_funding(*market, &mut call, out),
             PositionCommand::CheckOrder(intent) => self.check_order(intent, out),
             PositionCommand::CheckAmend { market, order_id, user_id, price_ticks, qty_lots } => {
                 self.check_amend(*market, *order_id, *user_id, *price_ticks, *qty_lots, out)
@@ -271,11 +337,22 @@ impl PositionModule for Positions {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
-        let state: Positions =
-            decode(bytes).map_err(|error| ModuleError::new(format!("positions snapshot v1: {error}")))?;
+        let state: Positions = decode(bytes)
+            .map_err(|error| ModuleError::new(format!("positions snapshot v{STATE_VERSION}: {error}")))?;
         state
             .check_invariants()
             .map_err(|error| ModuleError::new(format!("positions snapshot is inconsistent: {error}")))?;
+        Ok(state)
+    }
+
+    fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
+        let state = match from_version {
+            1 => v1::read(bytes)?,
+            other => return Err(ModuleError::new(format!("cannot migrate state version {other} to {STATE_VERSION}"))),
+        };
+        state
+            .check_invariants()
+            .map_err(|error| ModuleError::new(format!("migrated positions state is inconsistent: {error}")))?;
         Ok(state)
     }
 }

@@ -1,8 +1,10 @@
 //! Mark prices, liquidation, auto-deleveraging, the insurance fund, funding.
 //!
 //! A mark-price command checks every holder of the market: an account whose
-//! equity is below its maintenance margin is liquidated in full, within the
-//! same command. Its open orders are cancelled; each position goes to its book
+//! equity is below its maintenance margin is liquidated within the same
+//! command. Its open orders are cancelled; in a tiered market a position is
+//! first cut back tier by tier through the book, stopping as soon as the
+//! account is healthy; otherwise each position goes to its book
 //! as an immediate-or-cancel order no worse than the position's bankruptcy
 //! price; what the book cannot absorb is closed against the most profitable,
 //! most leveraged opposite positions (auto-deleveraging) at the mark price, or
@@ -88,40 +90,98 @@ impl Positions {
             for market in self.accounts[&user_id].exposure.keys() {
                 out.follow_ups.push(FollowUp::CancelOrders { market: *market, user_id });
             }
-            self.liquidating = Some(Liquidating { user_id, order: None, fee_units: 0 });
+            self.liquidating = Some(Liquidating { user_id, order: None, fee_units: 0, partial: true, step_from_lots: 0 });
             self.next_position_order(call, out);
         }
     }
 
-    /// Send the liquidated user's next position to its book, or finish.
+    /// Send the liquidated user's next order to a book, or finish. While the
+    /// liquidation is partial, a position above its market's first tier is
+    /// reduced to the next lower tier's bound, one step at a time, until the
+    /// account is healthy again; then (or without such a position) every
+    /// position is closed in full.
     fn next_position_order(&mut self, call: &mut Call, out: &mut PositionOutput) {
         let Some(state) = self.liquidating.as_ref() else { return };
         let user_id = state.user_id;
+        let margin = self.margin(user_id, None);
+        if state.partial {
+            if margin.equity_units >= margin.maintenance_units {
+                let fee_units = state.fee_units;
+                self.liquidating = None;
+                self.finish_partial(user_id, fee_units, call, out);
+                return;
+            }
+            match self.next_step(user_id) {
+                Some((market, qty_lots)) => return self.send_liquidation_order(user_id, market, qty_lots, call, out),
+                None => self.liquidating.as_mut().expect("checked above").partial = false,
+            }
+        }
         let next = self.accounts[&user_id]
             .positions
             .iter()
             .find(|(_, p)| p.size_lots != 0)
-            .map(|(m, p)| (*m, p.size_lots, p.cost));
-        let Some((market, size, cost)) = next else {
-            let fee_units = state.fee_units;
-            self.liquidating = None;
-            self.finish_liquidation(user_id, fee_units, call, out);
-            return;
-        };
+            .map(|(m, p)| (*m, p.size_lots.unsigned_abs()));
+        match next {
+            Some((market, qty_lots)) => self.send_liquidation_order(user_id, market, qty_lots, call, out),
+            None => {
+                let fee_units = self.liquidating.as_ref().map_or(0, |state| state.fee_units);
+                self.liquidating = None;
+                self.finish_liquidation(user_id, fee_units, call, out);
+            }
+        }
+    }
+
+    /// The next partial step: the first position (by market) above its
+    /// market's first tier, and how much brings its notional at the mark down
+    /// to the next lower tier's bound.
+    fn next_step(&self, user_id: UserId) -> Option<(MarketId, u64)> {
+        self.accounts[&user_id].positions.iter().filter(|(_, p)| p.size_lots != 0).find_map(|(market_id, position)| {
+            let market = &self.markets[market_id];
+            let tiers = &market.terms.tiers;
+            let k = market.risk.units_per_tick_lot;
+            let mark = market.mark_ticks.unwrap_or(0);
+            let size = position.size_lots.unsigned_abs();
+            let value_per_lot = mark as i128 * k as i128;
+            if tiers.len() < 2 || value_per_lot == 0 {
+                return None;
+            }
+            let (tier, _) = crate::risk::tier_of(notional(size, mark, k), tiers, |t| t.maintenance_margin_rate);
+            if tier == 0 {
+                return None;
+            }
+            let keep = (tiers[tier - 1].notional_max_units as i128 / value_per_lot).min(size as i128) as u64;
+            (keep < size).then_some((*market_id, size - keep))
+        })
+    }
+
+    /// An immediate-or-cancel order for `qty_lots` of the user's position in
+    /// `market`, no worse than its bankruptcy price.
+    fn send_liquidation_order(
+        &mut self,
+        user_id: UserId,
+        market: MarketId,
+        qty_lots: u64,
+        call: &mut Call,
+        out: &mut PositionOutput,
+    ) {
         let margin = self.margin(user_id, None);
+        let (size, cost) = {
+            let position = &self.accounts[&user_id].positions[&market];
+            (position.size_lots, position.cost)
+        };
         let risk = &self.markets[&market].risk;
         let k = risk.units_per_tick_lot;
         let mark = self.markets[&market].mark_ticks.unwrap_or(0);
         // Bankruptcy price: where closing this position leaves the equity at zero.
         let rest = margin.equity_units - unrealized(size, cost, mark, k) - cost * k as i128;
         let bankruptcy =
-            price_where(rest, 0, size, k, 0).unwrap_or(mark as i128).clamp(1, risk.price_ticks_max as i128) as u64;
+            price_where(rest, 0, size, k, 0, 0).unwrap_or(mark as i128).clamp(1, risk.price_ticks_max as i128) as u64;
         let side = if size > 0 { Side::Sell } else { Side::Buy };
-        let qty_lots = size.unsigned_abs();
         let fee = charge(notional(qty_lots, mark, k), risk.liquidation_fee_rate);
         let order_id = Self::next_internal_order(call);
-        let state = self.liquidating.as_mut().expect("checked above");
+        let state = self.liquidating.as_mut().expect("a liquidation is in progress");
         state.fee_units += fee;
+        state.step_from_lots = size.unsigned_abs();
         state.order = Some((market, order_id, side, qty_lots));
         out.events.push(PositionEvent::LiquidationOrder {
             user_id,
@@ -152,12 +212,24 @@ impl Positions {
     ) {
         let Some(state) = self.liquidating.as_mut() else { return };
         let user_id = state.user_id;
-        let Some((_, _, side, _)) = state.order.take() else { return };
-        let size = self.accounts.get(&user_id).and_then(|a| a.positions.get(&market)).map_or(0, |p| p.size_lots);
-        if size != 0 {
-            self.auto_deleverage(user_id, market, side, size.unsigned_abs(), call, out);
+        let Some((_, _, side, qty_lots)) = state.order.take() else { return };
+        if state.partial {
+            // A step the book could not take in full ends the stepping: the
+            // account is closed out, deleveraging what the book cannot absorb.
+            // So does one that left the position as large (it met the user's
+            // own order): every step must shrink it, or stepping could not end.
+            let step_from_lots = state.step_from_lots;
+            let size = self.accounts.get(&user_id).and_then(|a| a.positions.get(&market)).map_or(0, |p| p.size_lots);
+            let state = self.liquidating.as_mut().expect("checked above");
+            if update.filled_lots < qty_lots || size.unsigned_abs() >= step_from_lots {
+                state.partial = false;
+            }
+        } else {
+            let size = self.accounts.get(&user_id).and_then(|a| a.positions.get(&market)).map_or(0, |p| p.size_lots);
+            if size != 0 {
+                self.auto_deleverage(user_id, market, side, size.unsigned_abs(), call, out);
+            }
         }
-        let _ = update;
         self.next_position_order(call, out);
         self.next_liquidation(call, out);
     }
@@ -241,6 +313,17 @@ impl Positions {
         profit_ratio * leverage
     }
 
+    /// Healthy again after partial steps: the fund takes the steps' fee, as
+    /// far as the balance, and the margin above maintenance, allow.
+    fn finish_partial(&mut self, user_id: UserId, fee_units: i128, call: &mut Call, out: &mut PositionOutput) {
+        let balance = self.accounts.get(&user_id).map_or(0, |a| a.balance_units);
+        let margin = self.margin(user_id, None);
+        let fee = fee_units.min(balance).min(margin.equity_units - margin.maintenance_units).max(0);
+        self.credit(user_id, -fee, BalanceCause::LiquidationFee, call, out);
+        self.fund(fee, Some(user_id), call, out);
+        call.touched.insert(user_id);
+    }
+
     /// All positions closed: the fund takes the fee out of what is left, or pays the deficit.
     fn finish_liquidation(&mut self, user_id: UserId, fee_units: i128, call: &mut Call, out: &mut PositionOutput) {
         let balance = self.accounts.get(&user_id).map_or(0, |a| a.balance_units);
@@ -292,5 +375,10 @@ impl Positions {
             received_units: received,
         });
         self.fund(paid - received, None, call, out);
+        // The premium is sampled afresh for the next interval.
+        let state = self.markets.get_mut(&market).expect("checked above");
+        state.last_funding_rate = rate;
+        state.premium_sum = 0;
+        state.premium_samples = 0;
     }
 }

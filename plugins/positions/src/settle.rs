@@ -28,6 +28,7 @@ impl Positions {
                     };
                     // The first trade of a market sets its mark, so positions can be valued.
                     let market_state = self.markets.get_mut(&market).expect("checked above");
+                    market_state.last_trade_ticks = Some(trade.price_ticks);
                     if market_state.mark_ticks.is_none() {
                         market_state.mark_ticks = Some(trade.price_ticks);
                         out.events.push(PositionEvent::MarkPrice { market, price_ticks: trade.price_ticks });
