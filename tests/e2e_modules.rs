@@ -34,30 +34,6 @@ fn order(host: &Host, trader: &Trader, side: &str, price: &str, qty: &str) -> Va
     .ok()
 }
 
-/// The same module under another hash: a custom section changes the bytes, not the code.
-fn rebuild(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut payload = Vec::new();
-    leb("exhost-build".len(), &mut payload);
-    payload.extend_from_slice(b"exhost-build");
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
-
 fn fills(answer: &Value) -> Vec<(u64, String)> {
     answer["fills"]
         .as_array()

@@ -48,7 +48,10 @@ fn tiers_partial_liquidation_index_marks_and_premium_funding() {
     // Malformed terms are refused before the journal, and change nothing.
     let last = host.last_event_seq();
     for (risk, why) in [
-        (json!({"tiers": [{"notional_max": "10", "initial_margin": "0.01", "maintenance_margin": "0.02"}]}), "maintenance"),
+        (
+            json!({"tiers": [{"notional_max": "10", "initial_margin": "0.01", "maintenance_margin": "0.02"}]}),
+            "maintenance",
+        ),
         (json!({"tiers": [tiers[1], tiers[0]]}), "rise"),
         (json!({"tiers": tiers, "initial_margin": "0.1"}), "either"),
         (json!({"tiers": []}), "at least one"),
@@ -64,19 +67,31 @@ fn tiers_partial_liquidation_index_marks_and_premium_funding() {
     let market = markets.as_array().unwrap().iter().find(|m| m["symbol"] == "TIER-PERP").unwrap().clone();
     assert_eq!(market["risk"]["tiers"][1]["notional_max"], "250000.000000");
     assert_eq!(market["risk"]["tiers"][2]["maintenance_margin"], "0.05000000");
-    assert_eq!((market["risk"]["initial_margin"].as_str(), market["risk"]["funding_rate_cap"].as_str()), (Some("0.02000000"), Some("0.00750000")));
+    assert_eq!(
+        (market["risk"]["initial_margin"].as_str(), market["risk"]["funding_rate_cap"].as_str()),
+        (Some("0.02000000"), Some("0.00750000"))
+    );
 
     let (maker, bidder) = (host.new_trader(), host.new_trader());
     let victim = trader_with(&host, "15835");
     let limit = |who: &Trader, side: &str, price: &str, qty: &str| {
-        host.signed(who, "POST", "/v1/orders", Some(json!({"symbol": "TIER-PERP", "side": side, "type": "limit", "price": price, "qty": qty}))).ok()
+        host.signed(
+            who,
+            "POST",
+            "/v1/orders",
+            Some(json!({"symbol": "TIER-PERP", "side": side, "type": "limit", "price": price, "qty": qty})),
+        )
+        .ok()
     };
     limit(&maker, "sell", "27000", "10.000");
     // Long 10 BTC at 27,000 (tier 3): the taker fee is 135 USD.
     assert_eq!(limit(&victim, "buy", "27000", "10.000")["status"], "filled");
     let before = account(&host, victim.user_id);
     // Maintenance 270,000 × 5% − 7,000; initial 270,000 × 10% − 14,000.
-    assert_eq!((before["maintenance_margin"].as_str(), before["initial_margin"].as_str()), (Some("6500.000000"), Some("13000.000000")));
+    assert_eq!(
+        (before["maintenance_margin"].as_str(), before["initial_margin"].as_str()),
+        (Some("6500.000000"), Some("13000.000000"))
+    );
     limit(&bidder, "buy", "26000", "10.000");
 
     // Mark 26,000: equity 5,700 < maintenance 6,000. One step, to tier 2's
@@ -93,9 +108,15 @@ fn tiers_partial_liquidation_index_marks_and_premium_funding() {
     let after = account(&host, victim.user_id);
     assert_eq!(after["positions"][0]["size"], "9.615");
     // 249,990 × 2.5% − 750; equity 5,700 − 5.005 taker fee − 50.05 liquidation fee.
-    assert_eq!((after["maintenance_margin"].as_str(), after["equity"].as_str()), (Some("5499.750000"), Some("5644.945000")));
+    assert_eq!(
+        (after["maintenance_margin"].as_str(), after["equity"].as_str()),
+        (Some("5499.750000"), Some("5644.945000"))
+    );
     let ledger = host.admin("GET", "/admin/v1/ledger", Value::Null).ok();
-    assert_eq!((ledger["USD"]["imbalance"].as_str(), ledger["USD"]["insurance_fund"].as_str()), (Some("0.000000"), Some("50.050000")));
+    assert_eq!(
+        (ledger["USD"]["imbalance"].as_str(), ledger["USD"]["insurance_fund"].as_str()),
+        (Some("0.000000"), Some("50.050000"))
+    );
 
     // The index at 26,000 with the book at 26,000 / 26,100: mid 26,050, premium
     // 50 / 26,000 = 0.00192307 (floored); the mark is the median of 26,000
@@ -113,7 +134,10 @@ fn tiers_partial_liquidation_index_marks_and_premium_funding() {
     assert_eq!(funding["rate"], "0.00142307");
     // Sampled afresh: the interest alone next time; an explicit rate still overrides.
     assert_eq!(host.admin("POST", "/admin/v1/funding", json!({"symbol": "TIER-PERP"})).ok()["rate"], "0.00010000");
-    assert_eq!(host.admin("POST", "/admin/v1/funding", json!({"symbol": "TIER-PERP", "rate": "-0.0002"})).ok()["rate"], "-0.00020000");
+    assert_eq!(
+        host.admin("POST", "/admin/v1/funding", json!({"symbol": "TIER-PERP", "rate": "-0.0002"})).ok()["rate"],
+        "-0.00020000"
+    );
     let kinds: Vec<String> = host.all_events().iter().filter_map(|e| e["type"].as_str().map(String::from)).collect();
     assert!(kinds.iter().any(|k| k == "index_price"), "the index is an event");
     let account_before = account(&host, victim.user_id);
@@ -135,6 +159,9 @@ fn tiers_partial_liquidation_index_marks_and_premium_funding() {
     let host = Host::start(dir.path());
     assert_eq!(account(&host, victim.user_id), account_before, "the same account after recovery");
     let markets = host.get("/v1/markets").ok();
-    assert!(markets.as_array().unwrap().iter().any(|m| m["symbol"] == "TIER-PERP" && m["risk"]["tiers"].is_array()), "terms survive a restart");
+    assert!(
+        markets.as_array().unwrap().iter().any(|m| m["symbol"] == "TIER-PERP" && m["risk"]["tiers"].is_array()),
+        "terms survive a restart"
+    );
     host.stop();
 }

@@ -271,7 +271,10 @@ fn load_markets(agent: &ureq::Agent, base: &str, token: &str) -> anyhow::Result<
             Some(tiers) => tiers
                 .iter()
                 .map(|tier| {
-                    Ok((parse(text(&tier["notional_max"])?, quote_places)?, parse(text(&tier["maintenance_margin"])?, 8)?))
+                    Ok((
+                        parse(text(&tier["notional_max"])?, quote_places)?,
+                        parse(text(&tier["maintenance_margin"])?, 8)?,
+                    ))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => vec![(i128::MAX, parse(text(&risk["maintenance_margin"])?, 8)?)],
@@ -471,9 +474,9 @@ pub fn run_from(base: &str, token: &str, source: Source<'_>) -> anyhow::Result<R
             let host_maintenance = parse(host_maintenance, money_places)?;
             line.push_str(&format!(", maintenance {host_maintenance}"));
             if host_maintenance != maintenance {
-                report.mismatches.push(format!(
-                    "user {user}: host maintenance margin {host_maintenance}, rebuilt {maintenance}"
-                ));
+                report
+                    .mismatches
+                    .push(format!("user {user}: host maintenance margin {host_maintenance}, rebuilt {maintenance}"));
             }
         }
         for position in account["positions"].as_array().into_iter().flatten() {

@@ -32,9 +32,9 @@ pub use matching::{
     ModuleError, OpenOrder, OrderOptions, OrderUpdate, PlaceOrder, Trade, Trigger,
 };
 pub use position::{
-    AccountState, BalanceCause, FollowUp, LedgerState, MarketRisk, MarketTerms, OrderIntent, PositionCommand, PositionConfig,
-    PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, PositionState, RATE_SCALE,
-    RiskTier, TIERS_MAX,
+    AccountState, BalanceCause, FollowUp, LedgerState, MarketRisk, MarketTerms, OrderIntent, PositionCommand,
+    PositionConfig, PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, PositionState,
+    RATE_SCALE, RiskTier, TIERS_MAX,
 };
 pub use types::{
     CommandContext, MarketId, OrderId, OrderStatus, OrderType, Reason, SelfTradePrevention, Side, TimeInForce, TradeId,

@@ -350,3 +350,27 @@ pub fn line_after<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
 /// The seeded generator of every test (one copy, in `exhost-seeded`).
 #[allow(unused_imports)]
 pub use exhost_seeded::Rng;
+
+/// The same module under another hash: a custom section changes the bytes, not the code.
+pub fn rebuild(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut payload = Vec::new();
+    leb("exhost-build".len(), &mut payload);
+    payload.extend_from_slice(b"exhost-build");
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}

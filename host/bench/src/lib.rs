@@ -10,11 +10,13 @@
 //! - `startup`: how long recovery of a data directory takes.
 //! - `journal`: synced group commit against the raw disk, and the write path.
 //! - `swap`: the hot-swap pause at a given book size.
+//! - `shadow`: the live path with and without a shadow run beside it.
 
 pub mod journal;
 pub mod load;
 pub mod memory;
 pub mod peer;
+pub mod shadow;
 
 use std::path::Path;
 
@@ -181,6 +183,19 @@ pub fn rebuilt(wasm: &[u8], tag: u32) -> Vec<u8> {
     out.push(payload.len() as u8);
     out.extend_from_slice(&payload);
     out
+}
+
+/// `exhost bench shadow`: the live engine alone and beside a shadow run of an
+/// identical rebuild of the reference book (`shadow.rs`).
+pub fn shadow(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
+    let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
+    let (setup, measured) = flow(FlowShape { markets: 1, ..shape }, hash);
+    let source = Arc::new(Embedded::default());
+    let candidate_bytes = rebuilt(exhost_embedded::PRICETIME_WASM, 1);
+    let candidate = ModuleHash::of(&candidate_bytes);
+    source.extra.lock().unwrap_or_else(|p| p.into_inner()).push(candidate_bytes);
+    let loader = Arc::new(WasmLoader::new(Runtime::new()?, source));
+    shadow::run(loader, candidate, &setup, &measured, shape.positions, rounds)
 }
 
 /// `exhost bench swap`: with a book of `shape.resting` orders, the time an

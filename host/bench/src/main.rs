@@ -138,6 +138,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// The live engine with and without a shadow run of an identical rebuild beside it.
+    Shadow {
+        #[command(flatten)]
+        flow: FlowArgs,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// Time the recovery of a data directory (snapshot restore and journal replay).
     Startup {
         #[command(flatten)]
@@ -165,6 +172,7 @@ fn run(command: BenchCommand) -> anyhow::Result<()> {
             exhost_bench::load::run(&data.config()?.data_dir.join("bench-load"), shape)
         }
         BenchCommand::Swap { flow, rounds } => exhost_bench::swap(flow.shape(), rounds),
+        BenchCommand::Shadow { flow, rounds } => exhost_bench::shadow(flow.shape(), rounds),
         BenchCommand::Startup { data } => exhost_bench::startup(&data.config()?.data_dir),
     }
 }

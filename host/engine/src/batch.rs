@@ -17,6 +17,7 @@ use crate::command::{Command, MarketId};
 use crate::engine::{Engine, received, received_options, take_wakes};
 use crate::error::EngineError;
 use crate::event::EventBody;
+use crate::tap::{TappedCall, fuel_after};
 
 /// A matching command with its context, as a market's module takes it.
 type Input = (CommandContext, MatchingCommand);
@@ -169,24 +170,47 @@ impl Engine {
         }
         let mut outputs: Vec<Vec<MatchingEvent>> = Vec::new();
         outputs.resize_with(run.len(), Vec::new);
-        // Per market: the retained commands before its share, and the share.
-        let mut applied: Vec<(MarketId, usize, Vec<Input>)> = Vec::with_capacity(shares.len());
+        // Per market: the retained commands before its share, the share, and its fuel.
+        let mut applied: Vec<(MarketId, usize, Vec<Input>, u64)> = Vec::with_capacity(shares.len());
         for (market, offsets) in shares {
             let inputs: Vec<Input> = offsets.iter().map(|&offset| (contexts[offset], run[offset].1.clone())).collect();
             let slot = &mut self.markets[market.0 as usize];
             let keep = slot.retained.len();
             let mut share_outputs: Vec<Vec<MatchingEvent>> = Vec::with_capacity(inputs.len());
+            let fuel_before = slot.instance.apply_fuel_used();
             if slot.instance.apply_batch(&inputs, &mut share_outputs).is_err() {
-                applied.push((market, keep, Vec::new()));
-                for (market, keep, _) in applied {
+                applied.push((market, keep, Vec::new(), 0));
+                for (market, keep, _, _) in applied {
                     self.markets[market.0 as usize].rebuild(&*self.loader, keep, ModuleTarget::Market(market))?;
                 }
                 return Ok(None);
             }
+            let fuel_used = fuel_after(fuel_before, slot.instance.apply_fuel_used());
             for (&offset, output) in offsets.iter().zip(share_outputs) {
                 outputs[offset] = output;
             }
-            applied.push((market, keep, inputs));
+            applied.push((market, keep, inputs, fuel_used));
+        }
+        // What a shadow run watches, as the books produced it (wakes
+        // included); kept only if the run stands. A share's fuel is metered
+        // as a whole: its last call carries it.
+        let mut tapped: Vec<(MarketId, Vec<TappedCall>)> = Vec::new();
+        for (market, _, inputs, fuel_used) in &applied {
+            if self.markets[market.0 as usize].tap.is_none() {
+                continue;
+            }
+            let calls = inputs
+                .iter()
+                .zip(shares_of(run, *market))
+                .enumerate()
+                .map(|(index, ((ctx, command), offset))| TappedCall {
+                    ctx: *ctx,
+                    command: command.clone(),
+                    output: outputs[offset].clone(),
+                    fuel_used: if index + 1 == inputs.len() { *fuel_used } else { 0 },
+                })
+                .collect();
+            tapped.push((*market, calls));
         }
         // A wake time a command of the run asked for, at or before a later
         // command of the run, would have woken a book in between: one by one.
@@ -196,10 +220,15 @@ impl Engine {
             take_wakes(run[offset].0, output, &mut wakes);
             let earliest = wakes[before..].iter().filter_map(|&(_, at_ts_ns)| at_ts_ns).min();
             if earliest.is_some_and(|at_ts_ns| contexts[offset + 1..].iter().any(|later| later.ts_ns >= at_ts_ns)) {
-                for (market, keep, _) in applied {
+                for (market, keep, _, _) in applied {
                     self.markets[market.0 as usize].rebuild(&*self.loader, keep, ModuleTarget::Market(market))?;
                 }
                 return Ok(None);
+            }
+        }
+        for (market, calls) in tapped {
+            if let Some(tap) = &mut self.markets[market.0 as usize].tap {
+                tap.extend(calls);
             }
         }
         self.pending_wakes = wakes;
@@ -218,7 +247,7 @@ impl Engine {
             self.registry.track_client_orders(&events);
             results.push(events);
         }
-        for (market, _, inputs) in applied {
+        for (market, _, inputs, _) in applied {
             let slot = &mut self.markets[market.0 as usize];
             for (ctx, command) in &inputs {
                 slot.retained.push(ctx, command);
@@ -232,4 +261,9 @@ impl Engine {
         self.set_position(last, ts_ns);
         Ok(Some(results))
     }
+}
+
+/// The offsets in `run` of the commands for `market`, in order.
+fn shares_of(run: &[(MarketId, MatchingCommand)], market: MarketId) -> impl Iterator<Item = usize> + '_ {
+    run.iter().enumerate().filter(move |(_, (of, _))| *of == market).map(|(offset, _)| offset)
 }

@@ -7,8 +7,8 @@
 
 pub use exhost_guest_sdk::MarketId;
 use exhost_guest_sdk::{
-    MarketConfig, MarketTerms, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig, SelfTradePrevention,
-    Side, TimeInForce, Trigger, UserId,
+    MarketConfig, MarketTerms, MatchingCommand, OrderId, OrderOptions, OrderType, PlaceOrder, PositionConfig,
+    SelfTradePrevention, Side, TimeInForce, Trigger, UserId,
 };
 use serde::{Deserialize, Serialize};
 

@@ -545,7 +545,7 @@ impl Engine {
             return Err(Abort::Fault(Reason::ModuleProtocol));
         }
         self.touch(ModuleTarget::Market(market));
-        let faulted = self.markets[market.0 as usize].run(ctx, command);
+        let faulted = self.markets[market.0 as usize].run_tapped(ctx, command);
         let mut book_events = faulted.map_err(|fault| self.fault(ctx, ModuleTarget::Market(market), fault))?;
         take_wakes(market, &mut book_events, &mut self.pending_wakes);
         Ok(book_events)

@@ -20,9 +20,11 @@ pub mod record;
 pub mod registry;
 mod report;
 mod setup;
+mod shadow;
 mod slot;
 pub mod snapshot;
 mod swap;
+mod tap;
 
 pub use batch::BATCH_COMMANDS_MAX;
 pub use command::{Command, Credential, MarketId, MarketSpec, ModuleTarget, NewOrder, RiskParams};
@@ -37,5 +39,7 @@ pub use module::{
 pub use record::{MarketRecording, RecordingLoader};
 pub use registry::{Activation, PositionInstall, Registry, UserRecord};
 pub use report::{FaultReport, ModuleReport};
+pub use shadow::{Divergence, Shadow, ShadowError, ShadowFault, ShadowReport, ShadowStart};
 pub use slot::{IMAGE_BYTES_PER_RETAINED_COMMAND, RETAINED_COMMANDS_MIN};
 pub use snapshot::{EngineSnapshot, ModuleState, StateDigest};
+pub use tap::TappedCall;

@@ -217,6 +217,12 @@ pub trait Instance<A: Abi>: Send {
         exhost_guest_sdk::abi::ABI_REVISION
     }
 
+    /// Fuel every `apply` of this instance used so far, together, where the
+    /// runtime meters it (a native instance is not metered).
+    fn apply_fuel_used(&self) -> Option<u64> {
+        None
+    }
+
     /// Bytes of memory the instance holds for its state, where the runtime
     /// can tell (a wasm instance: its linear memory, which never shrinks).
     fn memory_bytes(&self) -> Option<usize> {

@@ -271,6 +271,14 @@ impl Instance<MatchingAbi> for Recorded {
         self.inner.memory_bytes()
     }
 
+    fn abi_revision(&self) -> u32 {
+        self.inner.abi_revision()
+    }
+
+    fn apply_fuel_used(&self) -> Option<u64> {
+        self.inner.apply_fuel_used()
+    }
+
     fn image(&mut self) -> Result<InstanceImage, ModuleFault> {
         let image = self.inner.image()?;
         let digest = digest(&image);

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::command::{ModuleLimits, ModuleTarget};
 use crate::error::EngineError;
 use crate::module::{Instance, InstanceImage, Loader, ModuleFault, ModuleHash};
+use crate::tap::{TappedCall, fuel_after};
 
 /// One module instance with what it takes to rebuild it.
 pub(crate) struct Slot<A: Abi> {
@@ -29,6 +30,11 @@ pub(crate) struct Slot<A: Abi> {
     pub(crate) checkpoint: Arc<InstanceImage>,
     /// Commands applied since the checkpoint, in order.
     pub(crate) retained: Retained<A::Command>,
+    /// While a shadow run watches this market: each call the instance
+    /// applied since the host last took them, with what it produced. A call
+    /// undone with its command is taken out again, so what the host takes is
+    /// exactly what the market's state went through.
+    pub(crate) tap: Option<Vec<TappedCall>>,
 }
 
 /// Fewest commands retained before a new checkpoint is taken.
@@ -105,6 +111,24 @@ impl Slot<MatchingAbi> {
     pub(crate) fn knows(&self, command: &MatchingCommand) -> bool {
         command.revision() <= self.instance.abi_revision()
     }
+
+    /// [`Slot::run`], and what it did, for the shadow run if one watches.
+    pub(crate) fn run_tapped(
+        &mut self,
+        ctx: CommandContext,
+        command: MatchingCommand,
+    ) -> Result<Vec<exhost_guest_sdk::MatchingEvent>, ModuleFault> {
+        if self.tap.is_none() {
+            return self.run(ctx, command);
+        }
+        let fuel_before = self.instance.apply_fuel_used();
+        let output = self.run(ctx, command.clone())?;
+        let fuel_used = fuel_after(fuel_before, self.instance.apply_fuel_used());
+        if let Some(tap) = &mut self.tap {
+            tap.push(TappedCall { ctx, command, output: output.clone(), fuel_used });
+        }
+        Ok(output)
+    }
 }
 
 impl<A: Abi> Slot<A> {
@@ -115,7 +139,7 @@ impl<A: Abi> Slot<A> {
         limits: ModuleLimits,
     ) -> Result<Slot<A>, ModuleFault> {
         let checkpoint = Arc::new(instance.image()?);
-        Ok(Slot { instance, hash, limits, checkpoint, retained: Retained::new() })
+        Ok(Slot { instance, hash, limits, checkpoint, retained: Retained::new(), tap: None })
     }
 
     /// A slot for an instance resumed from `checkpoint`.
@@ -125,7 +149,7 @@ impl<A: Abi> Slot<A> {
         limits: ModuleLimits,
         checkpoint: Arc<InstanceImage>,
     ) -> Slot<A> {
-        Slot { instance, hash, limits, checkpoint, retained: Retained::new() }
+        Slot { instance, hash, limits, checkpoint, retained: Retained::new(), tap: None }
     }
 
     pub(crate) fn run(&mut self, ctx: CommandContext, command: A::Command) -> Result<A::Output, ModuleFault> {
@@ -148,6 +172,12 @@ impl<A: Abi> Slot<A> {
         self.instance = loader
             .resume(target, &self.hash, &self.limits, &self.checkpoint)
             .map_err(|source| EngineError::Load { target, source })?;
+        // The calls undone are the newest, all of the current command, which
+        // the tap holds (it is emptied between commands only).
+        let undone = self.retained.len() - keep;
+        if let Some(tap) = &mut self.tap {
+            tap.truncate(tap.len().saturating_sub(undone));
+        }
         self.retained.truncate(keep);
         // A retained command succeeded on this very state before: failing now
         // means the module is not deterministic, and the engine must stop.

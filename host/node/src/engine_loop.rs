@@ -4,10 +4,11 @@
 //! and takes snapshots (the images here, the encoding and the synced write on
 //! the snapshot-writer thread).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use exhost_engine::{Command, Engine, EngineSnapshot, Event, EventBody, MarketId};
+use exhost_engine::{Command, Engine, EngineSnapshot, Event, EventBody, MarketId, ShadowStart};
 use exhost_guest_sdk::{MatchingQuery, MatchingQueryResult};
 use exhost_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +19,7 @@ use crate::health::Health;
 use crate::livebook::{Depth, LiveBooks};
 use crate::pipeline::{Applied, NodeSettings, Sequenced, SnapshotTaken};
 use crate::read_side::ReadFeed;
+use crate::shadow::ShadowLink;
 use crate::snapshot_writer::{SnapshotJob, SnapshotReply, SnapshotWriter, store_snapshot};
 
 /// Requests answered by the engine thread between batches.
@@ -29,6 +31,16 @@ pub(crate) enum EngineInput {
     /// The engine's whole state right now (for dry runs of uploaded modules).
     State {
         reply: oneshot::Sender<Result<EngineSnapshot, NodeError>>,
+    },
+    /// Start handing `market`'s calls to a shadow run: the live state now.
+    Tap {
+        market: MarketId,
+        link: ShadowLink,
+        reply: oneshot::Sender<Result<Option<ShadowStart>, String>>,
+    },
+    /// Stop handing `market`'s calls to its shadow run.
+    Untap {
+        market: MarketId,
     },
     /// The sequencer has stopped: apply nothing more, snapshot, and end.
     Shutdown,
@@ -49,6 +61,8 @@ pub(crate) struct EngineLoop {
     pub(crate) snapshots: SnapshotWriter,
     /// When the modules' memory was last put in the metrics.
     pub(crate) memory_reported: Option<Instant>,
+    /// The shadow runs' queues, by market.
+    pub(crate) shadows: BTreeMap<MarketId, ShadowLink>,
 }
 
 impl EngineLoop {
@@ -61,6 +75,17 @@ impl EngineLoop {
                 EngineInput::Snapshot { reply } => self.take_snapshot(Some(reply)),
                 EngineInput::State { reply } => {
                     let _ = reply.send(self.engine.snapshot().map_err(NodeError::from));
+                }
+                EngineInput::Tap { market, link, reply } => {
+                    let start = self.engine.tap_market(market).map_err(|fault| fault.to_string());
+                    if let Ok(Some(_)) = &start {
+                        self.shadows.insert(market, link);
+                    }
+                    let _ = reply.send(start);
+                }
+                EngineInput::Untap { market } => {
+                    self.shadows.remove(&market);
+                    self.engine.untap_market(market);
                 }
                 EngineInput::Shutdown => {}
             }
@@ -205,6 +230,7 @@ impl EngineLoop {
             let _ = reply.send(Ok(applied));
         }
         // After the answers: nothing here is needed to acknowledge a command.
+        self.feed_shadows();
         self.report_memory(registry_changed);
         // Not once halted: the read model may have missed this batch, and a
         // snapshot past it would only make recovery replay further. Not while
@@ -215,6 +241,22 @@ impl EngineLoop {
             && self.snapshots.idle()
         {
             self.take_snapshot(None);
+        }
+    }
+
+    /// Offer each shadow run the calls its market's module applied in this
+    /// batch; one that is gone or full stops being fed (never waited for).
+    fn feed_shadows(&mut self) {
+        if self.shadows.is_empty() {
+            return;
+        }
+        for (market, calls) in self.engine.take_taps() {
+            let fed = self.shadows.get(&market).is_some_and(|link| link.offer(calls));
+            if !fed {
+                tracing::warn!(%market, seq = self.engine.last_seq(), "shadow run no longer fed");
+                self.shadows.remove(&market);
+                self.engine.untap_market(market);
+            }
         }
     }
 

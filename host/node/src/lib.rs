@@ -42,13 +42,14 @@ pub mod readmodel;
 pub mod recovery;
 pub mod secrets;
 mod sequencer;
+mod shadow;
 mod snapshot_writer;
 pub mod watermark;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use exhost_engine::{Command, Engine, EngineSnapshot, Event};
+use exhost_engine::{Command, Engine, EngineSnapshot, Event, MarketId, ModuleHash};
 use exhost_store::{CommandLog, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +60,7 @@ pub use health::{ENGINE_STALL_REPORT_AFTER, FaultSeen, Faults, Health, RECENT_FA
 pub use modules::loader_for;
 pub use pipeline::{Applied, NodeSettings, SnapshotTaken};
 pub use read_side::ReadSide;
+pub use shadow::{SHADOW_BATCHES_QUEUED_MAX, ShadowLoader, ShadowPhase, ShadowStartError, ShadowStatus};
 
 use engine_loop::{EngineInput, EngineLoop, initial_books};
 use livebook::LiveBooks;
@@ -112,6 +114,9 @@ pub struct Node {
     pub read_side: ReadSide,
     resume_at: Arc<Mutex<Option<(u64, u64)>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    shadows: shadow::Shadows,
+    /// One shadow start or stop at a time.
+    shadow_control: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -157,6 +162,7 @@ impl Node {
             read,
             snapshots,
             memory_reported: None,
+            shadows: Default::default(),
         };
         let engine_thread =
             match std::thread::Builder::new().name("exhost-engine".into()).spawn(move || engine_loop.run(engine_rx)) {
@@ -179,6 +185,8 @@ impl Node {
             read_side,
             resume_at,
             threads: Mutex::new(vec![sequencer, engine_thread]),
+            shadows: Default::default(),
+            shadow_control: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -237,6 +245,77 @@ impl Node {
         let (reply, answer) = oneshot::channel();
         self.engine_tx.send(EngineInput::Snapshot { reply }).await.map_err(|_| NodeError::Stopped)?;
         answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Start a shadow run of the stored matching module `candidate` on
+    /// `market`, from its live state now: every later call of the market's
+    /// module goes to the candidate too, on a thread of its own.
+    pub async fn start_shadow(
+        &self,
+        market: MarketId,
+        candidate: ModuleHash,
+        loader: ShadowLoader,
+    ) -> Result<ShadowStatus, ShadowStartError> {
+        let _control = self.shadow_control.lock().await;
+        if self.shadows.running(market) {
+            return Err(ShadowStartError::Running);
+        }
+        // An ended run is replaced; its thread ends by itself (its queue is
+        // closed already), so it is not waited for here.
+        drop(self.shadows.take(market));
+        let (feed_tx, feed) = std::sync::mpsc::sync_channel(SHADOW_BATCHES_QUEUED_MAX);
+        let cut_at_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let link = shadow::ShadowLink { feed: feed_tx, cut_at_seq: cut_at_seq.clone() };
+        let (reply, answer) = oneshot::channel();
+        self.engine_tx.send(EngineInput::Tap { market, link, reply }).await.map_err(|_| ShadowStartError::Stopped)?;
+        let start = answer.await.map_err(|_| ShadowStartError::Stopped)?.map_err(ShadowStartError::Image)?;
+        let start = start.ok_or(ShadowStartError::UnknownMarket)?;
+        let started = self
+            .shadows
+            .launch(start, candidate, loader, feed, cut_at_seq)
+            .map_err(|error| ShadowStartError::Image(error.to_string()));
+        let outcome = match started {
+            Ok(started) => started.await.unwrap_or(Err(exhost_engine::ShadowError::Image {
+                hash: candidate,
+                fault: exhost_engine::ModuleFault::Trap { message: "the shadow's thread ended".into() },
+            })),
+            Err(error) => {
+                let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
+                return Err(error);
+            }
+        };
+        match outcome {
+            Ok(status) => Ok(status),
+            Err(error) => {
+                let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
+                // Its thread has returned.
+                drop(self.shadows.take(market));
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The shadow run on `market`: running, or ended and not yet replaced.
+    pub fn shadow_status(&self, market: MarketId) -> Option<ShadowStatus> {
+        self.shadows.status(market)
+    }
+
+    /// Stop the shadow run on `market` once it has compared everything it
+    /// was sent, and give its last report.
+    pub async fn stop_shadow(&self, market: MarketId) -> Option<ShadowStatus> {
+        let _control = self.shadow_control.lock().await;
+        let run = self.shadows.take(market)?;
+        // Closing the queue (the engine thread drops its end) ends the
+        // thread once it has drained it.
+        let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
+        let (done_tx, done) = oneshot::channel();
+        let joined = std::thread::Builder::new().name("exhost-shadow-stop".into()).spawn(move || {
+            let _ = done_tx.send(shadow::finish(run));
+        });
+        match joined {
+            Ok(_) => done.await.ok(),
+            Err(_) => None,
+        }
     }
 
     /// Stop taking commands, finish those in flight, snapshot, and join the threads.

@@ -107,6 +107,8 @@ pub struct WasmModule<A: Abi> {
     encoded: Vec<u8>,
     /// Fuel the last call other than the buffer calls used (for tests and benchmarks).
     last_fuel_used: u64,
+    /// Fuel every `apply` call so far used, together (shadow runs compare it).
+    apply_fuel_used: u64,
     _abi: PhantomData<fn() -> A>,
 }
 
@@ -175,6 +177,7 @@ impl<A: Abi> WasmModule<A> {
             abi_revision: module.info.abi_revision,
             encoded: Vec::new(),
             last_fuel_used: 0,
+            apply_fuel_used: 0,
             _abi: PhantomData,
         })
     }
@@ -305,6 +308,9 @@ impl<A: Abi> WasmModule<A> {
         let result = call(&self.exports, &mut self.store);
         if kind != ModuleCall::Buffer {
             self.last_fuel_used = budget.fuel - self.store.get_fuel().unwrap_or(0);
+            if kind == ModuleCall::Apply {
+                self.apply_fuel_used += self.last_fuel_used;
+            }
         }
         result.map_err(|error| self.fault(error, kind, budget.fuel))
     }
@@ -416,6 +422,10 @@ impl<A: Abi> Instance<A> for WasmModule<A> {
 
     fn memory_bytes(&self) -> Option<usize> {
         Some(WasmModule::memory_bytes(self))
+    }
+
+    fn apply_fuel_used(&self) -> Option<u64> {
+        Some(self.apply_fuel_used)
     }
 
     fn image(&mut self) -> Result<InstanceImage, ModuleFault> {

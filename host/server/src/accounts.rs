@@ -350,7 +350,11 @@ pub(super) struct IndexRequest {
         (status = 404, description = "No such market (`unknown_market`)", body = ErrorBody),
         (status = 409, description = "The position module predates index prices (`unsupported_by_module`)", body = ErrorBody),
     ))]
-pub(super) async fn index_price(State(state): State<AppState>, _: Operator, Body(body): Body) -> ApiResult<Json<Value>> {
+pub(super) async fn index_price(
+    State(state): State<AppState>,
+    _: Operator,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let request: IndexRequest = parse_json(&body)?;
     settlement(&state)?;
     let (market, spec) = market_of(&state, &request.symbol)?;
@@ -358,7 +362,11 @@ pub(super) async fn index_price(State(state): State<AppState>, _: Operator, Body
         ApiError::decimal("invalid_price", "price", &request.price, &format!("the tick {}", spec.price_scale), error)
     })?;
     if index_ticks == 0 || index_ticks > spec.config.price_ticks_max {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_price", "price must be above 0 and at most the market's maximum"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_price",
+            "price must be above 0 and at most the market's maximum",
+        ));
     }
     let mid_ticks = {
         let books = state.node.books.read().unwrap_or_else(|p| p.into_inner());

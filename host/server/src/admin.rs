@@ -273,7 +273,11 @@ fn market_terms(request: Option<&RiskRequest>, quote_decimals: u8) -> ApiResult<
         })?;
         terms.tiers.push(RiskTier {
             notional_max_units: notional_max_units as u128,
-            initial_margin_rate: parse_fraction(&format!("tiers[{index}].initial_margin"), &Some(tier.initial_margin.clone()), 0)?,
+            initial_margin_rate: parse_fraction(
+                &format!("tiers[{index}].initial_margin"),
+                &Some(tier.initial_margin.clone()),
+                0,
+            )?,
             maintenance_margin_rate: parse_fraction(
                 &format!("tiers[{index}].maintenance_margin"),
                 &Some(tier.maintenance_margin.clone()),

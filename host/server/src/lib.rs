@@ -24,6 +24,7 @@ mod pit;
 pub mod process;
 mod routes;
 pub mod serve;
+mod shadow;
 pub mod state;
 mod trading;
 pub mod views;

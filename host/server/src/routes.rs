@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, admin, checkpoint, console, forward, market, modules, openapi, trading, ws};
+use crate::{accounts, admin, checkpoint, console, forward, market, modules, openapi, shadow, trading, ws};
 
 /// A request is handled once the read side has written everything the
 /// engine had applied when it came (`ReadSide::barrier`), so a command that
@@ -70,6 +70,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(modules::list, modules::upload))
         .routes(routes!(modules::activate_market))
         .routes(routes!(modules::activate_position))
+        .routes(routes!(shadow::start, shadow::report, shadow::stop))
         .routes(routes!(admin::snapshot))
         .routes(routes!(admin::status))
         .routes(routes!(admin::events))

@@ -230,8 +230,8 @@ impl Positions {
                 let own_mm = market.maintenance_units(own_notional);
                 let (rate, cumulative) = market.maintenance_tier(own_notional);
                 price_where(rest, margin.maintenance_units - own_mm, position.size_lots, k, rate, cumulative)
-                .filter(|&price| price > 0)
-                .map(|price| price.min(u64::MAX as i128) as u64)
+                    .filter(|&price| price > 0)
+                    .map(|price| price.min(u64::MAX as i128) as u64)
             };
             positions.push(PositionState {
                 market: *market_id,

@@ -19,11 +19,19 @@ impl Positions {
     /// Replace a market's terms; refused (nothing changes) when they are not well formed.
     pub(crate) fn market_terms(&mut self, terms: &MarketTerms, out: &mut PositionOutput) {
         let Some(market) = self.markets.get_mut(&terms.market) else {
-            out.events.push(PositionEvent::Rejected { user_id: UserId(0), order_id: None, reason: Reason::UnknownMarket });
+            out.events.push(PositionEvent::Rejected {
+                user_id: UserId(0),
+                order_id: None,
+                reason: Reason::UnknownMarket,
+            });
             return;
         };
         if terms.problem().is_some() {
-            out.events.push(PositionEvent::Rejected { user_id: UserId(0), order_id: None, reason: Reason::InvalidQuantity });
+            out.events.push(PositionEvent::Rejected {
+                user_id: UserId(0),
+                order_id: None,
+                reason: Reason::InvalidQuantity,
+            });
             return;
         }
         market.terms = terms.clone();
@@ -43,7 +51,11 @@ impl Positions {
         let Some(market) = self.markets.get_mut(&market_id) else { return };
         let price_max = market.risk.price_ticks_max;
         if index_ticks == 0 || index_ticks > price_max {
-            out.events.push(PositionEvent::Rejected { user_id: UserId(0), order_id: None, reason: Reason::InvalidPrice });
+            out.events.push(PositionEvent::Rejected {
+                user_id: UserId(0),
+                order_id: None,
+                reason: Reason::InvalidPrice,
+            });
             return;
         }
         market.index_ticks = Some(index_ticks);
@@ -96,4 +108,3 @@ impl Positions {
         self.funding(market_id, rate, call, out);
     }
 }
-

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::{decode, encode_into};
 use exhost_guest_sdk::{
-    CommandContext, LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionCommand, PositionConfig,
-    PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, Side, UserId,
+    CommandContext, LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionCommand,
+    PositionConfig, PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, Side, UserId,
     export_position_module,
 };
 use serde::{Deserialize, Serialize};
@@ -337,8 +337,8 @@ impl PositionModule for Positions {
     }
 
     fn restore(bytes: &[u8]) -> Result<Self, ModuleError> {
-        let state: Positions = decode(bytes)
-            .map_err(|error| ModuleError::new(format!("positions snapshot v{STATE_VERSION}: {error}")))?;
+        let state: Positions =
+            decode(bytes).map_err(|error| ModuleError::new(format!("positions snapshot v{STATE_VERSION}: {error}")))?;
         state
             .check_invariants()
             .map_err(|error| ModuleError::new(format!("positions snapshot is inconsistent: {error}")))?;

@@ -90,7 +90,8 @@ impl Positions {
             for market in self.accounts[&user_id].exposure.keys() {
                 out.follow_ups.push(FollowUp::CancelOrders { market: *market, user_id });
             }
-            self.liquidating = Some(Liquidating { user_id, order: None, fee_units: 0, partial: true, step_from_lots: 0 });
+            self.liquidating =
+                Some(Liquidating { user_id, order: None, fee_units: 0, partial: true, step_from_lots: 0 });
             self.next_position_order(call, out);
         }
     }

@@ -131,7 +131,11 @@ mod tests {
             initial_margin_rate: initial,
             maintenance_margin_rate: maintenance,
         };
-        vec![tier(50_000, 1_000_000, 500_000), tier(250_000, 2_000_000, 1_000_000), tier(1_000_000, 5_000_000, 2_500_000)]
+        vec![
+            tier(50_000, 1_000_000, 500_000),
+            tier(250_000, 2_000_000, 1_000_000),
+            tier(1_000_000, 5_000_000, 2_500_000),
+        ]
     }
 
     #[test]

@@ -330,7 +330,11 @@ fn three_tiers() -> Vec<RiskTier> {
         initial_margin_rate: initial,
         maintenance_margin_rate: maintenance,
     };
-    vec![tier(50_000, 1_000_000, 2_000_000), tier(250_000, 2_500_000, 5_000_000), tier(1_000_000, 5_000_000, 10_000_000)]
+    vec![
+        tier(50_000, 1_000_000, 2_000_000),
+        tier(250_000, 2_500_000, 5_000_000),
+        tier(1_000_000, 5_000_000, 10_000_000),
+    ]
 }
 
 fn liquidation_orders(outputs: &[&PositionOutput]) -> Vec<u64> {

@@ -46,7 +46,8 @@ struct PositionsV1 {
 /// terms (one flat tier, eight-hour funding) and no index yet, which is
 /// exactly how version 1 margined and funded it.
 pub(crate) fn read(bytes: &[u8]) -> Result<Positions, ModuleError> {
-    let old: PositionsV1 = decode(bytes).map_err(|error| ModuleError::new(format!("positions snapshot v1: {error}")))?;
+    let old: PositionsV1 =
+        decode(bytes).map_err(|error| ModuleError::new(format!("positions snapshot v1: {error}")))?;
     if old.liquidating.is_some() || !old.liquidation_queue.is_empty() {
         return Err(ModuleError::new("positions snapshot v1 holds a liquidation in progress"));
     }
