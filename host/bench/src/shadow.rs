@@ -2,8 +2,9 @@
 //! flow goes through the wasm engine a journal batch at a time, as the
 //! node's engine thread runs it, without a shadow and with one (an identical
 //! rebuild of the reference book under another hash) fed on a thread of its
-//! own through the node's bounded queue, rounds interleaved. Reported: the
-//! live commands per second of each, how long after the live flow the shadow
+//! own through the node's bounded queue, and, to tell the tap's own cost from
+//! the second busy thread's, tapped with nobody fed; rounds interleaved.
+//! Reported: the live commands per second of each, how long after the live flow the shadow
 //! finished comparing, and what it found (an identical rebuild must find no
 //! divergence).
 
@@ -12,7 +13,7 @@ use std::sync::mpsc::{TrySendError, sync_channel};
 use std::time::Instant;
 
 use anyhow::bail;
-use exhost_engine::{Command, Engine, MarketId, ModuleHash, Shadow, TappedCall};
+use exhost_engine::{Command, Engine, MarketId, ModuleHash, Shadow, Tap};
 use exhost_runtime::WasmLoader;
 use serde_json::json;
 
@@ -65,7 +66,7 @@ fn with_shadow(
     let mut engine = setup_engine(loader.clone(), setup)?;
     let Some(start) = engine.tap_market(MarketId(0))? else { bail!("no market to shadow") };
     let shadow = Shadow::start(&*loader, &start, candidate)?;
-    let (feed, calls) = sync_channel::<Vec<TappedCall>>(exhost_node::SHADOW_BATCHES_QUEUED_MAX);
+    let (feed, calls) = sync_channel::<Tap>(exhost_node::SHADOW_BATCHES_QUEUED_MAX);
     let thread_loader = loader.clone();
     let follower = std::thread::spawn(move || -> anyhow::Result<(Shadow, Instant)> {
         let mut shadow = shadow;
@@ -113,12 +114,18 @@ pub fn run(
     rounds: u32,
 ) -> anyhow::Result<()> {
     let rate = |seconds: f64| measured.len() as f64 / seconds;
-    let (mut best_alone, mut best_shadowed) = (f64::MAX, None::<Shadowed>);
+    let (mut best_alone, mut best_tapped, mut best_shadowed) = (f64::MAX, f64::MAX, None::<Shadowed>);
     for round in 0..rounds.max(1) {
         let mut engine = setup_engine(loader.clone(), setup)?;
         let alone = drive(&mut engine, setup.len() as u64 + 1, measured, |_| {})?;
         eprintln!("round {round} live alone: {:.0} commands/s", rate(alone));
         best_alone = best_alone.min(alone);
+        // The tap's own cost on the engine thread: calls kept and taken, then dropped.
+        let mut engine = setup_engine(loader.clone(), setup)?;
+        engine.tap_market(MarketId(0))?;
+        let tapped = drive(&mut engine, setup.len() as u64 + 1, measured, |engine| drop(engine.take_taps()))?;
+        eprintln!("round {round} live tapped, nobody fed: {:.0} commands/s", rate(tapped));
+        best_tapped = best_tapped.min(tapped);
         let shadowed = with_shadow(loader.clone(), candidate, setup, measured)?;
         eprintln!(
             "round {round} live with a shadow: {:.0} commands/s (shadow done {:.3} s later, {} divergences)",
@@ -139,6 +146,7 @@ pub fn run(
         json!({
             "bench": "shadow", "positions": positions, "commands": measured.len(),
             "best_of": rounds, "live_alone_commands_per_sec": rate(best_alone).round(),
+            "live_tapped_commands_per_sec": rate(best_tapped).round(),
             "live_with_shadow_commands_per_sec": rate(shadowed.live_seconds).round(),
             "live_ratio": ((best_alone / shadowed.live_seconds) * 1000.0).round() / 1000.0,
             "shadow_catch_up_seconds": shadowed.catch_up_seconds, "shadow_commands_compared": shadowed.commands_compared,

@@ -17,7 +17,7 @@ use crate::command::{Command, MarketId};
 use crate::engine::{Engine, received, received_options, take_wakes};
 use crate::error::EngineError;
 use crate::event::EventBody;
-use crate::tap::{TappedCall, fuel_after};
+use crate::tap::fuel_after;
 
 /// A matching command with its context, as a market's module takes it.
 type Input = (CommandContext, MatchingCommand);
@@ -192,25 +192,16 @@ impl Engine {
             applied.push((market, keep, inputs, fuel_used));
         }
         // What a shadow run watches, as the books produced it (wakes
-        // included); kept only if the run stands. A share's fuel is metered
-        // as a whole: its last call carries it.
-        let mut tapped: Vec<(MarketId, Vec<TappedCall>)> = Vec::new();
+        // included); taken out again if the run is applied one by one after
+        // all. A share's fuel is metered as a whole: its last call carries it.
+        let mut tapped_before: Vec<(MarketId, usize)> = Vec::new();
         for (market, _, inputs, fuel_used) in &applied {
-            if self.markets[market.0 as usize].tap.is_none() {
-                continue;
+            let Some(tap) = &mut self.markets[market.0 as usize].tap else { continue };
+            tapped_before.push((*market, tap.len()));
+            for (index, ((ctx, command), offset)) in inputs.iter().zip(shares_of(run, *market)).enumerate() {
+                let fuel_used = if index + 1 == inputs.len() { *fuel_used } else { 0 };
+                tap.push(*ctx, command.clone(), &outputs[offset], fuel_used);
             }
-            let calls = inputs
-                .iter()
-                .zip(shares_of(run, *market))
-                .enumerate()
-                .map(|(index, ((ctx, command), offset))| TappedCall {
-                    ctx: *ctx,
-                    command: command.clone(),
-                    output: outputs[offset].clone(),
-                    fuel_used: if index + 1 == inputs.len() { *fuel_used } else { 0 },
-                })
-                .collect();
-            tapped.push((*market, calls));
         }
         // A wake time a command of the run asked for, at or before a later
         // command of the run, would have woken a book in between: one by one.
@@ -220,15 +211,15 @@ impl Engine {
             take_wakes(run[offset].0, output, &mut wakes);
             let earliest = wakes[before..].iter().filter_map(|&(_, at_ts_ns)| at_ts_ns).min();
             if earliest.is_some_and(|at_ts_ns| contexts[offset + 1..].iter().any(|later| later.ts_ns >= at_ts_ns)) {
+                for &(market, calls) in &tapped_before {
+                    if let Some(tap) = &mut self.markets[market.0 as usize].tap {
+                        tap.keep(calls);
+                    }
+                }
                 for (market, keep, _, _) in applied {
                     self.markets[market.0 as usize].rebuild(&*self.loader, keep, ModuleTarget::Market(market))?;
                 }
                 return Ok(None);
-            }
-        }
-        for (market, calls) in tapped {
-            if let Some(tap) = &mut self.markets[market.0 as usize].tap {
-                tap.extend(calls);
             }
         }
         self.pending_wakes = wakes;

@@ -42,4 +42,4 @@ pub use report::{FaultReport, ModuleReport};
 pub use shadow::{Divergence, Shadow, ShadowError, ShadowFault, ShadowReport, ShadowStart};
 pub use slot::{IMAGE_BYTES_PER_RETAINED_COMMAND, RETAINED_COMMANDS_MIN};
 pub use snapshot::{EngineSnapshot, ModuleState, StateDigest};
-pub use tap::TappedCall;
+pub use tap::{Tap, TappedCall};

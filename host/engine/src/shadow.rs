@@ -27,7 +27,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::module::{InstanceImage, LoadError, Loader, ModuleFault, ModuleHash};
 use crate::slot::Slot;
-use crate::tap::{TappedCall, fuel_after};
+use crate::tap::{Tap, TappedCall, fuel_after};
 
 /// Where a shadow run starts: the market's live instance exactly as it was
 /// after `from_seq - 1`; the tap holds every call from `from_seq` on.
@@ -51,7 +51,7 @@ impl Engine {
             return Ok(None);
         };
         let image = slot.instance.image()?;
-        slot.tap = Some(Vec::new());
+        slot.tap = Some(Tap::default());
         Ok(Some(ShadowStart { market, live_hash: slot.hash, limits: slot.limits, image, from_seq }))
     }
 
@@ -69,13 +69,14 @@ impl Engine {
 
     /// The calls each watched market applied since the last take, in order;
     /// markets with none are left out. Call it between commands only.
-    pub fn take_taps(&mut self) -> Vec<(MarketId, Vec<TappedCall>)> {
+    pub fn take_taps(&mut self) -> Vec<(MarketId, Tap)> {
         let mut taken = Vec::new();
         for (index, slot) in self.markets.iter_mut().enumerate() {
             if let Some(tap) = &mut slot.tap
                 && !tap.is_empty()
             {
-                taken.push((MarketId(index as u32), std::mem::take(tap)));
+                let next = Tap::sized_like(tap);
+                taken.push((MarketId(index as u32), std::mem::replace(tap, next)));
             }
         }
         taken
@@ -217,9 +218,9 @@ impl Shadow {
     /// Apply the live calls of whole commands, in order, and compare. An
     /// error means the candidate cannot be put back after a fault (it is not
     /// deterministic, or cannot be loaded again): the run cannot go on.
-    pub fn feed(&mut self, loader: &dyn Loader<MatchingAbi>, calls: &[TappedCall]) -> Result<(), EngineError> {
+    pub fn feed(&mut self, loader: &dyn Loader<MatchingAbi>, calls: &Tap) -> Result<(), EngineError> {
         let mut pending: Option<Pending> = None;
-        for call in calls {
+        for (call, output) in calls.calls() {
             if pending.as_ref().is_some_and(|p| p.seq != call.ctx.seq) {
                 self.finish(pending.take());
             }
@@ -232,11 +233,17 @@ impl Shadow {
                 fault: None,
             });
             self.report.live_fuel += call.fuel_used;
-            current.live_events.extend(call.output.iter().cloned());
+            // Only the first divergence is kept in full.
+            let keep_events = self.report.first_divergence.is_none();
+            if keep_events {
+                current.live_events.extend_from_slice(output);
+            }
             match self.run(loader, call)? {
-                Ok(output) => {
-                    current.diverged |= output != call.output;
-                    current.shadow_events.extend(output);
+                Ok(shadow_output) => {
+                    current.diverged |= shadow_output != output;
+                    if keep_events {
+                        current.shadow_events.extend(shadow_output);
+                    }
                 }
                 Err(message) => {
                     current.diverged = true;

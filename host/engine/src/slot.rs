@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::command::{ModuleLimits, ModuleTarget};
 use crate::error::EngineError;
 use crate::module::{Instance, InstanceImage, Loader, ModuleFault, ModuleHash};
-use crate::tap::{TappedCall, fuel_after};
+use crate::tap::{Tap, fuel_after};
 
 /// One module instance with what it takes to rebuild it.
 pub(crate) struct Slot<A: Abi> {
@@ -34,7 +34,7 @@ pub(crate) struct Slot<A: Abi> {
     /// applied since the host last took them, with what it produced. A call
     /// undone with its command is taken out again, so what the host takes is
     /// exactly what the market's state went through.
-    pub(crate) tap: Option<Vec<TappedCall>>,
+    pub(crate) tap: Option<Tap>,
 }
 
 /// Fewest commands retained before a new checkpoint is taken.
@@ -125,7 +125,7 @@ impl Slot<MatchingAbi> {
         let output = self.run(ctx, command.clone())?;
         let fuel_used = fuel_after(fuel_before, self.instance.apply_fuel_used());
         if let Some(tap) = &mut self.tap {
-            tap.push(TappedCall { ctx, command, output: output.clone(), fuel_used });
+            tap.push(ctx, command, &output, fuel_used);
         }
         Ok(output)
     }
@@ -176,7 +176,7 @@ impl<A: Abi> Slot<A> {
         // the tap holds (it is emptied between commands only).
         let undone = self.retained.len() - keep;
         if let Some(tap) = &mut self.tap {
-            tap.truncate(tap.len().saturating_sub(undone));
+            tap.keep(tap.len().saturating_sub(undone));
         }
         self.retained.truncate(keep);
         // A retained command succeeded on this very state before: failing now

@@ -187,7 +187,7 @@ fn later_commands() -> Vec<Command> {
 }
 
 /// What the engine's taps held, by market.
-type Taps = Vec<(MarketId, Vec<TappedCall>)>;
+type Taps = Vec<(MarketId, Tap)>;
 
 fn shadow_of(candidate: ModuleHash, batched: bool) -> (Shadow, Vec<Vec<EventBody>>, Taps) {
     let loader = Arc::new(Books::default());
@@ -229,8 +229,12 @@ fn the_tap_holds_exactly_what_the_book_did_one_by_one_and_batched() {
                 if update.status == OrderStatus::Rejected && update.reason == Some(Reason::ModuleTrap))
         });
         assert!(trapped, "batched {batched}: {:?}", events[1]);
-        assert_eq!(calls.iter().map(|call| call.ctx.seq).collect::<Vec<_>>(), vec![9, 11, 12, 13], "batched {batched}");
-        for call in calls {
+        assert_eq!(
+            calls.calls().map(|(call, _)| call.ctx.seq).collect::<Vec<_>>(),
+            vec![9, 11, 12, 13],
+            "batched {batched}"
+        );
+        for (call, output) in calls.calls() {
             let book_events: Vec<MatchingEvent> = events[(call.ctx.seq - 9) as usize]
                 .iter()
                 .filter_map(|event| match event {
@@ -238,7 +242,7 @@ fn the_tap_holds_exactly_what_the_book_did_one_by_one_and_batched() {
                     _ => None,
                 })
                 .collect();
-            assert_eq!(call.output, book_events, "seq {} batched {batched}", call.ctx.seq);
+            assert_eq!(output, book_events, "seq {} batched {batched}", call.ctx.seq);
             assert_eq!(call.fuel_used, 0, "a native book is not metered");
         }
     }
@@ -298,19 +302,15 @@ fn a_candidate_fault_is_undone_counted_and_the_run_goes_on() {
     // A call the live book applied that the candidate traps on: fed by hand,
     // as if only the candidate had the bug (it half-applies the bid first).
     let Command::PlaceOrder(bid) = order(4, Side::Buy, 995, 13) else { unreachable!() };
-    let trap = TappedCall {
-        ctx: CommandContext { seq: 9, ts_ns: 9_000 },
-        command: MatchingCommand::Place(bid.to_matching(OrderId(9))),
-        output: vec![],
-        fuel_used: 0,
-    };
-    shadow.feed(&*loader, std::slice::from_ref(&trap)).unwrap();
+    let mut trap = Tap::default();
+    trap.push(CommandContext { seq: 9, ts_ns: 9_000 }, MatchingCommand::Place(bid.to_matching(OrderId(9))), &[], 0);
+    shadow.feed(&*loader, &trap).unwrap();
     // A sell at 995 rests in the live book; it would trade with the 13-lot
     // bid had the candidate kept what it half-applied.
     engine.apply(9, 9_000, &order(1, Side::Sell, 995, 5)).unwrap();
-    let mut later = engine.take_taps().remove(0).1;
-    for call in &mut later {
-        call.ctx.seq = 10;
+    let mut later = Tap::default();
+    for (call, output) in engine.take_taps()[0].1.calls() {
+        later.push(CommandContext { seq: 10, ..call.ctx }, call.command.clone(), output, call.fuel_used);
     }
     shadow.feed(&*loader, &later).unwrap();
     let report = shadow.report();
@@ -343,10 +343,10 @@ fn calls_undone_with_their_command_leave_the_tap() {
     // The next command wakes the book again, and that stands.
     engine.apply(11, 31_000, &order(4, Side::Buy, 980, 1)).unwrap();
     let taps = engine.take_taps();
-    let calls = &taps[0].1;
+    let calls: Vec<(&TappedCall, &[MatchingEvent])> = taps[0].1.calls().collect();
     assert_eq!(
-        calls.iter().map(|call| (call.ctx.seq, call.command == MatchingCommand::Wake)).collect::<Vec<_>>(),
+        calls.iter().map(|(call, _)| (call.ctx.seq, call.command == MatchingCommand::Wake)).collect::<Vec<_>>(),
         vec![(11, true), (11, false)]
     );
-    assert!(calls[0].output.iter().any(|event| matches!(event, MatchingEvent::Order(update) if update.status == OrderStatus::Cancelled && update.reason == Some(Reason::Expired))));
+    assert!(calls[0].1.iter().any(|event| matches!(event, MatchingEvent::Order(update) if update.status == OrderStatus::Cancelled && update.reason == Some(Reason::Expired))));
 }

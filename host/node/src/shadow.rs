@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use exhost_engine::{Loader, MarketId, ModuleHash, Shadow, ShadowError, ShadowReport, ShadowStart, TappedCall};
+use exhost_engine::{Loader, MarketId, ModuleHash, Shadow, ShadowError, ShadowReport, ShadowStart, Tap};
 use exhost_guest_sdk::MatchingAbi;
 use tokio::sync::oneshot;
 
@@ -29,7 +29,7 @@ pub type ShadowLoader = Arc<dyn Loader<MatchingAbi> + Send + Sync>;
 
 /// The engine thread's end of a shadow's queue.
 pub(crate) struct ShadowLink {
-    pub(crate) feed: SyncSender<Vec<TappedCall>>,
+    pub(crate) feed: SyncSender<Tap>,
     /// The first command the shadow missed because its queue was full (0: none).
     pub(crate) cut_at_seq: Arc<AtomicU64>,
 }
@@ -37,8 +37,8 @@ pub(crate) struct ShadowLink {
 impl ShadowLink {
     /// Offer a batch of calls; false once the shadow is gone or cut off, and
     /// the engine thread then stops tapping the market.
-    pub(crate) fn offer(&self, calls: Vec<TappedCall>) -> bool {
-        let first_seq = calls.first().map_or(0, |call| call.ctx.seq);
+    pub(crate) fn offer(&self, calls: Tap) -> bool {
+        let first_seq = calls.calls().next().map_or(0, |(call, _)| call.ctx.seq);
         match self.feed.try_send(calls) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -131,7 +131,7 @@ impl Shadows {
         start: ShadowStart,
         candidate: ModuleHash,
         loader: ShadowLoader,
-        feed: Receiver<Vec<TappedCall>>,
+        feed: Receiver<Tap>,
         cut_at_seq: Arc<AtomicU64>,
     ) -> Result<oneshot::Receiver<Result<ShadowStatus, ShadowError>>, std::io::Error> {
         let market = start.market;
@@ -185,7 +185,7 @@ fn follow(
     market: MarketId,
     mut shadow: Shadow,
     loader: &dyn Loader<MatchingAbi>,
-    feed: Receiver<Vec<TappedCall>>,
+    feed: Receiver<Tap>,
     status: &Mutex<ShadowStatus>,
 ) {
     let candidate = shadow.report().candidate;
