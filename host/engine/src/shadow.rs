@@ -62,11 +62,6 @@ impl Engine {
         }
     }
 
-    /// Whether any market is watched (so the host can skip taking taps).
-    pub fn any_tapped(&self) -> bool {
-        self.markets.iter().any(|slot| slot.tap.is_some())
-    }
-
     /// The calls each watched market applied since the last take, in order;
     /// markets with none are left out. Call it between commands only.
     pub fn take_taps(&mut self) -> Vec<(MarketId, Tap)> {

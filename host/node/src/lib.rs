@@ -270,29 +270,18 @@ impl Node {
         self.engine_tx.send(EngineInput::Tap { market, link, reply }).await.map_err(|_| ShadowStartError::Stopped)?;
         let start = answer.await.map_err(|_| ShadowStartError::Stopped)?.map_err(ShadowStartError::Image)?;
         let start = start.ok_or(ShadowStartError::UnknownMarket)?;
-        let started = self
-            .shadows
-            .launch(start, candidate, loader, feed, cut_at_seq)
-            .map_err(|error| ShadowStartError::Image(error.to_string()));
-        let outcome = match started {
-            Ok(started) => started.await.unwrap_or(Err(exhost_engine::ShadowError::Image {
-                hash: candidate,
-                fault: exhost_engine::ModuleFault::Trap { message: "the shadow's thread ended".into() },
-            })),
-            Err(error) => {
-                let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
-                return Err(error);
-            }
+        let outcome = match self.shadows.launch(start, candidate, loader, feed, cut_at_seq) {
+            Ok(started) => match started.await {
+                Ok(Ok(status)) => return Ok(status),
+                Ok(Err(refusal)) => ShadowStartError::Refused(refusal),
+                Err(_) => ShadowStartError::Thread("it ended before the candidate took over".into()),
+            },
+            Err(error) => ShadowStartError::Thread(error.to_string()),
         };
-        match outcome {
-            Ok(status) => Ok(status),
-            Err(error) => {
-                let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
-                // Its thread has returned.
-                drop(self.shadows.take(market));
-                Err(error.into())
-            }
-        }
+        let _ = self.engine_tx.send(EngineInput::Untap { market }).await;
+        // Its thread has returned, or never started.
+        drop(self.shadows.take(market));
+        Err(outcome)
     }
 
     /// The shadow run on `market`: running, or ended and not yet replaced.

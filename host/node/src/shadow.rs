@@ -78,6 +78,8 @@ pub enum ShadowStartError {
     Refused(#[from] ShadowError),
     #[error("the live module could not be imaged: {0}")]
     Image(String),
+    #[error("the shadow's thread could not run: {0}")]
+    Thread(String),
     #[error("the node has stopped")]
     Stopped,
 }

@@ -77,7 +77,7 @@ pub(super) async fn start(
                 ApiError::not_found(format!("no module {candidate} is stored; upload it first"))
             }
             ShadowStartError::Refused(refusal) => rejected(format!("cannot shadow {symbol}: {refusal}")),
-            ShadowStartError::Image(message) => ApiError::internal(message),
+            ShadowStartError::Image(message) | ShadowStartError::Thread(message) => ApiError::internal(message),
             ShadowStartError::Stopped => ApiError::unavailable("the node is stopping"),
         })?;
     tracing::info!(%symbol, %candidate, from_seq = status.report.from_seq, "shadow run started");
