@@ -195,16 +195,26 @@ fn margin_liquidation_adl_insurance_funding_and_history() {
     // Covered by the fund, the deleveraging happened at the mark.
     assert!(events_of(&gap, "auto_deleverage").iter().all(|e| e["price"] == "21000.0"));
 
-    // Funding: longs pay shorts at a positive rate; the rounding goes to the fund.
-    let before: BTreeMap<u64, f64> = [bidder.user_id, short_small.user_id, short_big.user_id]
-        .iter()
-        .map(|u| (*u, account(&host, *u, "")["balances"]["USD"]["total"].as_str().unwrap().parse().unwrap()))
-        .collect();
-    host.admin("POST", "/admin/v1/funding", json!({"symbol": "BTC-PERP", "rate": "0.001"})).ok();
-    let after =
-        |user: u64| -> f64 { account(&host, user, "")["balances"]["USD"]["total"].as_str().unwrap().parse().unwrap() };
-    assert!(after(bidder.user_id) < before[&bidder.user_id], "a long pays");
-    assert!(after(short_small.user_id) > before[&short_small.user_id], "a short receives");
+    // Funding: longs pay shorts at a positive rate. It is one index move; each
+    // account's next read shows what it owes (in its equity and unrealized
+    // PnL), and its next change settles it to the unit (here a withdrawal).
+    let units = |text: &Value| -> i128 { text.as_str().unwrap().replace('.', "").parse().unwrap() };
+    let equity = |user: u64| units(&account(&host, user, "")["equity"]);
+    let total = |user: u64| units(&account(&host, user, "")["balances"]["USD"]["total"]);
+    let users = [bidder.user_id, short_small.user_id, short_big.user_id];
+    let before: BTreeMap<u64, (i128, i128)> = users.iter().map(|u| (*u, (equity(*u), total(*u)))).collect();
+    let funding = host.admin("POST", "/admin/v1/funding", json!({"symbol": "BTC-PERP", "rate": "0.001"})).ok();
+    assert_eq!(funding["rate"], "0.00100000", "{funding}");
+    let owed = |user: u64| equity(user) - before[&user].0;
+    let bidder_owed = owed(bidder.user_id);
+    assert!(bidder_owed < 0, "a long pays");
+    assert!(owed(short_small.user_id) > 0, "a short receives");
+    assert_eq!(total(bidder.user_id), before[&bidder.user_id].1, "nothing settles before the account changes");
+    let withdrawn = host.signed(&bidder, "POST", "/v1/withdrawals", Some(json!({"asset": "USD", "amount": "1"}))).ok();
+    assert_eq!(withdrawn["status"], "accepted", "{withdrawn}");
+    let (equity_before, total_before) = before[&bidder.user_id];
+    assert_eq!(total(bidder.user_id), total_before + bidder_owed - 1_000_000, "settled to the unit");
+    assert_eq!(equity(bidder.user_id), equity_before + bidder_owed - 1_000_000);
     let funding_errors = host.admin("POST", "/admin/v1/funding", json!({"symbol": "BTC-PERP", "rate": "abc"}));
     assert_eq!(funding_errors.code(), "invalid_rate");
 

@@ -7,8 +7,10 @@
 //!   realizes `−price × Δ − released`, times the contract multiplier;
 //! - fees are `ceil(notional × rate / 1e8)` with the market's maker and taker
 //!   rates, deleveraging pays none;
-//! - funding is `size × mark × multiplier × rate / 1e8`, payers rounded up and
-//!   receivers down;
+//! - funding moves a market's index by `mark × multiplier × rate`; a position
+//!   settles `size × (index − its index) / 1e8` (payers rounded up, receivers
+//!   down) just before it changes, and where a `funding_settled` message says
+//!   so (a withdrawal, a liquidation);
 //! - deposits come from `deposit` events; withdrawals, liquidation fees and
 //!   insurance payouts are taken from `balance` events (they are decisions,
 //!   not arithmetic).
@@ -89,6 +91,8 @@ struct Position {
     size: i128,
     cost: i128,
     realized: i128,
+    /// The market's funding index when this position last settled.
+    index: i128,
 }
 
 struct Books {
@@ -98,6 +102,8 @@ struct Books {
     balances: BTreeMap<u64, i128>,
     /// The last mark of each market, ticks.
     marks: BTreeMap<String, i128>,
+    /// Each market's cumulative funding index (units × 1e8 per lot long).
+    funding_index: BTreeMap<String, i128>,
 }
 
 fn text(value: &Value) -> anyhow::Result<&str> {
@@ -110,7 +116,19 @@ fn ceil_div(a: i128, b: i128) -> i128 {
 }
 
 impl Books {
+    /// Settle a position's funding up to `index`: what it owes since its last settlement.
+    fn settle(&mut self, user: u64, symbol: &str, index: i128) -> i128 {
+        let position = self.positions.entry((user, symbol.to_string())).or_default();
+        let owed = position.size * (index - position.index);
+        position.index = index;
+        let amount = -ceil_div(owed, RATE_SCALE);
+        *self.balances.entry(user).or_default() += amount;
+        amount
+    }
+
     fn fill(&mut self, user: u64, symbol: &str, buy: bool, qty: i128, price: i128, fee_rate: i128) {
+        let index = self.funding_index.get(symbol).copied().unwrap_or(0);
+        self.settle(user, symbol, index);
         let market = &self.markets[symbol];
         let k = market.multiplier;
         let delta = if buy { qty } else { -qty };
@@ -162,6 +180,29 @@ impl Books {
                 self.fill(user("liquidated_user_id")?, &symbol, liquidated_buys, qty, price, 0);
                 self.fill(user("counterparty_user_id")?, &symbol, !liquidated_buys, qty, price, 0);
             }
+            "funding" if event.get("index").is_some() => {
+                let market = &self.markets[&symbol];
+                let rate = parse(text(&event["rate"])?, 8)?;
+                let delta = market.ticks(&event["mark_price"])? * market.multiplier * rate;
+                let index = self.funding_index.entry(symbol.clone()).or_default();
+                *index += delta;
+                let host: i128 = text(&event["index"])?.parse()?;
+                if host != *index {
+                    bail!("{symbol}: host funding index {host}, rebuilt {index}");
+                }
+            }
+            "funding_settled" => {
+                let index: i128 = text(&event["index"])?.parse()?;
+                let user = user("user_id")?;
+                if self.positions.get(&(user, symbol.clone())).is_none_or(|position| position.index != index) {
+                    let amount = self.settle(user, &symbol, index);
+                    let host = parse(text(&event["amount"])?, self.money_places)?;
+                    if host != amount {
+                        bail!("user {user} {symbol}: host settled {host}, rebuilt {amount}");
+                    }
+                }
+            }
+            // Modules before position state v3 paid funding to every holder at once.
             "funding" => {
                 let market = &self.markets[&symbol];
                 let rate = parse(text(&event["rate"])?, 8)?;
@@ -415,8 +456,14 @@ pub fn run_from(base: &str, token: &str, source: Source<'_>) -> anyhow::Result<R
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let (markets, money_places) = load_markets(&agent, base, token)?;
     let end = log_end(&agent, base, token)?;
-    let mut books =
-        Books { markets, money_places, positions: BTreeMap::new(), balances: BTreeMap::new(), marks: BTreeMap::new() };
+    let mut books = Books {
+        markets,
+        money_places,
+        positions: BTreeMap::new(),
+        balances: BTreeMap::new(),
+        marks: BTreeMap::new(),
+        funding_index: BTreeMap::new(),
+    };
     let mut report = Report { through_seq: end.0, ..Report::default() };
 
     let mut events: Box<dyn Events> = match source {

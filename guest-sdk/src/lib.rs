@@ -6,6 +6,7 @@
 //! - [`types`]: ids, sides, statuses, reasons (numbered, stable codes).
 //! - [`matching`]: the matching-module commands, events, queries and trait.
 //! - [`position`]: the position-module commands, events, queries and trait.
+//! - [`margin`]: how an account is valued (margins, PnL, funding, liquidation prices).
 //! - [`codec`]: the one deterministic binary encoding.
 //! - [`book`]: "book v1" and "book v2", snapshot formats order books share, so they can swap.
 //! - [`abi`]: export names, the memory protocol, `ABI_VERSION`.
@@ -22,6 +23,7 @@ pub mod book;
 pub mod codec;
 mod export;
 pub mod guest;
+pub mod margin;
 pub mod matching;
 pub mod position;
 pub mod types;

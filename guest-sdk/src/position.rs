@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::margin::Exposure;
 use crate::matching::{MatchingEvent, ModuleError};
 use crate::types::{CommandContext, MarketId, OrderId, OrderType, Reason, Side, TradeId, UserId};
 
@@ -279,6 +280,8 @@ pub enum PositionEvent {
         realized_pnl_units: i128,
     },
     /// An account's full state after the command changed it (or its marks).
+    /// The reference module of state version 3 no longer emits it: readers
+    /// value an account from the lean messages with [`crate::margin`].
     Account(AccountState),
     MarkPrice {
         market: MarketId,
@@ -346,6 +349,38 @@ pub enum PositionEvent {
         mid_ticks: Option<u64>,
         premium_rate: Option<i64>,
         mark_price_ticks: u64,
+    },
+    /// A user's resting exposure in a market after a change (an order
+    /// placed, filled, amended or cancelled): what its initial margin is
+    /// charged on. All zero when nothing rests any more.
+    Exposure {
+        user_id: UserId,
+        market: MarketId,
+        exposure: Exposure,
+    },
+    /// A funding, as one move of the market's cumulative funding index
+    /// (settlement units × 10⁸ per lot of long position): `index_delta =
+    /// mark × units_per_tick_lot × rate`. Nobody's balance moves yet; each
+    /// position settles `size × (index − its index)` when it next changes,
+    /// is liquidated, or its account withdraws (`FundingSettled`). Replaces
+    /// `Funding`, which modules of state version 3 no longer emit.
+    FundingIndex {
+        market: MarketId,
+        rate: i64,
+        mark_price_ticks: u64,
+        index_delta: i128,
+        index: i128,
+    },
+    /// A position settled the funding it owed since its last settlement;
+    /// `amount_units` is what its balance moved by (also in a `Balance`
+    /// message with cause `Funding`), and `index` the market index it has
+    /// settled up to. A `Position` message settles too: after it, the
+    /// position's index is the market's current one.
+    FundingSettled {
+        user_id: UserId,
+        market: MarketId,
+        index: i128,
+        amount_units: i128,
     },
 }
 

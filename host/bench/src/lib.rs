@@ -11,7 +11,10 @@
 //! - `journal`: synced group commit against the raw disk, and the write path.
 //! - `swap`: the hot-swap pause at a given book size.
 //! - `shadow`: the live path with and without a shadow run beside it.
+//! - `holders`: a mark move, a funding and a liquidating move against the
+//!   number of open positions in the market.
 
+pub mod holders;
 pub mod journal;
 pub mod load;
 pub mod memory;
@@ -354,26 +357,39 @@ pub fn engine(shape: FlowShape, rounds: u32) -> anyhow::Result<()> {
 
 /// `exhost bench fill`: a new data directory with the set-up and the flow journaled and applied.
 pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result<()> {
+    let (setup, measured) = flow(shape, ModuleHash::of(exhost_embedded::PRICETIME_WASM));
+    let commands: Vec<Command> = setup.into_iter().chain(measured).collect();
+    let started = Instant::now();
+    fill_commands(data_dir, &commands, snapshot)?;
+    println!(
+        "{}",
+        json!({ "bench": "fill", "commands": commands.len(), "resting_orders_at_start": shape.resting,
+                "seconds": started.elapsed().as_secs_f64(), "snapshot": snapshot })
+    );
+    Ok(())
+}
+
+/// A new data directory holding `commands` journaled and applied (and the
+/// read model built), with a snapshot at the end if asked. The native build
+/// of the embedded modules applies them (the same code and state encoding
+/// as the wasm ones, so the snapshot restores into them), because this is
+/// data generation, not a measurement.
+pub fn fill_commands(data_dir: &Path, commands: &[Command], snapshot: bool) -> anyhow::Result<()> {
     let db = data_dir.join("db");
     if db.exists() {
         bail!("{} already holds data; fill needs a new directory", data_dir.display());
     }
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&db)?;
-    let hash = ModuleHash::of(exhost_embedded::PRICETIME_WASM);
     for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
         store.put_module(&ModuleHash::of(bytes).0, bytes)?;
     }
-    let loader = exhost_node::loader_for(&store)?;
+    let loader: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook, Positions>::default());
     let mut engine = Engine::new(loader);
-    let (setup, measured) = flow(shape, hash);
-    let total = (setup.len() + measured.len()) as u64;
-    let mut progress = recovery::Progress::new("fill", total, true);
-    let started = Instant::now();
+    let mut progress = recovery::Progress::new("fill", commands.len() as u64, true);
     let mut encoded = Vec::new();
     let mut records = Vec::new();
     let mut bounds = Vec::new();
-    let commands: Vec<&Command> = setup.iter().chain(measured.iter()).collect();
     for (chunk_index, chunk) in commands.chunks(10_000).enumerate() {
         records.clear();
         bounds.clear();
@@ -382,7 +398,7 @@ pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result
             let seq = (chunk_index * 10_000 + i) as u64 + 1;
             let ts = 1_700_000_000_000_000_000 + seq * 1_000;
             encoded.clear();
-            encode_into(*command, &mut encoded);
+            encode_into(command, &mut encoded);
             let start = records.len();
             encode_record(seq, ts, &encoded, &mut records);
             bounds.push((seq, start, records.len()));
@@ -400,11 +416,6 @@ pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result
         eprintln!("snapshot at {} ({} bytes)", taken.seq, taken.size_bytes);
     }
     store.flush()?;
-    println!(
-        "{}",
-        json!({ "bench": "fill", "commands": total, "resting_orders_at_start": shape.resting,
-                "seconds": started.elapsed().as_secs_f64(), "snapshot": snapshot })
-    );
     Ok(())
 }
 
@@ -492,6 +503,10 @@ pub fn all(dir: &Path, quick: bool) -> anyhow::Result<()> {
         engine(shape(resting, scale(1_000_000, 20_000), false), rounds)?;
     }
     engine(shape(scale(100_000, 5_000), scale(1_000_000, 20_000), true), rounds)?;
+    // One command against the number of open positions in its market.
+    let counts: Vec<u64> = if quick { vec![100, 1_000] } else { vec![1_000, 10_000, 100_000, 1_000_000] };
+    holders::run(&counts, 10)?;
+    holders::run_http(&dir.join("holders"), &counts[..1])?;
     // Growth with the number of markets: the same total book and flow over 50 markets.
     engine(FlowShape { markets: 50, ..shape(scale(100_000, 5_000), scale(1_000_000, 20_000), false) }, rounds)?;
     journal::run(&dir.join("journal"), if quick { 0.2 } else { 3.0 }, 64)?;

@@ -145,6 +145,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// A mark move, a funding and a liquidating move in one market against the number of holders.
+    Holders {
+        /// Holder counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 10_000, 100_000, 1_000_000])]
+        holders: Vec<u64>,
+        /// Holders with less money, whom the last move must liquidate (exactly them).
+        #[arg(long, default_value_t = 10)]
+        thin: u64,
+        /// Also through HTTP: a host on 127.0.0.1 over a data directory holding the state.
+        #[arg(long)]
+        http: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Time the recovery of a data directory (snapshot restore and journal replay).
     Startup {
         #[command(flatten)]
@@ -174,5 +188,12 @@ fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Swap { flow, rounds } => exhost_bench::swap(flow.shape(), rounds),
         BenchCommand::Shadow { flow, rounds } => exhost_bench::shadow(flow.shape(), rounds),
         BenchCommand::Startup { data } => exhost_bench::startup(&data.config()?.data_dir),
+        BenchCommand::Holders { holders, thin, http, data } => {
+            exhost_bench::holders::run(&holders, thin)?;
+            if http {
+                exhost_bench::holders::run_http(&data.config()?.data_dir.join("bench-holders"), &holders)?;
+            }
+            Ok(())
+        }
     }
 }

@@ -77,6 +77,21 @@ impl MarketSpec {
         };
         u64::try_from(units).ok().filter(|&units| units > 0)
     }
+
+    /// The position module's view of this market, as market `market`; `None`
+    /// when a tick × lot is not a whole number of settlement units.
+    pub fn position_risk(&self, market: MarketId) -> Option<exhost_guest_sdk::MarketRisk> {
+        Some(exhost_guest_sdk::MarketRisk {
+            market,
+            units_per_tick_lot: self.units_per_tick_lot()?,
+            initial_margin_rate: self.risk.initial_margin_rate,
+            maintenance_margin_rate: self.risk.maintenance_margin_rate,
+            maker_fee_rate: self.risk.maker_fee_rate,
+            taker_fee_rate: self.risk.taker_fee_rate,
+            liquidation_fee_rate: self.risk.liquidation_fee_rate,
+            price_ticks_max: self.config.price_ticks_max,
+        })
+    }
 }
 
 /// A new order as the gateway accepted it. Its id is the command's sequence number.

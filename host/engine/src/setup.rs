@@ -35,20 +35,6 @@ impl Engine {
         }
     }
 
-    /// The position module's view of a market.
-    fn market_risk(market: MarketId, spec: &MarketSpec) -> Option<MarketRisk> {
-        Some(MarketRisk {
-            market,
-            units_per_tick_lot: spec.units_per_tick_lot()?,
-            initial_margin_rate: spec.risk.initial_margin_rate,
-            maintenance_margin_rate: spec.risk.maintenance_margin_rate,
-            maker_fee_rate: spec.risk.maker_fee_rate,
-            taker_fee_rate: spec.risk.taker_fee_rate,
-            liquidation_fee_rate: spec.risk.liquidation_fee_rate,
-            price_ticks_max: spec.config.price_ticks_max,
-        })
-    }
-
     pub(crate) fn create_market(
         &mut self,
         ctx: CommandContext,
@@ -82,7 +68,7 @@ impl Engine {
             return Ok(());
         }
         let market = MarketId(self.markets.len() as u32);
-        let risk = Self::market_risk(market, spec);
+        let risk = spec.position_risk(market);
         if let Some(install) = &self.registry.position
             && (install.config.settlement_asset != spec.quote || risk.is_none())
         {
@@ -144,9 +130,7 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(index, spec)| {
-                (spec.quote == config.settlement_asset)
-                    .then(|| Self::market_risk(MarketId(index as u32), spec))
-                    .flatten()
+                (spec.quote == config.settlement_asset).then(|| spec.position_risk(MarketId(index as u32))).flatten()
             })
             .collect();
         let Some(risks) = risks else {

@@ -115,7 +115,8 @@ fn replay_with_liquidations_and_deleveraging_is_exact() {
     assert!(count(&events, |e| matches!(e, PositionEvent::LiquidationStarted { .. })) > 0, "no liquidation");
     assert!(count(&events, |e| matches!(e, PositionEvent::AutoDeleverage { .. })) > 0, "no deleveraging");
     assert!(count(&events, |e| matches!(e, PositionEvent::Rejected { reason: Reason::InsufficientMargin, .. })) > 0);
-    assert!(count(&events, |e| matches!(e, PositionEvent::Funding { .. })) > 0);
+    assert!(count(&events, |e| matches!(e, PositionEvent::FundingIndex { .. })) > 0);
+    assert!(count(&events, |e| matches!(e, PositionEvent::FundingSettled { .. })) > 0, "nobody settled funding");
     // Every command leaves the books balanced.
     for (i, command_events) in events.iter().enumerate() {
         for event in command_events {

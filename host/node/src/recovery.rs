@@ -246,6 +246,7 @@ pub fn recover(store: &Store, loader: Arc<dyn ModuleLoader>) -> Result<(Engine, 
     // covers, so that every event it lacks is written again. Found by the
     // write-path simulation: a failed read-model write, then a snapshot, and
     // the read model never learned of the commands between.
+    readmodel::rebuild_records(store)?;
     let covered = readmodel::covered_seq(store)?;
     let started = Instant::now();
     let mut engine = engine_from_snapshot(store, loader, last_seq.min(covered));

@@ -142,7 +142,8 @@ async fn account_answer(state: &AppState, user_id: UserId, as_of: &AsOf) -> ApiR
             _ => None,
         }
     } else {
-        readmodel::account_at(&state.store, user_id, seq)?.map(|(_, account)| account)
+        let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
+        readmodel::account_at(&state.store, &directory, user_id, seq)?
     };
     let directory = state.node.directory.read().unwrap_or_else(|p| p.into_inner());
     let account = found.unwrap_or_else(|| exhost_guest_sdk::AccountState {
@@ -462,7 +463,9 @@ pub(super) async fn funding(State(state): State<AppState>, _: Operator, Body(bod
         return Err(ApiError::refused(reason));
     }
     let rate = applied.events.iter().find_map(|e| match &e.body {
-        EventBody::Position(PositionEvent::Funding { rate, .. }) => Some(crate::views::rate_text(*rate as i128)),
+        EventBody::Position(PositionEvent::FundingIndex { rate, .. } | PositionEvent::Funding { rate, .. }) => {
+            Some(crate::views::rate_text(*rate as i128))
+        }
         _ => None,
     });
     Ok(Json(json!({ "seq": applied.seq, "rate": rate })))

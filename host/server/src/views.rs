@@ -508,6 +508,25 @@ fn position_event_json(event: &PositionEvent, directory: &Directory) -> Value {
             "mark_price": price(*market, *mark_price_ticks), "paid": money.format_signed_units(*paid_units),
             "received": money.format_signed_units(*received_units),
         }),
+        PositionEvent::FundingIndex { market, rate, mark_price_ticks, index_delta, index } => json!({
+            "type": "funding", "symbol": symbol(*market), "rate": rate_text(*rate as i128),
+            "mark_price": price(*market, *mark_price_ticks), "index_delta": index_delta.to_string(),
+            "index": index.to_string(),
+        }),
+        PositionEvent::FundingSettled { user_id, market, index, amount_units } => json!({
+            "type": "funding_settled", "user_id": user_id.0, "symbol": symbol(*market), "index": index.to_string(),
+            "amount": money.format_signed_units(*amount_units),
+        }),
+        PositionEvent::Exposure { user_id, market, exposure } => {
+            let k = spec(*market).and_then(|spec| spec.units_per_tick_lot()).unwrap_or(0) as i128;
+            json!({
+                "type": "exposure", "user_id": user_id.0, "symbol": symbol(*market),
+                "buy_qty": qty(*market, exposure.buy_lots),
+                "buy_value": money.format_signed_units(exposure.buy_notional as i128 * k),
+                "sell_qty": qty(*market, exposure.sell_lots),
+                "sell_value": money.format_signed_units(exposure.sell_notional as i128 * k),
+            })
+        }
         PositionEvent::Ledger(ledger) => {
             let mut value = ledger_json(ledger, 0, directory);
             let object = value.as_object_mut().expect("an object");

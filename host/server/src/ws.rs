@@ -539,6 +539,8 @@ fn concerns(body: &EventBody, user_id: UserId) -> bool {
             | PositionEvent::LiquidationStarted { user_id: owner, .. }
             | PositionEvent::LiquidationOrder { user_id: owner, .. }
             | PositionEvent::Fee { user_id: owner, .. }
+            | PositionEvent::Exposure { user_id: owner, .. }
+            | PositionEvent::FundingSettled { user_id: owner, .. }
             | PositionEvent::Rejected { user_id: owner, .. } => *owner == user_id,
             PositionEvent::Account(state) => state.user_id == user_id,
             PositionEvent::AutoDeleverage { liquidated_user_id, counterparty_user_id, .. } => {

@@ -1,22 +1,13 @@
 //! Money in and out, margin of an account, the pre-trade checks, and the
-//! account change message.
+//! account as a query shows it.
 
+use exhost_guest_sdk::margin::{Exposure, Margin, div_ceil, funding_owed_scaled, funding_settlement_units};
 use exhost_guest_sdk::{
-    AccountState, BalanceCause, MarketId, OrderId, OrderIntent, OrderType, PositionEvent, PositionOutput,
-    PositionState, RATE_SCALE, Reason, Side, UserId,
+    AccountState, BalanceCause, MarketId, OrderId, OrderIntent, OrderType, PositionEvent, PositionOutput, RATE_SCALE,
+    Reason, Side, UserId,
 };
 
-use crate::risk::{notional, price_where, unrealized};
-use crate::{Account, Call, Exposure, Positions};
-
-/// An account's margin figures at the current marks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Margin {
-    pub unrealized_units: i128,
-    pub equity_units: i128,
-    pub initial_units: i128,
-    pub maintenance_units: i128,
-}
+use crate::{Account, Call, Markets, Positions};
 
 impl Positions {
     pub(crate) fn account_mut(&mut self, user_id: UserId) -> &mut Account {
@@ -90,55 +81,67 @@ impl Positions {
             return;
         }
         self.ledger.withdrawals_units += amount;
+        self.settle_all_funding(user_id, call, out);
         self.credit(user_id, -amount, BalanceCause::Withdrawal, call, out);
+    }
+
+    /// Settle the funding a position owes or is owed since it last settled:
+    /// the balance moves by it (payers rounded up, receivers down), and the
+    /// rounding goes to the insurance fund as the last receiver of each
+    /// funding settles (see `funding_settled_scaled`).
+    pub(crate) fn settle_funding(
+        &mut self,
+        user_id: UserId,
+        market: MarketId,
+        call: &mut Call,
+        out: &mut PositionOutput,
+    ) {
+        let Some(index) = self.markets.get(&market).map(|m| m.funding_index) else { return };
+        let Some(position) = self.accounts.get_mut(&user_id).and_then(|a| a.positions.get_mut(&market)) else { return };
+        if position.funding_index == index {
+            return;
+        }
+        let owed = funding_owed_scaled(position.size_lots, index, position.funding_index);
+        position.funding_index = index;
+        if owed == 0 {
+            return;
+        }
+        let amount = funding_settlement_units(owed);
+        let owed_before = div_ceil(self.funding_settled_scaled, RATE_SCALE);
+        self.funding_settled_scaled += owed;
+        let owed_after = div_ceil(self.funding_settled_scaled, RATE_SCALE);
+        call.ledger_changed = true;
+        out.events.push(PositionEvent::FundingSettled { user_id, market, index, amount_units: amount });
+        self.credit(user_id, amount, BalanceCause::Funding, call, out);
+        self.fund(-amount - (owed_after - owed_before), None, call, out);
+        call.touched.insert(user_id);
+    }
+
+    /// Settle every position of the user.
+    pub(crate) fn settle_all_funding(&mut self, user_id: UserId, call: &mut Call, out: &mut PositionOutput) {
+        let markets: Vec<MarketId> =
+            self.accounts.get(&user_id).map_or(Vec::new(), |a| a.positions.keys().copied().collect());
+        for market in markets {
+            self.settle_funding(user_id, market, call, out);
+        }
     }
 
     /// Margin of an account, optionally with its resting exposure in one market changed.
     pub(crate) fn margin(&self, user_id: UserId, extra: Option<(MarketId, &ExposureChange)>) -> Margin {
-        let Some(account) = self.accounts.get(&user_id) else {
-            return self.extra_only_margin(extra);
-        };
-        let mut margin = Margin { equity_units: account.balance_units, ..Margin::default() };
-        let mut markets: Vec<MarketId> = account.positions.keys().chain(account.exposure.keys()).copied().collect();
-        if let Some((market, _)) = extra {
-            markets.push(market);
-        }
-        markets.sort_unstable();
-        markets.dedup();
-        for market_id in markets {
-            let Some(market) = self.markets.get(&market_id) else { continue };
-            let k = market.risk.units_per_tick_lot;
-            let position = account.positions.get(&market_id);
-            let (size, cost) = position.map_or((0, 0), |p| (p.size_lots, p.cost));
-            let mark = market.mark_ticks.unwrap_or(0);
-            if size != 0 {
-                let upnl = unrealized(size, cost, mark, k);
-                margin.unrealized_units += upnl;
-                margin.maintenance_units += market.maintenance_units(notional(size.unsigned_abs(), mark, k));
-            }
-            let mut exposure = account.exposure.get(&market_id).cloned().unwrap_or_default();
-            if let Some((extra_market, change)) = extra
-                && extra_market == market_id
-            {
-                change.apply_to(&mut exposure);
-            }
-            margin.initial_units += market.initial_units(exposure_notional(size, mark, &exposure, k));
-        }
-        margin.equity_units += margin.unrealized_units;
-        margin
-    }
-
-    fn extra_only_margin(&self, extra: Option<(MarketId, &ExposureChange)>) -> Margin {
-        let mut margin = Margin::default();
-        if let Some((market_id, change)) = extra
-            && let Some(market) = self.markets.get(&market_id)
-        {
-            let mut exposure = Exposure::default();
+        let empty = Account::default();
+        let account = self.accounts.get(&user_id).unwrap_or(&empty);
+        let extra = extra.map(|(market, change)| {
+            let mut exposure = account.exposure.get(&market).copied().unwrap_or_default();
             change.apply_to(&mut exposure);
-            let k = market.risk.units_per_tick_lot;
-            margin.initial_units = market.initial_units(exposure_notional(0, 0, &exposure, k));
-        }
-        margin
+            (market, exposure)
+        });
+        exhost_guest_sdk::margin::margin(
+            account.balance_units,
+            &account.positions,
+            &account.exposure,
+            extra,
+            &Markets(&self.markets),
+        )
     }
 
     /// The pre-trade check: reduce-only orders must reduce; others must leave
@@ -210,57 +213,17 @@ impl Positions {
         }
     }
 
-    /// The account change message: everything a reader needs, computed now.
+    /// The account as a query shows it: every figure computed now, with
+    /// the valuation the read side uses too.
     pub(crate) fn account_state(&self, user_id: UserId) -> Option<AccountState> {
         let account = self.accounts.get(&user_id)?;
-        let margin = self.margin(user_id, None);
-        let mut positions = Vec::new();
-        for (market_id, position) in &account.positions {
-            let Some(market) = self.markets.get(market_id) else { continue };
-            let k = market.risk.units_per_tick_lot;
-            let mark = market.mark_ticks.unwrap_or(0);
-            let upnl = if position.size_lots == 0 { 0 } else { unrealized(position.size_lots, position.cost, mark, k) };
-            let liquidation_price_ticks = if position.size_lots == 0 {
-                None
-            } else {
-                // Equity without this position's mark term, and maintenance without its own.
-                let rest = margin.equity_units - upnl - position.cost * k as i128;
-                // With tiers: the rate and amount of the tier the position is in now.
-                let own_notional = notional(position.size_lots.unsigned_abs(), mark, k);
-                let own_mm = market.maintenance_units(own_notional);
-                let (rate, cumulative) = market.maintenance_tier(own_notional);
-                price_where(rest, margin.maintenance_units - own_mm, position.size_lots, k, rate, cumulative)
-                    .filter(|&price| price > 0)
-                    .map(|price| price.min(u64::MAX as i128) as u64)
-            };
-            positions.push(PositionState {
-                market: *market_id,
-                size_lots: position.size_lots,
-                cost: position.cost,
-                entry_price_ticks: if position.size_lots == 0 {
-                    0
-                } else {
-                    (position.cost / position.size_lots as i128).unsigned_abs() as u64
-                },
-                // A flat position's message must not change with marks it no longer follows.
-                mark_price_ticks: if position.size_lots == 0 { 0 } else { mark },
-                unrealized_pnl_units: upnl,
-                realized_pnl_units: position.realized_units,
-                liquidation_price_ticks,
-            });
-        }
-        Some(AccountState {
+        Some(exhost_guest_sdk::margin::account_state(
             user_id,
-            balance_units: account.balance_units,
-            unrealized_pnl_units: margin.unrealized_units,
-            equity_units: margin.equity_units,
-            initial_margin_units: margin.initial_units,
-            maintenance_margin_units: margin.maintenance_units,
-            available_units: margin.equity_units - margin.initial_units,
-            margin_ratio: (margin.equity_units > 0)
-                .then(|| margin.maintenance_units * RATE_SCALE / margin.equity_units),
-            positions,
-        })
+            account.balance_units,
+            &account.positions,
+            &account.exposure,
+            &Markets(&self.markets),
+        ))
     }
 }
 
@@ -280,13 +243,4 @@ impl ExposureChange {
         exposure.sell_notional =
             (exposure.sell_notional + self.add.sell_notional).saturating_sub(self.remove.sell_notional);
     }
-}
-
-/// What one market's initial margin is charged on: the larger of the long
-/// and the short exposure (position at mark plus resting orders at their
-/// prices), settlement units.
-fn exposure_notional(size_lots: i64, mark_ticks: u64, exposure: &Exposure, k: u64) -> i128 {
-    let long = size_lots.max(0) as u128 * mark_ticks as u128 + exposure.buy_notional;
-    let short = (-size_lots).max(0) as u128 * mark_ticks as u128 + exposure.sell_notional;
-    long.max(short) as i128 * k as i128
 }

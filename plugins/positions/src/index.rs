@@ -35,6 +35,8 @@ impl Positions {
             return;
         }
         market.terms = terms.clone();
+        // New margins for everyone holding here: their check prices change.
+        self.watch_market(terms.market);
     }
 
     /// A new index price: sample the basis and the premium (with a mid),
@@ -95,7 +97,7 @@ impl Positions {
     /// Funding at the rate the premium index gives: the average premium
     /// since the last funding, plus the interest minus it clamped to ±0.05%,
     /// capped at the market's cap.
-    pub(crate) fn premium_funding(&mut self, market_id: MarketId, call: &mut Call, out: &mut PositionOutput) {
+    pub(crate) fn premium_funding(&mut self, market_id: MarketId, out: &mut PositionOutput) {
         let Some(market) = self.markets.get(&market_id) else { return };
         let premium = if market.premium_samples == 0 {
             0
@@ -105,6 +107,6 @@ impl Positions {
         let interest = market.terms.funding_interest_rate;
         let cap = market.terms.funding_rate_cap as i64;
         let rate = (premium + (interest - premium).clamp(-FUNDING_CLAMP, FUNDING_CLAMP)).clamp(-cap, cap);
-        self.funding(market_id, rate, call, out);
+        self.funding(market_id, rate, out);
     }
 }

@@ -20,80 +20,42 @@ mod liquidation;
 pub mod risk;
 mod settle;
 mod v1;
+mod v2;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::{decode, encode_into};
+use exhost_guest_sdk::margin::{Exposure, MarketLookup, MarketView, PositionRecord};
 use exhost_guest_sdk::{
     CommandContext, LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionCommand,
-    PositionConfig, PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, Side, UserId,
-    export_position_module,
+    PositionConfig, PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, RATE_SCALE,
+    Side, UserId, export_position_module,
 };
 use serde::{Deserialize, Serialize};
 
-/// The snapshot format version of this module: 2 added market terms (risk
+/// The snapshot format version of this module: 3 made funding an index
+/// settled per position, indexed every account by the mark at which it must
+/// be checked, and stopped re-emitting accounts; 2 added market terms (risk
 /// tiers, funding), the index and premium samples, and partial liquidation.
-/// Version 1 snapshots migrate (`v1.rs`).
-pub const STATE_VERSION: u32 = 2;
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Position {
-    size_lots: i64,
-    /// Σ price × signed qty over the open part, tick·lot units.
-    cost: i128,
-    /// Realized PnL in this market since the account opened, settlement units.
-    realized_units: i128,
-}
-
-/// Resting quantity and notional per side of one user in one market.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Exposure {
-    buy_lots: u64,
-    /// Σ price × qty of resting buys, tick·lot units.
-    buy_notional: u128,
-    sell_lots: u64,
-    sell_notional: u128,
-}
-
-impl Exposure {
-    fn is_empty(&self) -> bool {
-        self.buy_lots == 0 && self.sell_lots == 0
-    }
-
-    fn add(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
-        let notional = qty_lots as u128 * price_ticks as u128;
-        match side {
-            Side::Buy => {
-                self.buy_lots += qty_lots;
-                self.buy_notional += notional;
-            }
-            Side::Sell => {
-                self.sell_lots += qty_lots;
-                self.sell_notional += notional;
-            }
-        }
-    }
-
-    fn remove(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
-        let notional = qty_lots as u128 * price_ticks as u128;
-        match side {
-            Side::Buy => {
-                self.buy_lots -= qty_lots;
-                self.buy_notional -= notional;
-            }
-            Side::Sell => {
-                self.sell_lots -= qty_lots;
-                self.sell_notional -= notional;
-            }
-        }
-    }
-}
+/// Version 1 and 2 snapshots migrate (`v1.rs`, `v2.rs`).
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Account {
     balance_units: i128,
-    positions: BTreeMap<MarketId, Position>,
+    positions: BTreeMap<MarketId, PositionRecord>,
     exposure: BTreeMap<MarketId, Exposure>,
+    /// Where each open position of this account sits in its market's
+    /// liquidation index (`watch.rs`).
+    watch: BTreeMap<MarketId, WatchKey>,
+}
+
+/// A position's entry in its market's liquidation index: the side's set and the key in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct WatchKey {
+    long: bool,
+    key: i128,
 }
 
 /// An order resting in a book, as this module follows it.
@@ -125,6 +87,19 @@ struct Market {
     premium_samples: u64,
     /// The rate of the last funding, 1e-8 units.
     last_funding_rate: i64,
+    /// Σ mark × k × rate over every funding: settlement units × 10⁸ per lot long.
+    funding_index: i128,
+    /// Long positions by the mark at or below which their account must be
+    /// checked, less `long_shift` when the key was made.
+    watch_long: BTreeSet<(i128, UserId)>,
+    /// Short positions by the mark at or above which their account must be
+    /// checked, plus `short_shift` when the key was made.
+    watch_short: BTreeSet<(i128, UserId)>,
+    /// Ticks by which fundings since the start have brought every long's
+    /// (short's) check price closer, at most: a key made at shift `d` is due
+    /// at `key + (shift − d)` (`key − (shift − d)` for shorts).
+    long_shift: i128,
+    short_shift: i128,
 }
 
 impl Market {
@@ -141,36 +116,30 @@ impl Market {
             premium_sum: 0,
             premium_samples: 0,
             last_funding_rate: 0,
+            funding_index: 0,
+            watch_long: BTreeSet::new(),
+            watch_short: BTreeSet::new(),
+            long_shift: 0,
+            short_shift: 0,
         }
     }
 
-    /// Maintenance margin of a position of this notional (settlement units).
-    fn maintenance_units(&self, notional_units: i128) -> i128 {
-        if self.terms.tiers.is_empty() {
-            risk::charge(notional_units, self.risk.maintenance_margin_rate)
-        } else {
-            risk::tiered_charge(notional_units, &self.terms.tiers, |tier| tier.maintenance_margin_rate)
+    fn view(&self) -> MarketView<'_> {
+        MarketView {
+            risk: &self.risk,
+            tiers: &self.terms.tiers,
+            mark_ticks: self.mark_ticks,
+            funding_index: self.funding_index,
         }
     }
+}
 
-    /// Initial margin of an exposure of this notional.
-    fn initial_units(&self, notional_units: i128) -> i128 {
-        if self.terms.tiers.is_empty() {
-            risk::charge(notional_units, self.risk.initial_margin_rate)
-        } else {
-            risk::tiered_charge(notional_units, &self.terms.tiers, |tier| tier.initial_margin_rate)
-        }
-    }
+/// The markets, as the valuation in `exhost_guest_sdk::margin` reads them.
+struct Markets<'a>(&'a BTreeMap<MarketId, Market>);
 
-    /// The maintenance rate and cumulative amount (rate-scaled) of the tier this notional is in.
-    fn maintenance_tier(&self, notional_units: i128) -> (u64, i128) {
-        if self.terms.tiers.is_empty() {
-            (self.risk.maintenance_margin_rate, 0)
-        } else {
-            let (index, cumulative) =
-                risk::tier_of(notional_units, &self.terms.tiers, |tier| tier.maintenance_margin_rate);
-            (self.terms.tiers[index].maintenance_margin_rate, cumulative)
-        }
+impl MarketLookup for Markets<'_> {
+    fn view(&self, market: MarketId) -> Option<MarketView<'_>> {
+        self.0.get(&market).map(Market::view)
     }
 }
 
@@ -198,14 +167,21 @@ pub struct Positions {
     accounts: BTreeMap<UserId, Account>,
     orders: BTreeMap<(MarketId, OrderId), OpenOrder>,
     ledger: LedgerState,
+    /// Σ over every settlement of the exact funding it settled (settlement
+    /// units × 10⁸; payers positive). Since every funding is zero-sum,
+    /// `ceil` of it over 10⁸ is what the unsettled positions are owed, net:
+    /// a term of the ledger's unrealized PnL.
+    funding_settled_scaled: i128,
     /// Users found below maintenance margin by the current command, not yet started.
     liquidation_queue: Vec<UserId>,
     liquidating: Option<Liquidating>,
 }
 
-/// Per-call bookkeeping: who changed, so each gets one `Account` event.
+/// Per-call bookkeeping.
 #[derive(Default)]
 struct Call {
+    /// Accounts whose balance or positions changed: checked again by a
+    /// liquidation cascade, and re-indexed at the end of the call.
     touched: BTreeSet<UserId>,
     ledger_changed: bool,
     /// Liquidation order ids made in this call: seq << 16 | counter, high bit set.
@@ -243,6 +219,38 @@ impl Positions {
                 return Err(format!("market {id} cost total {} != {cost_sum}", market.cost_total));
             }
         }
+        let mut owed_total = self.funding_settled_scaled;
+        for (user_id, account) in &self.accounts {
+            for (market_id, position) in &account.positions {
+                let Some(market) = self.markets.get(market_id) else { continue };
+                owed_total += exhost_guest_sdk::margin::funding_owed_scaled(
+                    position.size_lots,
+                    market.funding_index,
+                    position.funding_index,
+                );
+                let watched = account.watch.get(market_id).is_some_and(|watch| {
+                    let set = if watch.long { &market.watch_long } else { &market.watch_short };
+                    watch.long == (position.size_lots > 0) && set.contains(&(watch.key, *user_id))
+                });
+                if watched != (position.size_lots != 0) {
+                    return Err(format!(
+                        "the liquidation index of market {market_id} is out of step for user {user_id}"
+                    ));
+                }
+            }
+        }
+        if owed_total != 0 {
+            return Err(format!("funding is not zero-sum: {owed_total} (units × 10⁸) unaccounted for"));
+        }
+        for (id, market) in &self.markets {
+            if market.watch_long.len() + market.watch_short.len() != market.holders.len() {
+                return Err(format!(
+                    "market {id} watches {} positions for {} holders",
+                    market.watch_long.len() + market.watch_short.len(),
+                    market.holders.len()
+                ));
+            }
+        }
         let balances: i128 = self.accounts.values().map(|a| a.balance_units).sum();
         if balances != self.ledger.user_balances_units {
             return Err(format!("balances {balances} != ledger {}", self.ledger.user_balances_units));
@@ -258,15 +266,16 @@ impl Positions {
         Ok(())
     }
 
+    /// Σ unrealized PnL: at the marks (which cancel, sizes summing to zero),
+    /// plus the funding the unsettled positions are owed, net.
     fn unrealized_total(&self) -> i128 {
-        self.markets.values().map(|m| -m.cost_total * m.risk.units_per_tick_lot as i128).sum()
+        let at_marks: i128 = self.markets.values().map(|m| -m.cost_total * m.risk.units_per_tick_lot as i128).sum();
+        at_marks + exhost_guest_sdk::margin::div_ceil(self.funding_settled_scaled, RATE_SCALE)
     }
 
     fn finish_call(&mut self, call: Call, out: &mut PositionOutput) {
         for user_id in &call.touched {
-            if let Some(state) = self.account_state(*user_id) {
-                out.events.push(PositionEvent::Account(state));
-            }
+            self.watch(*user_id);
         }
         if call.ledger_changed {
             self.ledger.unrealized_pnl_units = self.unrealized_total();
@@ -288,6 +297,7 @@ impl PositionModule for Positions {
             accounts: BTreeMap::new(),
             orders: BTreeMap::new(),
             ledger: LedgerState::default(),
+            funding_settled_scaled: 0,
             liquidation_queue: Vec::new(),
             liquidating: None,
         })
@@ -307,7 +317,7 @@ impl PositionModule for Positions {
             PositionCommand::IndexPrice { market, index_ticks, mid_ticks } => {
                 self.index_price(ctx, *market, *index_ticks, *mid_ticks, &mut call, out)
             }
-            PositionCommand::PremiumFunding { market } => self.premium_funding(*market, &mut call, out),
+            PositionCommand::PremiumFunding { market } => self.premium_funding(*market, out),
             PositionCommand::CheckOrder(intent) => self.check_order(intent, out),
             PositionCommand::CheckAmend { market, order_id, user_id, price_ticks, qty_lots } => {
                 self.check_amend(*market, *order_id, *user_id, *price_ticks, *qty_lots, out)
@@ -316,7 +326,7 @@ impl PositionModule for Positions {
             PositionCommand::MarkPrice { market, price_ticks } => {
                 self.mark_price(*market, *price_ticks, &mut call, out)
             }
-            PositionCommand::Funding { market, rate } => self.funding(*market, *rate, &mut call, out),
+            PositionCommand::Funding { market, rate } => self.funding(*market, *rate, out),
         }
         self.finish_call(call, out);
     }
@@ -347,7 +357,8 @@ impl PositionModule for Positions {
 
     fn migrate(from_version: u32, bytes: &[u8]) -> Result<Self, ModuleError> {
         let state = match from_version {
-            1 => v1::read(bytes)?,
+            1 => v2::upgrade(v1::read(bytes)?),
+            2 => v2::read(bytes)?,
             other => return Err(ModuleError::new(format!("cannot migrate state version {other} to {STATE_VERSION}"))),
         };
         state

@@ -1,8 +1,8 @@
 //! Mark prices, liquidation, auto-deleveraging, the insurance fund, funding.
 //!
-//! A mark-price command checks every holder of the market: an account whose
-//! equity is below its maintenance margin is liquidated within the same
-//! command. Its open orders are cancelled; in a tiered market a position is
+//! A mark-price command checks the holders the liquidation index says the
+//! move may have put below maintenance (`watch.rs`): an account whose equity
+//! is below its maintenance margin is liquidated within the same command. Its open orders are cancelled; in a tiered market a position is
 //! first cut back tier by tier through the book, stopping as soon as the
 //! account is healthy; otherwise each position goes to its book
 //! as an immediate-or-cancel order no worse than the position's bankruptcy
@@ -17,8 +17,8 @@ use exhost_guest_sdk::{
     UserId,
 };
 
-use crate::risk::{charge, div_ceil, notional, price_where, unrealized};
 use crate::{Call, Liquidating, Positions};
+use exhost_guest_sdk::margin::{charge, div_ceil, notional, price_where, unrealized};
 
 impl Positions {
     pub(crate) fn mark_price(&mut self, market: MarketId, price_ticks: u64, call: &mut Call, out: &mut PositionOutput) {
@@ -33,14 +33,14 @@ impl Positions {
         }
         state.mark_ticks = Some(price_ticks);
         out.events.push(PositionEvent::MarkPrice { market, price_ticks });
-        let holders: Vec<UserId> = state.holders.iter().copied().collect();
-        call.ledger_changed = true;
-        for user_id in holders {
-            // Every holder's unrealized PnL moved: each gets a fresh account message.
-            call.touched.insert(user_id);
-            let margin = self.margin(user_id, None);
-            if margin.equity_units < margin.maintenance_units {
+        // Only the accounts the index says this move may have put below
+        // maintenance are looked at (`watch.rs`); the healthy ones among
+        // them get fresh check prices, the others are liquidated in user-id order.
+        for user_id in self.due(market) {
+            if self.margin(user_id, None).breached() {
                 self.liquidation_queue.push(user_id);
+            } else {
+                self.watch(user_id);
             }
         }
         self.next_liquidation(call, out);
@@ -87,6 +87,7 @@ impl Positions {
                 equity_units: margin.equity_units,
                 maintenance_margin_units: margin.maintenance_units,
             });
+            self.settle_all_funding(user_id, call, out);
             for market in self.accounts[&user_id].exposure.keys() {
                 out.follow_ups.push(FollowUp::CancelOrders { market: *market, user_id });
             }
@@ -263,12 +264,24 @@ impl Positions {
             };
         }
         let price = price.clamp(1, price_max as i128) as u64;
-        let mut ranked: Vec<(i128, UserId)> = self.markets[&market]
-            .holders
-            .iter()
-            .filter(|&&holder| holder != user_id)
-            .filter_map(|&holder| {
-                let position = &self.accounts[&holder].positions[&market];
+        // The candidates: the opposite side of the liquidation index (every
+        // position on that side as of its last re-index), and whoever this
+        // call changed since. Not every holder: a market of a million longs
+        // and a few shorts ranks the few.
+        let state = &self.markets[&market];
+        let indexed = match side {
+            Side::Sell => &state.watch_short,
+            Side::Buy => &state.watch_long,
+        };
+        let mut candidates: Vec<UserId> =
+            indexed.iter().map(|&(_, holder)| holder).chain(call.touched.iter().copied()).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut ranked: Vec<(i128, UserId)> = candidates
+            .into_iter()
+            .filter(|&holder| holder != user_id)
+            .filter_map(|holder| {
+                let position = self.accounts.get(&holder)?.positions.get(&market)?;
                 // A liquidated seller closes against shorts (who buy), a buyer against longs.
                 let opposite = match side {
                     Side::Sell => position.size_lots < 0,
@@ -339,10 +352,11 @@ impl Positions {
         call.touched.insert(user_id);
     }
 
-    /// Funding at the mark: positive rates make longs pay shorts. Payers pay
-    /// rounded up, receivers get rounded down; the difference goes to the fund.
-    pub(crate) fn funding(&mut self, market: MarketId, rate: i64, call: &mut Call, out: &mut PositionOutput) {
-        let Some(state) = self.markets.get(&market) else { return };
+    /// Funding at the mark: positive rates make longs pay shorts. One move of
+    /// the market's funding index; each position settles what it owes when
+    /// it next changes, is liquidated or its account withdraws.
+    pub(crate) fn funding(&mut self, market: MarketId, rate: i64, out: &mut PositionOutput) {
+        let Some(state) = self.markets.get_mut(&market) else { return };
         let Some(mark) = state.mark_ticks else {
             out.events.push(PositionEvent::Rejected {
                 user_id: UserId(0),
@@ -351,33 +365,17 @@ impl Positions {
             });
             return;
         };
-        let k = state.risk.units_per_tick_lot;
-        let holders: Vec<UserId> = state.holders.iter().copied().collect();
-        let (mut paid, mut received) = (0i128, 0i128);
-        for user_id in holders {
-            let size = self.accounts[&user_id].positions[&market].size_lots;
-            // What this position owes (positive) or is owed (negative), before rounding.
-            let owed = size as i128 * mark as i128 * k as i128 * rate as i128;
-            if owed > 0 {
-                let amount = div_ceil(owed, RATE_SCALE);
-                paid += amount;
-                self.credit(user_id, -amount, BalanceCause::Funding, call, out);
-            } else if owed < 0 {
-                let amount = (-owed) / RATE_SCALE;
-                received += amount;
-                self.credit(user_id, amount, BalanceCause::Funding, call, out);
-            }
-        }
-        out.events.push(PositionEvent::Funding {
+        let index_delta = mark as i128 * state.risk.units_per_tick_lot as i128 * rate as i128;
+        state.funding_index += index_delta;
+        state.shift_for_funding(index_delta);
+        out.events.push(PositionEvent::FundingIndex {
             market,
             rate,
             mark_price_ticks: mark,
-            paid_units: paid,
-            received_units: received,
+            index_delta,
+            index: state.funding_index,
         });
-        self.fund(paid - received, None, call, out);
         // The premium is sampled afresh for the next interval.
-        let state = self.markets.get_mut(&market).expect("checked above");
         state.last_funding_rate = rate;
         state.premium_sum = 0;
         state.premium_samples = 0;

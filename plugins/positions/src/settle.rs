@@ -5,7 +5,8 @@ use exhost_guest_sdk::{
     BalanceCause, MarketId, MatchingEvent, OrderUpdate, PositionEvent, PositionOutput, Side, TradeId, UserId,
 };
 
-use crate::risk::{charge, notional};
+use exhost_guest_sdk::margin::{charge, notional};
+
 use crate::{Call, OpenOrder, Positions};
 
 impl Positions {
@@ -39,9 +40,7 @@ impl Positions {
                     self.fill(market, trade.taker_user_id, trade.taker_side, qty, price, (taker_fee, id), call, out);
                 }
                 MatchingEvent::Order(update) => {
-                    // Resting exposure is margined: its owner's account message changes too.
-                    self.follow_order(market, update);
-                    call.touched.insert(update.user_id);
+                    self.follow_order(market, update, out);
                     if !update.status.is_open()
                         && self
                             .liquidating
@@ -57,9 +56,11 @@ impl Positions {
         }
     }
 
-    /// Keep the open-order book of exposures in step with an order's new state.
-    fn follow_order(&mut self, market: MarketId, update: &OrderUpdate) {
+    /// Keep the open-order book of exposures in step with an order's new
+    /// state, and say what the owner's resting exposure is when it changed.
+    fn follow_order(&mut self, market: MarketId, update: &OrderUpdate, out: &mut PositionOutput) {
         let key = (market, update.order_id);
+        let before = self.accounts.get(&update.user_id).and_then(|a| a.exposure.get(&market)).copied();
         if let Some(old) = self.orders.remove(&key)
             && let Some(account) = self.accounts.get_mut(&old.user_id)
             && let Some(exposure) = account.exposure.get_mut(&market)
@@ -87,6 +88,14 @@ impl Positions {
                 },
             );
         }
+        let after = self.accounts.get(&update.user_id).and_then(|a| a.exposure.get(&market)).copied();
+        if before != after {
+            out.events.push(PositionEvent::Exposure {
+                user_id: update.user_id,
+                market,
+                exposure: after.unwrap_or_default(),
+            });
+        }
     }
 
     /// One side of a trade (or of an auto-deleveraging): position, realized PnL, fee.
@@ -108,8 +117,13 @@ impl Positions {
             Side::Sell => -(qty_lots as i64),
         };
         let price = price_ticks as i128;
+        // A position settles its funding before it changes, so its index is the market's from here on.
+        self.accounts.entry(user_id).or_default().positions.entry(market).or_default();
+        self.settle_funding(user_id, market, call, out);
+        let index = self.markets[&market].funding_index;
         let account = self.accounts.entry(user_id).or_default();
         let position = account.positions.entry(market).or_default();
+        position.funding_index = index;
         let cost_before = position.cost;
         let size = position.size_lots;
         let mut realized_ticklots = 0i128;

@@ -302,24 +302,110 @@ fn an_insolvent_account_is_covered_by_the_fund_then_socialised() {
 }
 
 #[test]
-fn funding_is_zero_sum_with_the_rounding_to_the_fund() {
+fn funding_is_one_index_move_settled_by_each_position_with_the_rounding_to_the_fund() {
     let mut h = Harness::new();
     h.deposit(1, 10_000);
     h.deposit(2, 10_000);
     h.deposit(3, 10_000);
     h.trade(1, 2, Side::Buy, 3, 270_001);
     h.trade(3, 2, Side::Buy, 7, 270_001);
-    let before: Vec<i128> = (1..=3).map(|u| h.account(u).balance_units).collect();
-    // 0.01% at mark 27,000.1: longs (1, 3) pay, the short (2) receives.
+    let before: Vec<AccountState> = (1..=3).map(|u| h.account(u)).collect();
+    // 0.01% at mark 27,000.1: the index moves by 270,001 × 100 × 10,000 per lot.
     let out = h.run(PositionCommand::Funding { market: BTC, rate: 10_000 });
-    let after: Vec<i128> = (1..=3).map(|u| h.account(u).balance_units).collect();
-    let paid = (before[0] - after[0]) + (before[2] - after[2]);
-    let received = after[1] - before[1];
-    assert!(paid > 0 && received > 0);
-    assert!(paid - received >= 0 && paid - received <= 2, "rounding at most one unit per payer");
-    assert_eq!(h.module.ledger().insurance_fund_units, paid - received);
-    assert!(out.events.iter().find(|e| matches!(e, PositionEvent::Funding { .. })).is_some());
+    let delta = 270_001 * 100 * 10_000;
+    assert_eq!(
+        out.events,
+        vec![PositionEvent::FundingIndex {
+            market: BTC,
+            rate: 10_000,
+            mark_price_ticks: 270_001,
+            index_delta: delta,
+            index: delta
+        }],
+        "one event, whoever holds"
+    );
     h.module.check_invariants().unwrap();
+    // Nobody's balance moved; what each owes shows at once: longs 1 (3 lots)
+    // and 3 (7 lots) owe 8,100.03 and 18,900.07 USD-units, paid rounded up;
+    // the short (10 lots) is owed 27,000.1, received rounded down.
+    let owed = [-8_101, 27_000, -18_901];
+    for user in 1..=3u64 {
+        let (now, then) = (h.account(user), &before[user as usize - 1]);
+        assert_eq!(now.balance_units, then.balance_units);
+        assert_eq!(now.equity_units - then.equity_units, owed[user as usize - 1], "user {user}");
+    }
+    // Each settles when its account next changes (a withdrawal here); the
+    // receiver first, so the fund takes the rounding as the payers settle: 1 each.
+    let mut fund = Vec::new();
+    for user in [2u64, 1, 3] {
+        let out = h.run(PositionCommand::Withdraw { user_id: UserId(user), amount_units: 1 });
+        let settled = events_of(&out, |e| match e {
+            PositionEvent::FundingSettled { amount_units, index, .. } => Some((*amount_units, *index)),
+            _ => None,
+        });
+        assert_eq!(settled, vec![(owed[user as usize - 1], delta)], "user {user}");
+        assert_eq!(
+            h.account(user).balance_units,
+            before[user as usize - 1].balance_units + owed[user as usize - 1] - 1
+        );
+        h.module.check_invariants().unwrap();
+        fund.push(h.module.ledger().insurance_fund_units);
+    }
+    assert_eq!(fund, vec![0, 1, 2]);
+    // Settled: a second withdrawal settles nothing more.
+    let out = h.run(PositionCommand::Withdraw { user_id: UserId(1), amount_units: 1 });
+    assert!(events_of(&out, |e| matches!(e, PositionEvent::FundingSettled { .. }).then_some(())).is_empty());
+}
+
+#[test]
+fn a_mark_move_finds_the_accounts_below_maintenance_without_visiting_the_others() {
+    let mut h = Harness::new();
+    h.deposit(1, 3_000);
+    h.deposit(2, 100_000);
+    for user in 10..=40 {
+        h.deposit(user, 30_000);
+    }
+    // User 1: long 1 BTC at 27,000 with 2,986.5 USD after the fee; liquidated
+    // below 25,277.4 (2,986.5 − 27,000 + m = 0.05 m). Thirty others hold
+    // 1 BTC long each against user 2, with ten times the margin.
+    h.trade(1, 2, Side::Buy, 1_000, 270_000);
+    for user in 10..=40 {
+        h.trade(user, 2, Side::Buy, 1_000, 270_000);
+    }
+    let due = |h: &Harness, mark| {
+        let mut probe = h.module.clone();
+        probe.markets.get_mut(&BTC).unwrap().mark_ticks = Some(mark);
+        probe.due(BTC)
+    };
+    assert_eq!(due(&h, 265_000), Vec::<UserId>::new(), "a small move is due for nobody");
+    assert_eq!(due(&h, 252_775), Vec::<UserId>::new(), "healthy at 25,277.5");
+    assert_eq!(due(&h, 252_773), vec![UserId(1)], "below 25,277.4, user 1 alone");
+    // A move that liquidates nobody emits the mark and nothing else.
+    let out = h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: 260_000 });
+    assert_eq!(out.events, vec![PositionEvent::MarkPrice { market: BTC, price_ticks: 260_000 }]);
+    assert!(out.follow_ups.is_empty());
+    // Funding at 0.75% makes every long owe 202.5 USD without anyone being
+    // visited: user 1 is now liquidated below 25,490.5, and is due there.
+    h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: 270_000 });
+    h.run(PositionCommand::Funding { market: BTC, rate: 750_000 });
+    h.module.check_invariants().unwrap();
+    assert!(due(&h, 254_000).contains(&UserId(1)), "funding brought user 1's check price up");
+    // 25,400: equity 2,986.5 − 202.5 − 1,600 = 1,184 < maintenance 1,270.
+    let out = h.run(PositionCommand::MarkPrice { market: BTC, price_ticks: 254_000 });
+    let started = events_of(&out, |e| match e {
+        PositionEvent::LiquidationStarted { user_id, equity_units, maintenance_margin_units } => {
+            Some((user_id.0, *equity_units, *maintenance_margin_units))
+        }
+        _ => None,
+    });
+    assert_eq!(started, vec![(1, 1_184 * USD, 1_270 * USD)]);
+    // It settles its funding first.
+    assert!(out.events.contains(&PositionEvent::FundingSettled {
+        user_id: UserId(1),
+        market: BTC,
+        index: 270_000 * 100 * 750_000,
+        amount_units: -202_500_000,
+    }));
 }
 
 /// 1% / 2% up to 50,000 USD, 2.5% / 5% up to 250,000, 5% / 10% above
@@ -457,7 +543,7 @@ fn index(h: &mut Harness, ts_ns: u64, index_ticks: u64, mid_ticks: Option<u64>) 
 
 fn funding_rate(out: &PositionOutput) -> i64 {
     let rates = events_of(out, |e| match e {
-        PositionEvent::Funding { rate, .. } => Some(*rate),
+        PositionEvent::FundingIndex { rate, .. } => Some(*rate),
         _ => None,
     });
     assert_eq!(rates.len(), 1, "{out:?}");
@@ -475,12 +561,15 @@ fn funding_from_a_known_premium_series() {
     assert_eq!(index(&mut h, 3, 270_000, Some(270_000)).0, Some(0));
     assert_eq!(index(&mut h, 4, 270_000, None).0, None);
     h.trade(1, 2, Side::Buy, 1_000, 270_000);
-    let before = h.account(1).balance_units;
+    let before = h.account(1);
     // Average 0.2%; 0.2% + clamp(0.01% − 0.2%, ±0.05%) = 0.15%.
     let out = h.run(PositionCommand::PremiumFunding { market: BTC });
     assert_eq!(funding_rate(&out), 150_000);
-    // Paid by the long at the mark: 27,000 × 0.15% = 40.5 USD.
-    assert_eq!(before - h.account(1).balance_units, 40_500_000);
+    // Owed by the long at the mark: 27,000 × 0.15% = 40.5 USD, shown at once
+    // and paid from the balance when the account next changes.
+    assert_eq!(before.equity_units - h.account(1).equity_units, 40_500_000);
+    h.run(PositionCommand::Withdraw { user_id: UserId(1), amount_units: 0 });
+    assert_eq!(before.balance_units - h.account(1).balance_units, 40_500_000);
     // Sampled afresh: no premium since, so the interest alone.
     assert_eq!(funding_rate(&h.run(PositionCommand::PremiumFunding { market: BTC })), 10_000);
     // A small premium (within 0.05% of the interest) gives the interest; a
@@ -539,12 +628,31 @@ fn a_version_1_snapshot_migrates() {
     let mut bytes = Vec::new();
     exhost_guest_sdk::codec::encode_into(&super::v1::tests::as_v1(&h.module), &mut bytes);
     let migrated = Positions::migrate(1, &bytes).unwrap();
-    // Version 1 did not keep the last trade: the index stands in for it until the next one.
+    // Version 1 did not keep the last trade: the index stands in for it until
+    // the next one. The migration indexes every account at the marks of the snapshot.
     let mut expected = h.module.clone();
     expected.markets.get_mut(&BTC).unwrap().last_trade_ticks = None;
+    expected.watch_everyone();
     assert_eq!(migrated, expected);
     assert!(Positions::migrate(1, &bytes[..bytes.len() - 3]).is_err());
     assert!(Positions::migrate(7, &bytes).is_err());
+}
+
+#[test]
+fn a_version_2_snapshot_migrates() {
+    let mut h = Harness::tiered(three_tiers());
+    h.deposit(1, 10_000);
+    h.deposit(2, 10_000);
+    h.trade(1, 2, Side::Buy, 123, 270_005);
+    index(&mut h, 5, 271_000, Some(271_500));
+    let mut bytes = Vec::new();
+    exhost_guest_sdk::codec::encode_into(&super::v2::tests::as_v2(&h.module), &mut bytes);
+    let migrated = Positions::migrate(2, &bytes).unwrap();
+    let mut expected = h.module.clone();
+    expected.watch_everyone();
+    assert_eq!(migrated, expected);
+    migrated.check_invariants().unwrap();
+    assert!(Positions::migrate(2, &bytes[..bytes.len() - 3]).is_err());
 }
 
 #[test]
@@ -631,6 +739,21 @@ proptest! {
                         PositionEvent::LiquidationStarted { user_id, .. } => Some(user_id.0),
                         _ => None,
                     }).collect();
+                    // The index found everyone a full scan would: nobody
+                    // holding a position is left below maintenance, and
+                    // nobody was liquidated who was not below it.
+                    for user in 1..=6 {
+                        if let PositionQueryResult::Account(Some(account)) = h.module.query(&PositionQuery::Account { user_id: UserId(user) })
+                        {
+                            let holds = account.positions.iter().any(|p| p.size_lots != 0);
+                            prop_assert!(!holds || account.equity_units >= account.maintenance_margin_units, "user {} missed below maintenance: {:?}", user, account);
+                        }
+                    }
+                    let started: Vec<(u64, bool)> = std::iter::once(&out).chain(outputs.iter()).flat_map(|o| o.events.iter()).filter_map(|e| match e {
+                        PositionEvent::LiquidationStarted { user_id, equity_units, maintenance_margin_units } => Some((user_id.0, equity_units < maintenance_margin_units)),
+                        _ => None,
+                    }).collect();
+                    prop_assert!(started.iter().all(|(_, below)| *below), "a healthy account liquidated: {:?}", started);
                     for user in 1..=5 {
                         if let PositionQueryResult::Account(Some(account)) = h.module.query(&PositionQuery::Account { user_id: UserId(user) })
                             && victims.contains(&user)

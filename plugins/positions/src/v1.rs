@@ -5,10 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::decode;
-use exhost_guest_sdk::{LedgerState, MarketId, MarketRisk, ModuleError, OrderId, PositionConfig, Side, UserId};
+use exhost_guest_sdk::{
+    LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionConfig, Side, UserId,
+};
 use serde::Deserialize;
 
-use crate::{Account, Market, OpenOrder, Positions};
+use crate::OpenOrder;
+use crate::v2::{AccountV2, MarketV2, PositionsV2};
 
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -35,17 +38,17 @@ struct LiquidatingV1 {
 struct PositionsV1 {
     config: PositionConfig,
     markets: BTreeMap<MarketId, MarketV1>,
-    accounts: BTreeMap<UserId, Account>,
+    accounts: BTreeMap<UserId, AccountV2>,
     orders: BTreeMap<(MarketId, OrderId), OpenOrder>,
     ledger: LedgerState,
     liquidation_queue: Vec<UserId>,
     liquidating: Option<LiquidatingV1>,
 }
 
-/// A version-1 snapshot as today's state: every market gets the standard
-/// terms (one flat tier, eight-hour funding) and no index yet, which is
-/// exactly how version 1 margined and funded it.
-pub(crate) fn read(bytes: &[u8]) -> Result<Positions, ModuleError> {
+/// A version-1 snapshot in the version-2 layout: every market gets the
+/// standard terms (one flat tier, eight-hour funding) and no index yet,
+/// which is exactly how version 1 margined and funded it.
+pub(crate) fn read(bytes: &[u8]) -> Result<PositionsV2, ModuleError> {
     let old: PositionsV1 =
         decode(bytes).map_err(|error| ModuleError::new(format!("positions snapshot v1: {error}")))?;
     if old.liquidating.is_some() || !old.liquidation_queue.is_empty() {
@@ -55,14 +58,23 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Positions, ModuleError> {
         .markets
         .into_iter()
         .map(|(id, market)| {
-            let mut new = Market::new(market.risk);
-            new.mark_ticks = market.mark_ticks;
-            new.holders = market.holders;
-            new.cost_total = market.cost_total;
+            let new = MarketV2 {
+                terms: MarketTerms::standard(market.risk.market),
+                risk: market.risk,
+                mark_ticks: market.mark_ticks,
+                holders: market.holders,
+                cost_total: market.cost_total,
+                index_ticks: None,
+                last_trade_ticks: None,
+                basis_samples: Vec::new(),
+                premium_sum: 0,
+                premium_samples: 0,
+                last_funding_rate: 0,
+            };
             (id, new)
         })
         .collect();
-    Ok(Positions {
+    Ok(PositionsV2 {
         config: old.config,
         markets,
         accounts: old.accounts,
@@ -76,6 +88,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Positions, ModuleError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::Positions;
 
     /// Today's state in the version-1 layout (for the migration test).
     pub(crate) fn as_v1(state: &Positions) -> impl serde::Serialize {
@@ -94,7 +107,11 @@ pub(crate) mod tests {
                     (*id, old)
                 })
                 .collect(),
-            accounts: state.accounts.clone(),
+            accounts: state
+                .accounts
+                .iter()
+                .map(|(user, account)| (*user, crate::v2::tests::account_as_v2(account)))
+                .collect(),
             orders: state.orders.clone(),
             ledger: state.ledger.clone(),
             liquidation_queue: Vec::new(),
