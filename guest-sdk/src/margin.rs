@@ -14,8 +14,9 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::position::Exposure;
 use crate::position::{AccountState, MarketRisk, PositionState, RATE_SCALE, RiskTier};
-use crate::types::{MarketId, Side, UserId};
+use crate::types::{MarketId, UserId};
 
 /// `ceil(a / b)` for `b > 0`.
 pub fn div_ceil(a: i128, b: i128) -> i128 {
@@ -142,50 +143,6 @@ pub struct PositionRecord {
     pub realized_units: i128,
     /// The market's cumulative funding index at the last settlement.
     pub funding_index: i128,
-}
-
-/// Resting quantity and notional per side of one user in one market.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exposure {
-    pub buy_lots: u64,
-    /// Σ price × qty of resting buys, tick·lot units.
-    pub buy_notional: u128,
-    pub sell_lots: u64,
-    pub sell_notional: u128,
-}
-
-impl Exposure {
-    pub fn is_empty(&self) -> bool {
-        self.buy_lots == 0 && self.sell_lots == 0
-    }
-
-    pub fn add(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
-        let notional = qty_lots as u128 * price_ticks as u128;
-        match side {
-            Side::Buy => {
-                self.buy_lots += qty_lots;
-                self.buy_notional += notional;
-            }
-            Side::Sell => {
-                self.sell_lots += qty_lots;
-                self.sell_notional += notional;
-            }
-        }
-    }
-
-    pub fn remove(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
-        let notional = qty_lots as u128 * price_ticks as u128;
-        match side {
-            Side::Buy => {
-                self.buy_lots -= qty_lots;
-                self.buy_notional -= notional;
-            }
-            Side::Sell => {
-                self.sell_lots -= qty_lots;
-                self.sell_notional -= notional;
-            }
-        }
-    }
 }
 
 /// What valuing an account needs of one market.

@@ -13,7 +13,6 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::margin::Exposure;
 use crate::matching::{MatchingEvent, ModuleError};
 use crate::types::{CommandContext, MarketId, OrderId, OrderType, Reason, Side, TradeId, UserId};
 
@@ -261,6 +260,50 @@ impl LedgerState {
     }
 }
 
+/// Resting quantity and notional per side of one user in one market.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    pub buy_lots: u64,
+    /// Σ price × qty of resting buys, tick·lot units.
+    pub buy_notional: u128,
+    pub sell_lots: u64,
+    pub sell_notional: u128,
+}
+
+impl Exposure {
+    pub fn is_empty(&self) -> bool {
+        self.buy_lots == 0 && self.sell_lots == 0
+    }
+
+    pub fn add(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
+        let notional = qty_lots as u128 * price_ticks as u128;
+        match side {
+            Side::Buy => {
+                self.buy_lots += qty_lots;
+                self.buy_notional += notional;
+            }
+            Side::Sell => {
+                self.sell_lots += qty_lots;
+                self.sell_notional += notional;
+            }
+        }
+    }
+
+    pub fn remove(&mut self, side: Side, qty_lots: u64, price_ticks: u64) {
+        let notional = qty_lots as u128 * price_ticks as u128;
+        match side {
+            Side::Buy => {
+                self.buy_lots -= qty_lots;
+                self.buy_notional -= notional;
+            }
+            Side::Sell => {
+                self.sell_lots -= qty_lots;
+                self.sell_notional -= notional;
+            }
+        }
+    }
+}
+
 /// Change messages of the position module.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PositionEvent {
@@ -281,7 +324,7 @@ pub enum PositionEvent {
     },
     /// An account's full state after the command changed it (or its marks).
     /// The reference module of state version 3 no longer emits it: readers
-    /// value an account from the lean messages with [`crate::margin`].
+    /// value an account from the lean messages with `exhost_guest_sdk::margin`.
     Account(AccountState),
     MarkPrice {
         market: MarketId,

@@ -21,6 +21,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use exhost_guest_sdk::codec::encode_into;
+use exhost_node::readmodel::ReadModelWriter;
+use exhost_node::{recovery, stamp};
+use exhost_store::journal::encode_record;
+use exhost_store::{Durability, Store};
+
 use anyhow::{Context, bail};
 use exhost_engine::{
     Command, Engine, EngineSnapshot, EventBody, MarketId, ModuleHash, ModuleLoader, NativeLoader, NewOrder,
@@ -31,8 +37,6 @@ use exhost_positions::Positions;
 use exhost_pricetime::PriceTimeBook;
 use exhost_runtime::{Runtime, WasmLoader};
 use serde_json::{Value, json};
-
-use crate::Embedded;
 
 const MID_TICKS: u64 = 300_000;
 /// Money of a holder: 10 USD for one lot of 30 USD at 10% initial margin,
@@ -167,7 +171,7 @@ pub fn run(counts: &[u64], thin: u64) -> anyhow::Result<()> {
         let native_figures = run_moves(&mut engine, seq, thin)?;
         drop(engine);
 
-        let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(Embedded::default())));
+        let wasm: Arc<dyn ModuleLoader> = Arc::new(WasmLoader::new(Runtime::new()?, Arc::new(EmbeddedModules)));
         let started = Instant::now();
         let mut engine = Engine::restore(wasm, EngineSnapshot::decode(&snapshot)?)?;
         let restore_seconds = started.elapsed().as_secs_f64();
@@ -193,7 +197,7 @@ pub fn run_http(dir: &Path, counts: &[u64]) -> anyhow::Result<()> {
     for &holders in counts {
         let data_dir = dir.join(format!("holders-{holders}"));
         let _ = std::fs::remove_dir_all(&data_dir);
-        crate::fill_commands(&data_dir, &setup(holders, 0), true)?;
+        fill_commands(&data_dir, &setup(holders, 0), true)?;
         std::fs::write(data_dir.join("admin.token"), "bench-operator-token\n")?;
         let config = exhost_server::Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -263,4 +267,66 @@ fn http_moves(addr: SocketAddr) -> anyhow::Result<(Vec<f64>, Vec<usize>)> {
         events.push(count);
     }
     Ok((times, events))
+}
+
+/// The two embedded modules, by hash.
+struct EmbeddedModules;
+
+impl exhost_runtime::ModuleSource for EmbeddedModules {
+    fn module_bytes(&self, hash: &ModuleHash) -> Option<Vec<u8>> {
+        [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM]
+            .into_iter()
+            .find(|bytes| ModuleHash::of(bytes) == *hash)
+            .map(<[u8]>::to_vec)
+    }
+}
+
+/// A new data directory holding `commands` journaled and applied (and the
+/// read model built), with a snapshot at the end if asked. The native build
+/// of the embedded modules applies them (the same code and state encoding
+/// as the wasm ones, so the snapshot restores into them), because this is
+/// data generation, not a measurement.
+pub fn fill_commands(data_dir: &Path, commands: &[Command], snapshot: bool) -> anyhow::Result<()> {
+    let db = data_dir.join("db");
+    if db.exists() {
+        bail!("{} already holds data; fill needs a new directory", data_dir.display());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&db)?;
+    for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
+        store.put_module(&ModuleHash::of(bytes).0, bytes)?;
+    }
+    let loader: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook, Positions>::default());
+    let mut engine = Engine::new(loader);
+    let mut progress = recovery::Progress::new("fill", commands.len() as u64, true);
+    let mut encoded = Vec::new();
+    let mut records = Vec::new();
+    let mut bounds = Vec::new();
+    for (chunk_index, chunk) in commands.chunks(10_000).enumerate() {
+        records.clear();
+        bounds.clear();
+        let mut writer = ReadModelWriter::new(&store);
+        for (i, command) in chunk.iter().enumerate() {
+            let seq = (chunk_index * 10_000 + i) as u64 + 1;
+            let ts = 1_700_000_000_000_000_000 + seq * 1_000;
+            encoded.clear();
+            encode_into(command, &mut encoded);
+            let start = records.len();
+            encode_record(seq, ts, &encoded, &mut records);
+            bounds.push((seq, start, records.len()));
+            for event in stamp(seq, ts, engine.apply(seq, ts, command)?) {
+                writer.apply(&event)?;
+            }
+            writer.cover(seq);
+        }
+        store.append_journal(bounds.iter().map(|&(seq, s, e)| (seq, &records[s..e])), Durability::None)?;
+        writer.commit()?;
+        progress.advance(chunk.len() as u64);
+    }
+    if snapshot {
+        let taken = exhost_node::take_snapshot(&mut engine, &store)?;
+        eprintln!("snapshot at {} ({} bytes)", taken.seq, taken.size_bytes);
+    }
+    store.flush()?;
+    Ok(())
 }

@@ -28,19 +28,15 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use exhost_engine::{Command, Engine, EngineSnapshot, ModuleHash, ModuleLoader, NativeLoader, NewOrder};
-use exhost_guest_sdk::codec::encode_into;
 use exhost_guest_sdk::{OrderId, OrderType, SelfTradePrevention, Side, TimeInForce, UserId};
 use exhost_positions::Positions;
 use exhost_pricetime::PriceTimeBook;
 use exhost_runtime::{ModuleSource, Runtime, WasmLoader};
-use exhost_store::journal::encode_record;
-use exhost_store::{Durability, Store};
+use exhost_store::Store;
 use serde_json::json;
 
 use exhost_node::datadir::default_market;
-use exhost_node::readmodel::ReadModelWriter;
 use exhost_node::recovery;
-use exhost_node::stamp;
 
 /// The shape of a benchmark order flow.
 #[derive(Clone, Copy, Debug)]
@@ -360,62 +356,12 @@ pub fn fill(data_dir: &Path, shape: FlowShape, snapshot: bool) -> anyhow::Result
     let (setup, measured) = flow(shape, ModuleHash::of(exhost_embedded::PRICETIME_WASM));
     let commands: Vec<Command> = setup.into_iter().chain(measured).collect();
     let started = Instant::now();
-    fill_commands(data_dir, &commands, snapshot)?;
+    holders::fill_commands(data_dir, &commands, snapshot)?;
     println!(
         "{}",
         json!({ "bench": "fill", "commands": commands.len(), "resting_orders_at_start": shape.resting,
                 "seconds": started.elapsed().as_secs_f64(), "snapshot": snapshot })
     );
-    Ok(())
-}
-
-/// A new data directory holding `commands` journaled and applied (and the
-/// read model built), with a snapshot at the end if asked. The native build
-/// of the embedded modules applies them (the same code and state encoding
-/// as the wasm ones, so the snapshot restores into them), because this is
-/// data generation, not a measurement.
-pub fn fill_commands(data_dir: &Path, commands: &[Command], snapshot: bool) -> anyhow::Result<()> {
-    let db = data_dir.join("db");
-    if db.exists() {
-        bail!("{} already holds data; fill needs a new directory", data_dir.display());
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let store = Store::open(&db)?;
-    for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
-        store.put_module(&ModuleHash::of(bytes).0, bytes)?;
-    }
-    let loader: Arc<dyn ModuleLoader> = Arc::new(NativeLoader::<PriceTimeBook, Positions>::default());
-    let mut engine = Engine::new(loader);
-    let mut progress = recovery::Progress::new("fill", commands.len() as u64, true);
-    let mut encoded = Vec::new();
-    let mut records = Vec::new();
-    let mut bounds = Vec::new();
-    for (chunk_index, chunk) in commands.chunks(10_000).enumerate() {
-        records.clear();
-        bounds.clear();
-        let mut writer = ReadModelWriter::new(&store);
-        for (i, command) in chunk.iter().enumerate() {
-            let seq = (chunk_index * 10_000 + i) as u64 + 1;
-            let ts = 1_700_000_000_000_000_000 + seq * 1_000;
-            encoded.clear();
-            encode_into(command, &mut encoded);
-            let start = records.len();
-            encode_record(seq, ts, &encoded, &mut records);
-            bounds.push((seq, start, records.len()));
-            for event in stamp(seq, ts, engine.apply(seq, ts, command)?) {
-                writer.apply(&event)?;
-            }
-            writer.cover(seq);
-        }
-        store.append_journal(bounds.iter().map(|&(seq, s, e)| (seq, &records[s..e])), Durability::None)?;
-        writer.commit()?;
-        progress.advance(chunk.len() as u64);
-    }
-    if snapshot {
-        let taken = exhost_node::take_snapshot(&mut engine, &store)?;
-        eprintln!("snapshot at {} ({} bytes)", taken.seq, taken.size_bytes);
-    }
-    store.flush()?;
     Ok(())
 }
 

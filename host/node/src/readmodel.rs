@@ -849,7 +849,7 @@ impl MarketLookup for MarketsAt {
 /// it, valued at the marks and funding indexes of that point.
 pub fn account_at(
     store: &Store,
-    directory: &crate::Directory,
+    directory: &crate::directory::Directory,
     user_id: UserId,
     seq: u64,
 ) -> Result<Option<AccountState>, StoreError> {
