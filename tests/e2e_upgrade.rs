@@ -11,8 +11,16 @@
 //!
 //! ```sh
 //! git worktree add /var/tmp/exhost-old <commit> && (cd /var/tmp/exhost-old && cargo build --release --workspace --all-targets)
-//! EXHOST_OLD_BINARY=$CARGO_TARGET_DIR/release/exhost cargo test --release --test e2e_upgrade -- --ignored --exact write_the_fixture
+//! EXHOST_OLD_BINARY=$CARGO_TARGET_DIR/release/exhost EXHOST_FIXTURE=upgrade-<commit> \
+//!     cargo test --release --test e2e_upgrade -- --ignored --exact write_the_fixture
 //! ```
+//!
+//! The fixture in `tests/fixtures/upgrade-288dd27/` was written so by the
+//! last release with position state v2 (funding paid to every holder at
+//! once, whole account messages): today's binary replays it, then swaps in
+//! today's position module (a migration to state v3), and every account
+//! answer, from the read model and from a replay, agrees at every sequence
+//! number across the swap.
 //!
 //! (build the old binary into its own copy, since one target directory holds
 //! one build of each crate.)
@@ -25,8 +33,20 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::*;
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upgrade-420aece")
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// A fixture's recorded answers and its data directory, unpacked.
+fn unpack(name: &str) -> (Value, TempDir) {
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("recorded.json")).unwrap()).unwrap();
+    let dir = TempDir::new("upgrade");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let untar =
+        Command::new("tar").arg("-xzf").arg(fixture(name).join("data.tar.gz")).arg("-C").arg(dir.path()).status();
+    assert!(untar.unwrap().success());
+    (recorded, dir)
 }
 
 fn trader_of(recorded: &Value) -> Trader {
@@ -105,7 +125,7 @@ fn write_the_fixture() {
     recorded["digest"] = json!(digest_with(&program, &["replay", "--from-start"], &data));
     recorded["market_module"] = json!(host_market_module_of(&program, &data));
 
-    let out = fixture_dir();
+    let out = fixture(&std::env::var("EXHOST_FIXTURE").unwrap_or_else(|_| "upgrade-420aece".into()));
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("recorded.json"), serde_json::to_string_pretty(&recorded).unwrap() + "\n").unwrap();
     let tar = Command::new("tar")
@@ -137,13 +157,7 @@ fn host_market_module_of(program: &Path, data: &Path) -> String {
 
 #[test]
 fn a_data_directory_of_the_older_release_replays_verifies_and_upgrades() {
-    let recorded: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("recorded.json")).unwrap()).unwrap();
-    let dir = TempDir::new("upgrade");
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let untar =
-        Command::new("tar").arg("-xzf").arg(fixture_dir().join("data.tar.gz")).arg("-C").arg(dir.path()).status();
-    assert!(untar.unwrap().success());
+    let (recorded, dir) = unpack("upgrade-420aece");
     let (maker, taker) = (trader_of(&recorded["maker"]), trader_of(&recorded["taker"]));
     let program = Path::new(EXHOST);
 
@@ -211,5 +225,82 @@ fn a_data_directory_of_the_older_release_replays_verifies_and_upgrades() {
     let host = Host::start(dir.path());
     assert_eq!(host.signed(&maker, "GET", "/v1/account", None).ok(), account);
     assert_eq!(host.get("/v1/markets/BTC-PERP/book?depth=20").ok()["asks"], json!([["27200.0", "0.080"]]));
+    host.stop();
+}
+
+/// Both traders' accounts at `seq`, from the read model and from a replay
+/// (status and body: before a trader existed both refuse alike).
+fn accounts_at(host: &Host, traders: [&Trader; 2], seq: u64) -> [(Value, Value); 2] {
+    traders.map(|trader| {
+        let path = format!("/v1/account?at_seq={seq}");
+        let read = host.signed(trader, "GET", &path, None);
+        let replayed = host.signed(trader, "GET", &format!("{path}&source=replay"), None);
+        (json!([read.status, read.body]), json!([replayed.status, replayed.body]))
+    })
+}
+
+#[test]
+fn a_position_state_v2_directory_upgrades_to_v3_and_every_account_answer_agrees() {
+    let (recorded, dir) = unpack("upgrade-288dd27");
+    let (maker, taker) = (trader_of(&recorded["maker"]), trader_of(&recorded["taker"]));
+    let program = Path::new(EXHOST);
+    assert_eq!(digest_with(program, &["replay", "--from-start"], dir.path()), recorded["digest"]);
+    assert_eq!(digest_with(program, &["replay"], dir.path()), recorded["digest"], "from the old snapshot");
+    verify(dir.path());
+
+    // Today's host on the old directory: the old answers, its whole account
+    // messages indexed once into today's account records.
+    let host = Host::start(dir.path());
+    let now = observed(&host, &maker, &taker);
+    for key in ["maker_account", "taker_account", "maker_orders", "book", "trades", "ledger", "events"] {
+        assert_eq!(now[key], recorded[key], "{key} on today's host");
+    }
+
+    // The swap migrates v2 to v3: every figure the same to the unit.
+    let headers = [("Authorization", format!("Bearer {ADMIN_TOKEN}")), ("Content-Type", "application/wasm".into())];
+    let positions = host.request("POST", "/admin/v1/modules", &headers, Some(exhost_embedded::POSITIONS_WASM)).ok();
+    let swap = host.admin("POST", "/admin/v1/position-module", json!({ "hash": positions["hash"] })).ok();
+    assert_eq!(swap["current"], positions["hash"], "{swap}");
+    let strip = |mut account: Value| {
+        account.as_object_mut().unwrap().remove("seq");
+        account
+    };
+    for (trader, key) in [(&maker, "maker_account"), (&taker, "taker_account")] {
+        let account = host.signed(trader, "GET", "/v1/account", None).ok();
+        assert_eq!(strip(account), strip(recorded[key].clone()), "{key} after the migration");
+    }
+
+    // State v3 at work: a fill, a funding by the index, a mark move.
+    assert_eq!(limit(&host, &taker, "buy", "27100", "0.050")["status"], "filled");
+    host.admin("POST", "/admin/v1/funding", json!({"symbol": "BTC-PERP", "rate": "0.0002"})).ok();
+    host.admin("POST", "/admin/v1/mark-prices", json!({"symbol": "BTC-PERP", "price": "26900"})).ok();
+    host.admin("POST", "/admin/v1/snapshots", json!({})).ok();
+    limit(&host, &maker, "sell", "27300", "0.010");
+    let ledger = host.admin("GET", "/admin/v1/ledger", Value::Null).ok();
+    let imbalance = ledger["USD"]["imbalance"].as_str().unwrap_or("?").parse::<f64>();
+    assert_eq!(imbalance, Ok(0.0), "{ledger}");
+
+    // Every account answer, at every sequence number across the swap: the
+    // read model's (lean records valued when read) and a replay's agree.
+    let last = host.signed(&maker, "GET", "/v1/account", None).ok()["seq"].as_u64().unwrap();
+    let mut answered = 0;
+    for seq in 1..=last {
+        for (read, replayed) in accounts_at(&host, [&maker, &taker], seq) {
+            assert_eq!(read, replayed, "account at seq {seq}");
+            answered += usize::from(read[0] == 200);
+        }
+    }
+    assert!(answered >= 20, "{answered} accounts answered in {last} sequence numbers");
+    let account = host.signed(&taker, "GET", "/v1/account", None).ok();
+    assert!(!host.log().contains("panicked"), "{}", host.log());
+    host.stop();
+
+    verify(dir.path());
+    assert_eq!(
+        digest_with(program, &["replay", "--from-start"], dir.path()),
+        digest_with(program, &["replay"], dir.path())
+    );
+    let host = Host::start(dir.path());
+    assert_eq!(host.signed(&taker, "GET", "/v1/account", None).ok(), account);
     host.stop();
 }

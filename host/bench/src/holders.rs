@@ -31,11 +31,13 @@ use anyhow::{Context, bail};
 use exhost_engine::{
     Command, Engine, EngineSnapshot, EventBody, MarketId, ModuleHash, ModuleLoader, NativeLoader, NewOrder,
 };
+use exhost_engine::{Instance, InstanceImage, ModuleCall, ModuleLimits, ModuleState};
+use exhost_guest_sdk::PositionAbi;
 use exhost_guest_sdk::{OrderType, PositionEvent, SelfTradePrevention, Side, TimeInForce, UserId};
 use exhost_node::datadir::{default_market, default_position_install};
 use exhost_positions::Positions;
 use exhost_pricetime::PriceTimeBook;
-use exhost_runtime::{Runtime, WasmLoader};
+use exhost_runtime::{CallBudget, Runtime, WasmLoader, WasmModule};
 use serde_json::{Value, json};
 
 const MID_TICKS: u64 = 300_000;
@@ -177,6 +179,8 @@ pub fn run(counts: &[u64], thin: u64) -> anyhow::Result<()> {
         let restore_seconds = started.elapsed().as_secs_f64();
         let memory_bytes = engine.module_reports().first().and_then(|report| report.memory_bytes);
         let wasm_figures = run_moves(&mut engine, seq, thin)?;
+        drop(engine);
+        let state_calls = position_state_calls(&EngineSnapshot::decode(&snapshot)?)?;
         println!(
             "{}",
             json!({
@@ -184,11 +188,44 @@ pub fn run(counts: &[u64], thin: u64) -> anyhow::Result<()> {
                 "setup_commands": commands.len(), "setup_native_seconds": setup_seconds,
                 "snapshot_mb": snapshot.len() as f64 / 1e6, "wasm_restore_seconds": restore_seconds,
                 "position_module_memory_mb": memory_bytes.map(|bytes| bytes as f64 / 1e6),
+                "wasm_position_state": state_calls,
                 "wasm": wasm_figures, "native": native_figures,
             })
         );
     }
     Ok(())
+}
+
+/// The position module's own state calls in wasm on this state (what a
+/// hot swap does): restore from the native snapshot, then snapshot again,
+/// with the fuel each used against its budget.
+fn position_state_calls(snapshot: &EngineSnapshot) -> anyhow::Result<Value> {
+    let Some(ModuleState { image, .. }) = &snapshot.position else { bail!("no position module in the snapshot") };
+    let InstanceImage::Snapshot { state_version, bytes } = image.as_ref() else {
+        bail!("the native engine's snapshot holds a memory image")
+    };
+    let runtime = Runtime::new()?;
+    let compiled = runtime.compile(exhost_embedded::POSITIONS_WASM).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let limits = ModuleLimits::default();
+    let mut module = WasmModule::<PositionAbi>::instantiate(&runtime, &compiled, &limits)?;
+    let started = Instant::now();
+    module.restore(*state_version, bytes)?;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let restore_fuel = module.last_fuel_used();
+    let mut again = Vec::new();
+    let started = Instant::now();
+    module.snapshot(&mut again)?;
+    let snapshot_seconds = started.elapsed().as_secs_f64();
+    if &again != bytes {
+        bail!("the wasm module's snapshot differs from the native one it restored");
+    }
+    let budget = |call| CallBudget::of(call, &limits, bytes.len() as u64).fuel;
+    Ok(json!({
+        "restore_seconds": restore_seconds, "restore_fuel": restore_fuel,
+        "restore_budget": budget(ModuleCall::Restore),
+        "snapshot_seconds": snapshot_seconds, "snapshot_fuel": module.last_fuel_used(),
+        "snapshot_budget": budget(ModuleCall::Snapshot),
+    }))
 }
 
 /// `exhost-bench holders --http`: the same state in a data directory, a host
@@ -293,6 +330,10 @@ pub fn fill_commands(data_dir: &Path, commands: &[Command], snapshot: bool) -> a
     }
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&db)?;
+    // What a new host's first start does: mark the read model's records as
+    // covering the (empty) event log, so that the host started on this
+    // directory does not take it for an older one and index it again.
+    exhost_node::readmodel::rebuild_records(&store)?;
     for bytes in [exhost_embedded::PRICETIME_WASM, exhost_embedded::POSITIONS_WASM] {
         store.put_module(&ModuleHash::of(bytes).0, bytes)?;
     }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_engine::{Event, EventBody, MarketId};
 use exhost_guest_sdk::codec::{decode, decode_prefix, encode, encode_into};
-use exhost_guest_sdk::margin::{Exposure, MarketLookup, MarketView, PositionRecord};
+use exhost_guest_sdk::margin::{ByMarket, Exposure, MarketLookup, MarketView, PositionRecord};
 use exhost_guest_sdk::{
     AccountState, LedgerState, MarketRisk, MarketTerms, MatchingEvent, OrderId, OrderOptions, OrderStatus, OrderType,
     PositionEvent, Reason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId, Trigger, UserId,
@@ -49,8 +49,8 @@ pub const READ_MODEL_RECORDS: &str = "read_model_records";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {
     pub balance_units: i128,
-    pub positions: BTreeMap<MarketId, PositionRecord>,
-    pub exposure: BTreeMap<MarketId, Exposure>,
+    pub positions: ByMarket<PositionRecord>,
+    pub exposure: ByMarket<Exposure>,
 }
 
 impl AccountRecord {
@@ -74,7 +74,7 @@ impl AccountRecord {
                     (position.market, record)
                 })
                 .collect(),
-            exposure: BTreeMap::new(),
+            exposure: ByMarket::new(),
         }
     }
 }

@@ -46,6 +46,13 @@ pub const QUERY_FUEL_PER_COMMAND_FUEL: u64 = 40;
 /// million resting orders takes about 300M fuel; 200 × the default 50M per
 /// command is 10G, over thirty times that.
 pub const STATE_FUEL_PER_COMMAND_FUEL: u64 = 200;
+/// `restore`, `migrate`: fuel per byte of the snapshot, besides the state
+/// budget, since decoding is linear in it and a state may be large by right
+/// (a position state of a million holders is 70 MB and took 13.6G fuel, about
+/// 200 per byte, to restore; measured by `exhost-bench holders`). The bytes are the same
+/// live and on replay, so the bound is deterministic; a module that loops
+/// still stops, after at most this much per byte it was given.
+pub const RESTORE_FUEL_PER_INPUT_BYTE: u64 = 1_000;
 /// Memory one command may grow by. A command that needs more is a command
 /// whose cost grows with the state, which modules must not have (see
 /// `guest-sdk/README.md`); capping it keeps one command from stalling every
@@ -54,7 +61,8 @@ pub const APPLY_MEMORY_GROWTH_BYTES_MAX: u64 = 64 << 20;
 
 impl CallBudget {
     /// The budget of one call of this kind; `input_bytes` is what the host
-    /// hands the call (the input buffer's length), for the buffer call.
+    /// hands the call (the input buffer's length), for the buffer call and
+    /// for a restore or a migration.
     pub fn of(call: ModuleCall, limits: &ModuleLimits, input_bytes: u64) -> CallBudget {
         let per_command = limits.fuel_per_command;
         let whole_memory = limits.memory_bytes_max;
@@ -68,8 +76,14 @@ impl CallBudget {
                 fuel: per_command.saturating_mul(QUERY_FUEL_PER_COMMAND_FUEL),
                 memory_growth_bytes: whole_memory,
             },
-            ModuleCall::Snapshot | ModuleCall::Restore | ModuleCall::Migrate => CallBudget {
+            ModuleCall::Snapshot => CallBudget {
                 fuel: per_command.saturating_mul(STATE_FUEL_PER_COMMAND_FUEL),
+                memory_growth_bytes: whole_memory,
+            },
+            ModuleCall::Restore | ModuleCall::Migrate => CallBudget {
+                fuel: per_command
+                    .saturating_mul(STATE_FUEL_PER_COMMAND_FUEL)
+                    .saturating_add(input_bytes.saturating_mul(RESTORE_FUEL_PER_INPUT_BYTE)),
                 memory_growth_bytes: whole_memory,
             },
             // Making room for the input zeroes it, at about a unit of fuel per ten bytes.
@@ -277,9 +291,9 @@ impl<A: Abi> WasmModule<A> {
         self.encoded.extend_from_slice(bytes);
         let len = self.write_input()?;
         let code = if state_version == self.state_version {
-            self.call(ModuleCall::Restore, 0, |e, store| e.restore.call(store, len))?
+            self.call(ModuleCall::Restore, len as u64, |e, store| e.restore.call(store, len))?
         } else {
-            self.call(ModuleCall::Migrate, 0, |e, store| e.migrate.call(store, (state_version, len)))?
+            self.call(ModuleCall::Migrate, len as u64, |e, store| e.migrate.call(store, (state_version, len)))?
         };
         self.check_status(code)
     }

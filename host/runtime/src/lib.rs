@@ -23,7 +23,7 @@ pub use engine::{Runtime, RuntimeError};
 
 pub use instance::{
     APPLY_MEMORY_GROWTH_BYTES_MAX, CallBudget, INIT_FUEL_PER_COMMAND_FUEL, QUERY_FUEL_PER_COMMAND_FUEL,
-    STATE_FUEL_PER_COMMAND_FUEL, WasmMatching, WasmModule,
+    RESTORE_FUEL_PER_INPUT_BYTE, STATE_FUEL_PER_COMMAND_FUEL, WasmMatching, WasmModule,
 };
 pub use loader::{ModuleSource, WasmLoader};
 pub use validate::{ArtifactCache, CompiledModule, ModuleInfo, Rejection};

@@ -26,7 +26,7 @@ mod watch;
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::{decode, encode_into};
-use exhost_guest_sdk::margin::{Exposure, MarketLookup, MarketView, PositionRecord};
+use exhost_guest_sdk::margin::{ByMarket, Exposure, MarketLookup, MarketView, PositionRecord};
 use exhost_guest_sdk::{
     CommandContext, LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionCommand,
     PositionConfig, PositionEvent, PositionModule, PositionOutput, PositionQuery, PositionQueryResult, RATE_SCALE,
@@ -44,11 +44,11 @@ pub const STATE_VERSION: u32 = 3;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Account {
     balance_units: i128,
-    positions: BTreeMap<MarketId, PositionRecord>,
-    exposure: BTreeMap<MarketId, Exposure>,
+    positions: ByMarket<PositionRecord>,
+    exposure: ByMarket<Exposure>,
     /// Where each open position of this account sits in its market's
     /// liquidation index (`watch.rs`).
-    watch: BTreeMap<MarketId, WatchKey>,
+    watch: ByMarket<WatchKey>,
 }
 
 /// A position's entry in its market's liquidation index: the side's set and the key in it.

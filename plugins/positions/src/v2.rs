@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use exhost_guest_sdk::codec::decode;
-use exhost_guest_sdk::margin::{Exposure, PositionRecord};
+use exhost_guest_sdk::margin::{ByMarket, Exposure, PositionRecord};
 use exhost_guest_sdk::{LedgerState, MarketId, MarketRisk, MarketTerms, ModuleError, OrderId, PositionConfig, UserId};
 use serde::Deserialize;
 
@@ -110,8 +110,8 @@ pub(crate) fn upgrade(old: PositionsV2) -> Positions {
             let account = Account {
                 balance_units: account.balance_units,
                 positions,
-                exposure: account.exposure,
-                watch: BTreeMap::new(),
+                exposure: account.exposure.into_iter().collect(),
+                watch: ByMarket::new(),
             };
             (user_id, account)
         })
@@ -155,7 +155,7 @@ pub(crate) mod tests {
                     (*market, PositionV2 { size_lots: p.size_lots, cost: p.cost, realized_units: p.realized_units })
                 })
                 .collect(),
-            exposure: account.exposure.clone(),
+            exposure: account.exposure.iter().map(|(market, exposure)| (*market, *exposure)).collect(),
         }
     }
 
