@@ -155,23 +155,30 @@ fn host_market_module_of(program: &Path, data: &Path) -> String {
     module
 }
 
+/// The opening every fixture must pass on today's binary: the old journal
+/// through the old modules gives the digest the old binary printed (from
+/// the start and from its snapshot), `verify` agrees, and a host started
+/// on it gives the recorded answers. Returns that host and the traders.
+fn replays_and_answers_as_recorded(recorded: &Value, dir: &Path) -> (Host, Trader, Trader) {
+    let (maker, taker) = (trader_of(&recorded["maker"]), trader_of(&recorded["taker"]));
+    let program = Path::new(EXHOST);
+    assert_eq!(digest_with(program, &["replay", "--from-start"], dir), recorded["digest"]);
+    assert_eq!(digest_with(program, &["replay"], dir), recorded["digest"], "from the old snapshot");
+    verify(dir);
+    let host = Host::start(dir);
+    let now = observed(&host, &maker, &taker);
+    for key in ["maker_account", "taker_account", "maker_orders", "book", "trades", "ledger", "events"] {
+        assert_eq!(now[key], recorded[key], "{key} on today's host");
+    }
+    (host, maker, taker)
+}
+
 #[test]
 fn a_data_directory_of_the_older_release_replays_verifies_and_upgrades() {
     let (recorded, dir) = unpack("upgrade-420aece");
-    let (maker, taker) = (trader_of(&recorded["maker"]), trader_of(&recorded["taker"]));
     let program = Path::new(EXHOST);
-
-    // The old journal through the old modules: the digest the old binary printed.
-    assert_eq!(digest_with(program, &["replay", "--from-start"], dir.path()), recorded["digest"]);
-    assert_eq!(digest_with(program, &["replay"], dir.path()), recorded["digest"], "from the old snapshot");
-    verify(dir.path());
-
     // The same answers, and the market still on the module it had.
-    let host = Host::start(dir.path());
-    let now = observed(&host, &maker, &taker);
-    for key in ["maker_account", "taker_account", "maker_orders", "book", "trades", "ledger", "events"] {
-        assert_eq!(now[key], recorded[key], "{key} after the upgrade");
-    }
+    let (host, maker, taker) = replays_and_answers_as_recorded(&recorded, dir.path());
     let market = host.get("/v1/markets").ok()[0].clone();
     assert_eq!(market["matching_module"], recorded["market_module"]);
     let headers = [("Authorization", format!("Bearer {ADMIN_TOKEN}")), ("Content-Type", "application/wasm".into())];
@@ -242,19 +249,10 @@ fn accounts_at(host: &Host, traders: [&Trader; 2], seq: u64) -> [(Value, Value);
 #[test]
 fn a_position_state_v2_directory_upgrades_to_v3_and_every_account_answer_agrees() {
     let (recorded, dir) = unpack("upgrade-288dd27");
-    let (maker, taker) = (trader_of(&recorded["maker"]), trader_of(&recorded["taker"]));
     let program = Path::new(EXHOST);
-    assert_eq!(digest_with(program, &["replay", "--from-start"], dir.path()), recorded["digest"]);
-    assert_eq!(digest_with(program, &["replay"], dir.path()), recorded["digest"], "from the old snapshot");
-    verify(dir.path());
-
     // Today's host on the old directory: the old answers, its whole account
     // messages indexed once into today's account records.
-    let host = Host::start(dir.path());
-    let now = observed(&host, &maker, &taker);
-    for key in ["maker_account", "taker_account", "maker_orders", "book", "trades", "ledger", "events"] {
-        assert_eq!(now[key], recorded[key], "{key} on today's host");
-    }
+    let (host, maker, taker) = replays_and_answers_as_recorded(&recorded, dir.path());
 
     // The swap migrates v2 to v3: every figure the same to the unit.
     let headers = [("Authorization", format!("Bearer {ADMIN_TOKEN}")), ("Content-Type", "application/wasm".into())];
